@@ -1,0 +1,37 @@
+# Two commands matter: `make test` and `make demo`. Both set up the environment on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+WHEELS := .wheels
+D2_WHEEL := $(WHEELS)/sal_detectron2-0.7.2-py3-none-any.whl
+STAMP := $(VENV)/.installed
+
+.PHONY: setup test demo clean
+
+setup: $(STAMP)
+
+# PyPI ships sal-detectron2 only as a cp310-none-any wheel; the code is pure Python, so we
+# fetch it for 3.10 and rename it to a py3 wheel that any CPython 3 install accepts.
+$(D2_WHEEL):
+	mkdir -p $(WHEELS)
+	$(PYTHON) -m pip download --no-deps --only-binary=:all: --python-version 3.10 \
+		-d $(WHEELS) sal-detectron2==0.7.2
+	mv $(WHEELS)/sal_detectron2-0.7.2-cp310-none-any.whl $@
+
+# One resolve for everything (sal-detectron2 pins numpy<2; a later separate install breaks it).
+# Re-runs only when pyproject.toml changes.
+$(STAMP): pyproject.toml $(D2_WHEEL)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade "pip>=24"
+	$(BIN)/python -m pip install --find-links $(WHEELS) -e '.[test]'
+	touch $@
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+demo: $(STAMP)
+	$(BIN)/nasnet info --model nasnet_a_mobile
+	$(BIN)/nasnet info --model nasnet_a_large
+
+clean:
+	rm -rf $(VENV) $(WHEELS) build *.egg-info

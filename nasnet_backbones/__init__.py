@@ -1,0 +1,39 @@
+"""nasnet-backbones: NASNet (Zoph et al., 2018) models built from validated genotypes.
+
+>>> import nasnet_backbones as nb
+>>> model = nb.create_model("nasnet_a_mobile")
+>>> features = nb.create_model("nasnet_a_mobile", features_only=True)
+"""
+
+from .checkpoint import CheckpointError, load_checkpoint, read_state_dict, save_checkpoint
+from .convert import CheckpointMismatchError, convert_state_dict
+from .genotype import Block, CellSpec, Genotype, GenotypeError
+from .nasnet import NASNet, NASNetConfig, NASNetOutputs, build_nasnet
+from .ops import NASNET_SEARCH_OPS, OPS
+from .registry import create_model, get_model_entry, list_models
+from . import genotypes
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Block",
+    "CellSpec",
+    "CheckpointError",
+    "CheckpointMismatchError",
+    "Genotype",
+    "GenotypeError",
+    "NASNET_SEARCH_OPS",
+    "NASNet",
+    "NASNetConfig",
+    "NASNetOutputs",
+    "OPS",
+    "build_nasnet",
+    "convert_state_dict",
+    "create_model",
+    "genotypes",
+    "get_model_entry",
+    "list_models",
+    "load_checkpoint",
+    "read_state_dict",
+    "save_checkpoint",
+]

@@ -1,0 +1,387 @@
+"""The NASNet network: stems, stacks of cells, auxiliary head and classifier (Zoph et al., 2018, Sec. 3).
+
+``N @ F`` networks stack three groups of ``N`` normal cells with a reduction cell between groups;
+``F`` (``num_filters``) is the width of the first group's cells, doubled at each reduction. The
+network follows TF-slim ``nasnet.py: _build_nasnet_base`` and, with ``reductions_in_num_cells``,
+``pnasnet.py: _build_pnasnet_base``. The same builder takes the DARTS macro through three switches
+(``stem_prev="stem"``, ``aux_position="after_second_reduction"``, ``head_relu=False``).
+
+The layout (which cell reads which earlier output, its width and stride) is worked out once in
+``__init__``; ``forward`` only walks it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Sequence
+
+import torch
+from torch import nn
+
+from .cell import Cell, StateShape
+from .drop_path import ScheduledDropPath
+from .genotype import Genotype
+from .ops import OpContext
+from .padding import PADDING_MODES, Conv2dSame
+
+__all__ = ["NASNetConfig", "NASNet", "NASNetOutputs", "build_nasnet", "calc_reduction_layers"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NASNetConfig:
+    """Macro-architecture hyper-parameters (TF-slim ``*_config()`` names where they exist)."""
+
+    num_cells: int = 12  # normal cells, 3 stacks of N (PNASNet: all cells, see reductions_in_num_cells)
+    num_filters: int = 44  # F: width of the first stack's cells
+    stem: str = "imagenet"  # "imagenet": 3x3/2 VALID conv + two reduction cells; "cifar": 3x3 conv
+    stem_multiplier: float = 1.0
+    stem_filters: int | None = None  # conv stem width; default int(32 * m) (imagenet), int(F * m) (cifar)
+    num_stem_cells: int = 2  # imagenet stem only
+    filter_scaling_rate: float = 2.0
+    num_reduction_layers: int = 2
+    reductions_in_num_cells: bool = False  # PNASNet: the strided cells count among num_cells
+    skip_reduction_layer_input: bool = False  # TF-slim: the cell after a reduction reads the reduction's prev
+    stem_prev: str = "raw"  # first cell's state 1: "raw" input (TF) or the projected stem output (DARTS)
+    padding: str = "same"  # "same" (TF, exact at any size) or "symmetric" (PyTorch, DARTS)
+    bn_eps: float = 1e-3
+    bn_momentum: float = 0.0003  # torch momentum = 1 - TF decay
+    drop_path_prob: float = 0.0  # 1 - drop_path_keep_prob
+    drop_path_scale_by_depth: bool = True  # TF v3 scales by cell depth; DARTS does not
+    dropout: float = 0.0  # 1 - dense_dropout_keep_prob
+    aux_head: bool = False
+    aux_position: str = "before_second_reduction"  # TF; DARTS: "after_second_reduction"
+    aux_channels: tuple[int, int] = (128, 768)
+    head_relu: bool = True
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.num_cells >= 1, "num_cells must be >= 1"),
+            (self.num_filters >= 1, "num_filters must be >= 1"),
+            (self.stem in ("imagenet", "cifar"), f"stem must be 'imagenet' or 'cifar', got {self.stem!r}"),
+            (self.padding in PADDING_MODES, f"padding must be one of {PADDING_MODES}, got {self.padding!r}"),
+            (self.stem_prev in ("raw", "stem"), f"stem_prev must be 'raw' or 'stem', got {self.stem_prev!r}"),
+            (
+                self.aux_position in ("before_second_reduction", "after_second_reduction"),
+                f"unknown aux_position {self.aux_position!r}",
+            ),
+            (0.0 <= self.drop_path_prob < 1.0, f"drop_path_prob must be in [0, 1), got {self.drop_path_prob}"),
+            (0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+
+def calc_reduction_layers(num_cells: int, num_reduction_layers: int) -> list[int]:
+    """Cell indices before which reductions go (TF-slim ``nasnet_utils.calc_reduction_layers``)."""
+    return [int(p / (num_reduction_layers + 1) * num_cells) for p in range(1, num_reduction_layers + 1)]
+
+
+class NASNetOutputs(NamedTuple):
+    """Train-mode output when the auxiliary head is on (like torchvision's ``InceptionOutputs``)."""
+
+    logits: torch.Tensor
+    aux_logits: torch.Tensor
+
+
+@dataclass(frozen=True)
+class _CellLink:
+    name: str
+    input: int  # position in the outputs list
+    prev: int | None  # None: the cell reads its raw input as state 1
+    reduction: bool
+    filters: int
+
+
+class AuxHead(nn.Module):
+    """TF-slim ``_build_aux_head``: ReLU, 5x5/3 avg pool (VALID), 1x1 conv, BN, ReLU, conv over the
+    whole remaining map, BN, ReLU, FC. The second conv's kernel is the map size at ``img_size``;
+    other input sizes are average-pooled to it first."""
+
+    def __init__(self, channels: int, num_classes: int, spatial: int, ctx: OpContext, widths: tuple[int, int]) -> None:
+        super().__init__()
+        pooled = (spatial - 5) // 3 + 1
+        if pooled < 1:
+            raise ValueError(
+                f"the auxiliary head needs a feature map of at least 5x5, got {spatial}x{spatial}; "
+                "use a larger img_size or aux_head=False"
+            )
+        self.kernel = pooled
+        self.relu = nn.ReLU()
+        self.pool = nn.AvgPool2d(5, stride=3)
+        self.proj = nn.Conv2d(channels, widths[0], 1, bias=False)
+        self.bn0 = ctx.bn(widths[0])
+        self.conv = nn.Conv2d(widths[0], widths[1], pooled, bias=False)
+        self.bn1 = ctx.bn(widths[1])
+        self.fc = nn.Linear(widths[1], num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(self.relu(x))
+        x = torch.relu(self.bn0(self.proj(x)))
+        if x.shape[-1] != self.kernel or x.shape[-2] != self.kernel:
+            x = nn.functional.adaptive_avg_pool2d(x, self.kernel)
+        x = torch.relu(self.bn1(self.conv(x)))
+        return self.fc(torch.flatten(x, 1))
+
+
+class NASNet(nn.Module):
+    """A NASNet-style network decoded from a :class:`Genotype` and a :class:`NASNetConfig`.
+
+    Args:
+        genotype: the normal and reduction cells.
+        config: macro hyper-parameters.
+        num_classes: classifier outputs; 0 returns pooled features from ``forward``.
+        in_chans: input channels.
+        img_size: the input size the auxiliary head is sized for.
+        features_only: build no head; ``forward`` returns ``{name: feature map}`` for ``out_strides``.
+        out_strides: which strides to return with ``features_only`` (default: all of 2, 4, 8, 16, 32
+            that the network has; 1, 2 and 4 for a CIFAR stem).
+    """
+
+    def __init__(
+        self,
+        genotype: Genotype,
+        config: NASNetConfig,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        img_size: int = 224,
+        features_only: bool = False,
+        out_strides: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__()
+        self.genotype, self.config = genotype, config
+        self.num_classes, self.img_size = num_classes, img_size
+        c = config
+        ctx = OpContext(c.padding, c.bn_eps, c.bn_momentum)
+
+        # -- stem --------------------------------------------------------------------------------
+        if c.stem == "imagenet":
+            stem_filters = c.stem_filters or int(32 * c.stem_multiplier)
+            self.stem = nn.Sequential(
+                OrderedDict(conv=nn.Conv2d(in_chans, stem_filters, 3, stride=2, bias=False), bn=ctx.bn(stem_filters))
+            )
+            stem_shape = StateShape(stem_filters, 2)
+        else:
+            stem_filters = c.stem_filters or int(c.num_filters * c.stem_multiplier)
+            self.stem = nn.Sequential(
+                OrderedDict(conv=Conv2dSame(in_chans, stem_filters, 3, padding=c.padding), bn=ctx.bn(stem_filters))
+            )
+            stem_shape = StateShape(stem_filters, 1)
+
+        # -- layout: TF's cell_outputs list; position 0 is the stem ------------------------------
+        shapes: list[StateShape] = [stem_shape]
+        links: list[_CellLink] = []
+        first_prev = None if c.stem_prev == "raw" else 0
+
+        def prev_of(pos: int) -> int | None:
+            return pos if pos >= 0 else first_prev
+
+        def add(name: str, reduction: bool, filters: int, prev: int | None) -> None:
+            links.append(_CellLink(name, len(shapes) - 1, prev, reduction, filters))
+            shapes.append(StateShape(-1, -1))  # filled in when the cell is built
+
+        if c.stem == "imagenet":
+            scaling = 1.0 / c.filter_scaling_rate**c.num_stem_cells
+            for i in range(c.num_stem_cells):
+                add(f"stem_{i}", True, int(c.num_filters * scaling), prev_of(len(shapes) - 2))
+                scaling *= c.filter_scaling_rate
+        reductions = calc_reduction_layers(c.num_cells, c.num_reduction_layers)
+        scaling, n_red = 1.0, 0
+        for cell_num in range(c.num_cells):
+            if c.reductions_in_num_cells:
+                is_red = cell_num in reductions
+                if is_red:
+                    scaling *= c.filter_scaling_rate
+                    name = f"reduction_{n_red}"
+                    n_red += 1
+                else:
+                    name = f"cell_{cell_num}"
+                add(name, is_red, int(c.num_filters * scaling), prev_of(len(shapes) - 2))
+                continue
+            skip_prev = prev_of(len(shapes) - 2)
+            if cell_num in reductions:
+                scaling *= c.filter_scaling_rate
+                add(f"reduction_{n_red}", True, int(c.num_filters * scaling), prev_of(len(shapes) - 2))
+                n_red += 1
+            prev = skip_prev if c.skip_reduction_layer_input else prev_of(len(shapes) - 2)
+            add(f"cell_{cell_num}", False, int(c.num_filters * scaling), prev)
+
+        # -- cells ---------------------------------------------------------------------------------
+        self.cells = nn.ModuleDict()
+        for index, link in enumerate(links):
+            drop = ScheduledDropPath(c.drop_path_prob, index, len(links), c.drop_path_scale_by_depth)
+            spec = genotype.reduce if link.reduction else genotype.normal
+            prev_shape = None if link.prev is None else shapes[link.prev]
+            cell = Cell(spec, shapes[link.input], prev_shape, link.filters, link.reduction, ctx, drop)
+            self.cells[link.name] = cell
+            shapes[index + 1] = cell.out_shape
+        self._links = links
+        self._shapes = shapes
+
+        # -- features: the deepest output at each stride ----------------------------------------
+        names = ["stem"] + [link.name for link in links]
+        deepest: dict[int, int] = {}
+        for pos, shape in enumerate(shapes):
+            deepest[shape.stride] = pos
+        available = sorted(deepest)
+        if out_strides is None:
+            out_strides = [s for s in available if s >= 2] if c.stem == "imagenet" else available
+        missing = [s for s in out_strides if s not in deepest]
+        if missing:
+            raise ValueError(f"out_strides {missing} not available; this network has strides {available}")
+        self.feature_info = [
+            dict(name=f"stride{s}", num_chs=shapes[deepest[s]].channels, reduction=s, module=names[deepest[s]])
+            for s in sorted(out_strides)
+        ]
+        self._feature_pos = {deepest[s]: f"stride{s}" for s in out_strides}
+        self.features_only = features_only
+        self.num_features = shapes[-1].channels
+
+        # Keep each output only until its last reader (or the end, for features).
+        last_use = {pos: pos for pos in range(len(shapes))}
+        for index, link in enumerate(links):
+            for src in (link.input, link.prev):
+                if src is not None:
+                    last_use[src] = max(last_use[src], index + 1)
+        self._release_after: dict[int, list[int]] = {}
+        for pos, last in last_use.items():
+            if pos not in self._feature_pos and pos != len(shapes) - 1:
+                self._release_after.setdefault(last, []).append(pos)
+        self._last_needed = max(self._feature_pos) if features_only else len(shapes) - 1
+
+        # -- heads ---------------------------------------------------------------------------------
+        self.aux_head: AuxHead | None = None
+        self._aux_pos = -1
+        if c.aux_head and num_classes > 0 and not features_only:
+            self._aux_pos = self._aux_position(links)
+            spatial = self._spatial_size(img_size, self._aux_pos)
+            self.aux_head = AuxHead(shapes[self._aux_pos].channels, num_classes, spatial, ctx, c.aux_channels)
+        if features_only:
+            self.classifier: nn.Module = nn.Identity()
+        else:
+            self.dropout = nn.Dropout(c.dropout)
+            self.classifier = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self._init_weights()
+
+    # -- construction helpers ------------------------------------------------------------------
+
+    def _aux_position(self, links: list[_CellLink]) -> int:
+        reductions = [i for i, link in enumerate(links) if link.reduction and not link.name.startswith("stem")]
+        if len(reductions) < 2:
+            raise ValueError("the auxiliary head sits at the second reduction; this network has fewer than two")
+        second = reductions[1]
+        # outputs list position = link index + 1
+        return second if self.config.aux_position == "before_second_reduction" else second + 1
+
+    def _spatial_size(self, img_size: int, pos: int) -> int:
+        size = (img_size - 3) // 2 + 1 if self.config.stem == "imagenet" else img_size
+        for link in self._links[:pos]:
+            if link.reduction:
+                size = -(-size // 2)
+        return size
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")  # TF: FAN_OUT scaling
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, std=0.01)
+                nn.init.zeros_(m.bias)
+
+    # -- public API ----------------------------------------------------------------------------
+
+    def set_drop_path_progress(self, progress: float) -> None:
+        """Training progress in [0, 1] (``step / total_steps``) for ScheduledDropPath."""
+        for m in self.modules():
+            if isinstance(m, ScheduledDropPath):
+                m.progress = float(progress)
+
+    def get_classifier(self) -> nn.Module:
+        return self.classifier
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the classifier (and auxiliary classifier) for ``num_classes`` outputs."""
+        self.num_classes = num_classes
+        self.classifier = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        if self.aux_head is not None:
+            self.aux_head.fc = nn.Linear(self.aux_head.fc.in_features, num_classes)
+
+    def _walk(self, x: torch.Tensor, collect: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None]:
+        outs: list[torch.Tensor | None] = [self.stem(x)]
+        features: dict[str, torch.Tensor] = {}
+        aux_in = None
+        if collect and 0 in self._feature_pos:
+            features[self._feature_pos[0]] = torch.relu(outs[0])
+        for index, (link, cell) in enumerate(zip(self._links, self.cells.values())):
+            pos = index + 1
+            if pos > self._last_needed:
+                break
+            prev = None if link.prev is None else outs[link.prev]
+            outs.append(cell(outs[link.input], prev))
+            if collect and pos in self._feature_pos:
+                features[self._feature_pos[pos]] = torch.relu(outs[pos])
+            if pos == self._aux_pos:
+                aux_in = outs[pos]
+            for done in self._release_after.get(pos, ()):
+                outs[done] = None
+        return outs[-1], features, aux_in
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last cell's output (before the head's ReLU)."""
+        return self._walk(x, collect=False)[0]
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if self.config.head_relu:
+            x = torch.relu(x)
+        x = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
+        x = self.dropout(x)
+        return x if pre_logits else self.classifier(x)
+
+    def forward(self, x: torch.Tensor) -> Any:
+        want_aux = self.aux_head is not None and self.training
+        last, features, aux_in = self._walk(x, collect=self.features_only)
+        if self.features_only:
+            return features
+        logits = self.forward_head(last)
+        if want_aux:
+            assert aux_in is not None
+            return NASNetOutputs(logits, self.aux_head(aux_in))
+        return logits
+
+    def stage_shapes(self, img_size: int) -> list[tuple[str, int, int, int]]:
+        """(module name, channels, stride, spatial size) for the stem and every cell at ``img_size``."""
+        rows = []
+        size = (img_size - 3) // 2 + 1 if self.config.stem == "imagenet" else img_size
+        rows.append(("stem", self._shapes[0].channels, self._shapes[0].stride, size))
+        for link, shape in zip(self._links, self._shapes[1:]):
+            if link.reduction:
+                size = -(-size // 2)
+            rows.append((link.name, shape.channels, shape.stride, size))
+        return rows
+
+
+def build_nasnet(
+    genotype: Genotype,
+    num_cells: int,
+    num_filters: int,
+    stem: str = "imagenet",
+    num_classes: int = 1000,
+    **kwargs: Any,
+) -> NASNet:
+    """Build an ``N @ F`` network from a genotype: ``num_cells`` normal cells (3 stacks of N) of
+    ``num_filters`` base width. Other :class:`NASNetConfig` fields and :class:`NASNet` arguments
+    (``img_size``, ``features_only``, ...) go in ``kwargs``."""
+    model_keys = {"in_chans", "img_size", "features_only", "out_strides"}
+    model_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in model_keys}
+    defaults = {"stem_multiplier": 3.0 if stem == "cifar" else 1.0}
+    if stem == "cifar":
+        defaults.update(bn_eps=1e-5, bn_momentum=0.1)
+    config = NASNetConfig(num_cells=num_cells, num_filters=num_filters, stem=stem, **{**defaults, **kwargs})
+    return NASNet(genotype, config, num_classes=num_classes, **model_kwargs)

@@ -1,0 +1,133 @@
+"""TensorFlow 'SAME' padding that is exact at any input size and exports cleanly to ONNX.
+
+TF pads ``total = max((ceil(n / s) - 1) * s + (k - 1) * d + 1 - n, 0)`` pixels along a dimension
+of size ``n``, ``total // 2`` before and the rest after. For a stride-2 op on an even input that is
+0 before and 1 after, which no symmetric PyTorch padding reproduces. The published NASNet weights
+were trained with it, so a port that pads symmetrically shifts every strided window by a pixel.
+
+The layers here pick, per call, the cheapest exact form: PyTorch's own symmetric padding when TF's
+happens to be symmetric, ``ceil_mode`` pooling when the one extra pixel falls at the end, and an
+explicit non-negative ``F.pad`` otherwise. Average pools never count padded pixels (TF's rule).
+
+``padding="symmetric"`` gives PyTorch's usual ``(k - 1) * d // 2`` on both sides instead, for
+cells defined in PyTorch (DARTS), and ``"valid"`` gives none.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["PADDING_MODES", "same_padding", "Conv2dSame", "Pool2dSame"]
+
+PADDING_MODES = ("same", "symmetric", "valid")
+
+
+def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
+    """(before, after) padding of TF 'SAME' along one dimension."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def _check_mode(padding: str) -> None:
+    if padding not in PADDING_MODES:
+        raise ValueError(f"unknown padding mode {padding!r}; use one of {PADDING_MODES}")
+
+
+class Conv2dSame(nn.Conv2d):
+    """``nn.Conv2d`` with TF 'SAME' (default), symmetric or valid padding."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        dilation: int | tuple[int, int] = 1,
+        groups: int = 1,
+        bias: bool = False,
+        padding: str = "same",
+    ) -> None:
+        _check_mode(padding)
+        k, s, d = _pair(kernel_size), _pair(stride), _pair(dilation)
+        # TF 'SAME' is input-independent (and symmetric) exactly when stride is 1 and the receptive
+        # field is odd; then PyTorch's static padding is already exact.
+        static = padding != "same" or all(si == 1 and (ki - 1) * di % 2 == 0 for ki, si, di in zip(k, s, d))
+        native = (0, 0) if padding == "valid" else tuple((ki - 1) * di // 2 for ki, di in zip(k, d))
+        super().__init__(in_channels, out_channels, k, s, native if static else 0, d, groups, bias)
+        self.dynamic_same = not static
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.dynamic_same:
+            return super().forward(x)
+        (t, b), (l, r) = (
+            same_padding(n, k, s, d)
+            for n, k, s, d in zip(x.shape[-2:], self.kernel_size, self.stride, self.dilation)
+        )
+        if t == b and l == r:
+            return F.conv2d(x, self.weight, self.bias, self.stride, (t, l), self.dilation, self.groups)
+        return F.conv2d(F.pad(x, (l, r, t, b)), self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+def _pool_out(n: int, k: int, s: int, p: int, ceil_mode: bool) -> int:
+    """Output size of a PyTorch pool (``torch.nn.MaxPool2d`` docs), including the ceil_mode rule."""
+    out = (math.ceil if ceil_mode else math.floor)((n + 2 * p - k) / s) + 1
+    if ceil_mode and (out - 1) * s >= n + p:
+        out -= 1
+    return out
+
+
+class Pool2dSame(nn.Module):
+    """Max or average pooling with TF 'SAME' (default), symmetric or valid padding.
+
+    Average pools divide by the number of real pixels in the window, as TF does.
+    """
+
+    def __init__(self, kind: str, kernel_size: int, stride: int = 1, padding: str = "same") -> None:
+        super().__init__()
+        if kind not in ("max", "avg"):
+            raise ValueError(f"unknown pool kind {kind!r}; use 'max' or 'avg'")
+        _check_mode(padding)
+        self.kind, self.kernel_size, self.stride, self.padding = kind, kernel_size, stride, padding
+
+    def _pool(self, x: torch.Tensor, pad: tuple[int, int], ceil_mode: bool) -> torch.Tensor:
+        k, s = self.kernel_size, self.stride
+        if self.kind == "max":
+            return F.max_pool2d(x, k, s, pad, ceil_mode=ceil_mode)
+        return F.avg_pool2d(x, k, s, pad, ceil_mode=ceil_mode, count_include_pad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k, s = self.kernel_size, self.stride
+        if self.padding == "valid":
+            return self._pool(x, (0, 0), False)
+        if self.padding == "symmetric" or (s == 1 and k % 2 == 1):
+            return self._pool(x, (k // 2, k // 2), False)
+        (t, b), (l, r) = (same_padding(n, k, s) for n in x.shape[-2:])
+        if t == b and l == r:
+            return self._pool(x, (t, l), False)
+        # Extra pixels at the end are what ceil_mode adds: same window starts, and PyTorch clips
+        # the last window to the input (and divides by the real-pixel count), as TF does.
+        h, w = x.shape[-2], x.shape[-1]
+        if (
+            max(t, l) <= k // 2
+            and _pool_out(h, k, s, t, True) == -(-h // s)
+            and _pool_out(w, k, s, l, True) == -(-w // s)
+        ):
+            return self._pool(x, (t, l), True)
+        if self.kind == "max":
+            return F.max_pool2d(F.pad(x, (l, r, t, b), value=float("-inf")), k, s)
+        # Sum over the window divided by the count of real pixels in it.
+        padded = F.avg_pool2d(F.pad(x, (l, r, t, b)), k, s)
+        ones = torch.ones((1, 1) + tuple(x.shape[-2:]), dtype=x.dtype, device=x.device)
+        return padded / F.avg_pool2d(F.pad(ones, (l, r, t, b)), k, s)
+
+    def extra_repr(self) -> str:
+        return f"{self.kind}, kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding!r}"
