@@ -1,1 +1,41 @@
-def main(): pass
+"""The ``nasnet`` command: one subcommand per job, each defined next to the code it drives."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Sequence
+
+from . import info
+
+__all__ = ["main", "build_parser"]
+
+# Each module contributes ``add_parser(subparsers)``; the search, detection and export packages
+# add theirs here as they land.
+_COMMAND_MODULES = (info,)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nasnet", description="NASNet models, search, detection and export.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for module in _COMMAND_MODULES:
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("fvcore").setLevel(logging.ERROR)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError) as exc:  # bad input: one clear message, no traceback
+        print(f"nasnet {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -8,6 +8,7 @@ which exists only in training.
 from __future__ import annotations
 
 import logging
+import warnings
 
 import torch
 from torch import nn
@@ -25,7 +26,9 @@ def count_params(model: nn.Module, include_aux: bool = False) -> int:
 
 def count_madds(model: nn.Module, img_size: int, in_chans: int = 3) -> int:
     """Multiply-adds of convs and linear layers for one ``img_size`` x ``img_size`` image, in eval mode."""
-    from fvcore.nn import FlopCountAnalysis
+    with warnings.catch_warnings():  # fvcore's import touches the deprecated torch.jit.script
+        warnings.simplefilter("ignore", FutureWarning)
+        from fvcore.nn import FlopCountAnalysis
 
     was_training = model.training
     model.eval()

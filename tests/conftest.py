@@ -1,0 +1,34 @@
+"""Shared fixtures: small models and reference-model helpers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nasnet_backbones import build_nasnet, genotypes
+
+
+def randomize_batchnorm(model: torch.nn.Module, seed: int = 0) -> None:
+    """Give every BN non-trivial statistics, so eval-mode comparisons exercise them."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(n, generator=g) * 0.1)
+
+
+@pytest.fixture
+def tiny_imagenet_model():
+    """NASNet-A, 1 cell per stack, base width 8, ImageNet stem: fast on CPU."""
+    torch.manual_seed(0)
+    return build_nasnet(genotypes.NASNET_A, num_cells=3, num_filters=8, stem="imagenet", num_classes=10, img_size=96,
+                        aux_head=True)
+
+
+@pytest.fixture
+def tiny_cifar_model():
+    torch.manual_seed(0)
+    return build_nasnet(genotypes.NASNET_A, num_cells=3, num_filters=8, stem="cifar", num_classes=10, img_size=32)
