@@ -47,8 +47,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             "It may run code when unpickled; re-save it as a plain state dict or as .safetensors "
             "from a trusted environment."
         ) from None
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({exc})") from None
+    except Exception as exc:  # torch.load raises many types (KeyError, RuntimeError, ...) on garbage
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
     return _unwrap(obj, path)
 
 

@@ -175,6 +175,9 @@ def _drop_background_class(tensor: torch.Tensor, classes: int) -> torch.Tensor:
 
 def _strict_same_keys(model: nn.Module, source: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     target = model.state_dict()
+    if not any(k.startswith("aux_head.") for k in target):
+        # A checkpoint trained with the auxiliary head loads into a model built without it.
+        source = {k: v for k, v in source.items() if not k.startswith("aux_head.")}
     missing = [k for k in target if k not in source and not k.startswith("aux_head.")]
     unexpected = [k for k in source if k not in target]
     bad_shape = [
