@@ -43,12 +43,15 @@ def test_tf_1001_class_classifier_drops_background(cadene_mobile, tmp_path):
 
 
 def test_own_format_round_trip(tmp_path, tiny_imagenet_model):
+    saved = tiny_imagenet_model.state_dict()
     for name in ("w.pth", "w.safetensors"):
         nb.save_checkpoint(tiny_imagenet_model, tmp_path / name)
-        other = nb.build_nasnet(nb.genotypes.NASNET_A, 3, 8, num_classes=10, img_size=96)
-        nb.load_checkpoint(other, tmp_path / name)
-        for (k, a), b in zip(tiny_imagenet_model.state_dict().items(), other.state_dict().values()):
-            assert torch.equal(a, b), k
+        for aux in (True, False):  # an aux-trained checkpoint also loads into an inference model
+            other = nb.build_nasnet(nb.genotypes.NASNET_A, 3, 8, num_classes=10, img_size=96, aux_head=aux)
+            nb.load_checkpoint(other, tmp_path / name)
+            assert any(k.startswith("aux_head.") for k in other.state_dict()) == aux
+            for k, v in other.state_dict().items():
+                assert torch.equal(v, saved[k]), k
 
 
 def test_wrong_model_checkpoint_says_what_it_looks_like(cadene_mobile, tmp_path):
