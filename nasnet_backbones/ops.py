@@ -84,10 +84,12 @@ class FactorizedReduction(nn.Module):
         x = self.relu(x)
         if self.stride == 1:
             return self.bn(self.conv(x))
+        # int(): static sizes, so an exported graph gets constant, non-negative pads.
+        odd_h, odd_w = int(x.shape[-2]) % 2, int(x.shape[-1]) % 2
         p1 = self.path1(x)
         p2 = self.path2(x[:, :, 1:, 1:])
-        if p2.shape[-2:] != p1.shape[-2:]:  # odd input: TF's padded row/column reads zeros
-            p2 = nn.functional.pad(p2, (0, p1.shape[-1] - p2.shape[-1], 0, p1.shape[-2] - p2.shape[-2]))
+        if odd_h or odd_w:  # odd input: TF's padded row/column reads zeros
+            p2 = nn.functional.pad(p2, (0, odd_w, 0, odd_h))
         return self.bn(torch.cat([p1, p2], 1))
 
 

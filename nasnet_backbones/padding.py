@@ -69,7 +69,7 @@ class Conv2dSame(nn.Conv2d):
         if not self.dynamic_same:
             return super().forward(x)
         (t, b), (l, r) = (
-            same_padding(n, k, s, d)
+            same_padding(int(n), k, s, d)
             for n, k, s, d in zip(x.shape[-2:], self.kernel_size, self.stride, self.dilation)
         )
         if t == b and l == r:
@@ -110,12 +110,12 @@ class Pool2dSame(nn.Module):
             return self._pool(x, (0, 0), False)
         if self.padding == "symmetric" or (s == 1 and k % 2 == 1):
             return self._pool(x, (k // 2, k // 2), False)
-        (t, b), (l, r) = (same_padding(n, k, s) for n in x.shape[-2:])
+        (t, b), (l, r) = (same_padding(int(n), k, s) for n in x.shape[-2:])
         if t == b and l == r:
             return self._pool(x, (t, l), False)
         # Extra pixels at the end are what ceil_mode adds: same window starts, and PyTorch clips
         # the last window to the input (and divides by the real-pixel count), as TF does.
-        h, w = x.shape[-2], x.shape[-1]
+        h, w = int(x.shape[-2]), int(x.shape[-1])
         if (
             max(t, l) <= k // 2
             and _pool_out(h, k, s, t, True) == -(-h // s)
