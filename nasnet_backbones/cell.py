@@ -95,6 +95,8 @@ class Cell(nn.Module):
                 self.concat_adjust[str(idx)] = FactorizedReduction(
                     s.channels, final.channels, ctx, stride=final.stride // s.stride, relu=False
                 )
+        # (state, its adjustment or None), resolved once rather than per forward
+        self._concat_plan = [(i, self.concat_adjust[str(i)] if str(i) in self.concat_adjust else None) for i in self.concat]
         self.out_shape = StateShape(len(self.concat) * final.channels, out_stride)
         self.drop_path = drop_path
 
@@ -112,5 +114,4 @@ class Cell(nn.Module):
             if block.drop[1]:
                 b = drop(b)
             states.append(torch.cat([a, b], 1) if block.concat else a + b)
-        adjust = self.concat_adjust
-        return torch.cat([adjust[str(i)](states[i]) if str(i) in adjust else states[i] for i in self.concat], 1)
+        return torch.cat([adjust(states[i]) if adjust is not None else states[i] for i, adjust in self._concat_plan], 1)

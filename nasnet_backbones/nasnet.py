@@ -26,7 +26,7 @@ from .genotype import Genotype
 from .ops import OpContext
 from .padding import PADDING_MODES, Conv2dSame
 
-__all__ = ["NASNetConfig", "NASNet", "NASNetOutputs", "build_nasnet", "calc_reduction_layers"]
+__all__ = ["NASNetConfig", "NASNet", "NASNetOutputs", "build_nasnet", "calc_reduction_layers", "split_model_kwargs"]
 
 logger = logging.getLogger(__name__)
 
@@ -258,7 +258,7 @@ class NASNet(nn.Module):
         self._aux_pos = -1
         if c.aux_head and num_classes > 0 and not features_only:
             self._aux_pos = self._aux_position(links)
-            spatial = self._spatial_size(img_size, self._aux_pos)
+            spatial = self.stage_shapes(img_size)[self._aux_pos][3]
             self.aux_head = AuxHead(shapes[self._aux_pos].channels, num_classes, spatial, ctx, c.aux_channels)
         if features_only:
             self.classifier: nn.Module = nn.Identity()
@@ -276,13 +276,6 @@ class NASNet(nn.Module):
         second = reductions[1]
         # outputs list position = link index + 1
         return second if self.config.aux_position == "before_second_reduction" else second + 1
-
-    def _spatial_size(self, img_size: int, pos: int) -> int:
-        size = (img_size - 3) // 2 + 1 if self.config.stem == "imagenet" else img_size
-        for link in self._links[:pos]:
-            if link.reduction:
-                size = -(-size // 2)
-        return size
 
     def _init_weights(self) -> None:
         for m in self.modules():
@@ -367,6 +360,16 @@ class NASNet(nn.Module):
         return rows
 
 
+_MODEL_ARGS = ("in_chans", "img_size", "features_only", "out_strides")
+
+
+def split_model_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split keyword arguments into :class:`NASNet` arguments and :class:`NASNetConfig` fields."""
+    model = {k: v for k, v in kwargs.items() if k in _MODEL_ARGS}
+    config = {k: v for k, v in kwargs.items() if k not in _MODEL_ARGS}
+    return model, config
+
+
 def build_nasnet(
     genotype: Genotype,
     num_cells: int,
@@ -378,8 +381,7 @@ def build_nasnet(
     """Build an ``N @ F`` network from a genotype: ``num_cells`` normal cells (3 stacks of N) of
     ``num_filters`` base width. Other :class:`NASNetConfig` fields and :class:`NASNet` arguments
     (``img_size``, ``features_only``, ...) go in ``kwargs``."""
-    model_keys = {"in_chans", "img_size", "features_only", "out_strides"}
-    model_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in model_keys}
+    model_kwargs, kwargs = split_model_kwargs(kwargs)
     defaults = {"stem_multiplier": 3.0 if stem == "cifar" else 1.0}
     if stem == "cifar":
         defaults.update(bn_eps=1e-5, bn_momentum=0.1)

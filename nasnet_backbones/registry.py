@@ -15,7 +15,7 @@ from typing import Any
 
 from .genotype import Genotype
 from .genotypes import AMOEBANET_A, DARTS_V2, NASNET_A, PNASNET_5
-from .nasnet import NASNet, NASNetConfig
+from .nasnet import NASNet, NASNetConfig, split_model_kwargs
 
 __all__ = ["ModelEntry", "PaperFigures", "register_model", "list_models", "get_model_entry", "create_model"]
 
@@ -175,9 +175,7 @@ def create_model(
             ``in_chans`` / ``out_strides``.
     """
     entry = get_model_entry(name)
-    model_keys = {"in_chans", "out_strides"}
-    model_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in model_keys}
-    overrides = dict(kwargs)
+    model_kwargs, overrides = split_model_kwargs(kwargs)
     if drop_path_prob is not None:
         overrides["drop_path_prob"] = drop_path_prob
     try:
