@@ -3,6 +3,8 @@
 >>> import nasnet_backbones as nb
 >>> model = nb.create_model("nasnet_a_mobile")
 >>> features = nb.create_model("nasnet_a_mobile", features_only=True)
+>>> classifier = nb.create_model("nasnet_a_mobile", pretrained=True)  # downloads, or $NASNET_WEIGHTS_DIR
+>>> preprocess = classifier.pretrained_weights.transforms()
 """
 
 from .checkpoint import CheckpointError, load_checkpoint, read_state_dict, save_checkpoint
@@ -11,6 +13,7 @@ from .genotype import Block, CellSpec, Genotype, GenotypeError
 from .nasnet import NASNet, NASNetConfig, NASNetOutputs, build_nasnet
 from .ops import NASNET_SEARCH_OPS, OPS
 from .registry import create_model, get_model_entry, list_models
+from .weights import Weights, WeightsNotFoundError, get_weights, list_weights, register_weights
 from . import genotypes
 
 __version__ = "0.1.0"
@@ -27,13 +30,18 @@ __all__ = [
     "NASNetConfig",
     "NASNetOutputs",
     "OPS",
+    "Weights",
+    "WeightsNotFoundError",
     "build_nasnet",
     "convert_state_dict",
     "create_model",
     "genotypes",
     "get_model_entry",
+    "get_weights",
     "list_models",
+    "list_weights",
     "load_checkpoint",
     "read_state_dict",
+    "register_weights",
     "save_checkpoint",
 ]

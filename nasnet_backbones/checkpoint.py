@@ -16,7 +16,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from .convert import convert_state_dict, detect_layout
+from .convert import checkpoint_num_classes, convert_state_dict, detect_layout
 
 __all__ = ["CheckpointError", "read_state_dict", "load_checkpoint", "save_checkpoint"]
 
@@ -65,10 +65,23 @@ def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_checkpoint(model: nn.Module, path: str | Path) -> None:
-    """Load a checkpoint in any supported layout into ``model`` (strict; see :mod:`.convert`)."""
+    """Load a checkpoint in any supported layout into ``model`` (strict; see :mod:`.convert`).
+
+    When the model's classifier does not match the checkpoint's (another class count, or a
+    feature extractor without one), every other tensor is loaded strictly and the classifier
+    keeps its fresh initialisation, with a warning: the fine-tuning case.
+    """
     source = read_state_dict(path)
     layout = detect_layout(source)
-    converted = convert_state_dict(model, source, layout)
+    ckpt_classes = checkpoint_num_classes(source)
+    model_classes = 0 if getattr(model, "features_only", False) else getattr(model, "num_classes", None)
+    skip_head = ckpt_classes != model_classes
+    if skip_head and model_classes:
+        logger.warning(
+            "%s: the checkpoint's classifier has %s classes and the model %d; loaded everything else "
+            "and re-initialised the classifier (fine-tuning)", path, ckpt_classes or "no", model_classes,
+        )
+    converted = convert_state_dict(model, source, layout, skip_head=skip_head)
     model.load_state_dict(converted, strict=True)
     logger.info("loaded %d tensors from %s (%s layout)", len(source), path, layout)
 

@@ -18,7 +18,10 @@ from torch import nn
 
 from .ops import FactorizedReduction
 
-__all__ = ["CheckpointMismatchError", "detect_layout", "describe_checkpoint", "convert_state_dict", "LAYOUTS"]
+__all__ = [
+    "CheckpointMismatchError", "detect_layout", "describe_checkpoint", "convert_state_dict",
+    "checkpoint_num_classes", "LAYOUTS",
+]
 
 # "cadene_nasnet" also covers timm's nasnetalarge, which kept Cadene's module names.
 LAYOUTS = ("nasnet_backbones", "cadene_nasnet", "timm_pnasnet")
@@ -116,15 +119,38 @@ def _map_key(model: nn.Module, key: str, layout: str, cell_names: dict[str, str]
     raise KeyError(key)
 
 
+# The class-specific layers: a checkpoint's are skipped when the model gets a new classifier.
+_HEAD_KEYS = ("classifier.", "aux_head.fc.", "last_linear.")
+
+
+def _is_head(key: str) -> bool:
+    return key.startswith(_HEAD_KEYS)
+
+
+def checkpoint_num_classes(source: Mapping[str, torch.Tensor]) -> int | None:
+    """Classes of a checkpoint's classifier (TF's 1001 counted as 1000), or None when it has none."""
+    for key in ("classifier.weight", "last_linear.weight"):
+        if key in source and source[key].ndim == 2:
+            rows = int(source[key].shape[0])
+            return 1000 if rows == 1001 else rows
+    return None
+
+
 def convert_state_dict(
-    model: nn.Module, source: Mapping[str, torch.Tensor], layout: str | None = None
+    model: nn.Module, source: Mapping[str, torch.Tensor], layout: str | None = None, skip_head: bool = False
 ) -> dict[str, torch.Tensor]:
     """Map a reference state dict onto ``model``'s keys, strictly.
 
     ``num_batches_tracked`` counters may be missing from old checkpoints; they are then set to 0.
     A 1001-class TF classifier (background first) loads into a 1000-class model without row 0.
+    With ``skip_head`` the classifiers on both sides are left out of the accounting and the
+    model's keep their fresh initialisation (fine-tuning on other classes, feature extraction).
     """
     layout = layout or detect_layout(source)
+    if skip_head:
+        source = {k: v for k, v in source.items() if not _is_head(k)}
+        fresh = {k: v for k, v in model.state_dict().items() if _is_head(k)}
+        return {**fresh, **convert_state_dict(_HeadlessView(model), source, layout)}
     if layout == "nasnet_backbones":
         return _strict_same_keys(model, dict(source))
     if layout not in LAYOUTS:
@@ -165,6 +191,19 @@ def convert_state_dict(
         if key.startswith("aux_head."):
             out[key] = value  # keep the fresh initialisation
     return out
+
+
+class _HeadlessView:
+    """A model seen without its classifiers, for :func:`convert_state_dict` with ``skip_head``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self._model = model
+
+    def __getattr__(self, name: str):
+        return getattr(self._model, name)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in self._model.state_dict().items() if not _is_head(k)}
 
 
 def _drop_background_class(tensor: torch.Tensor, classes: int) -> torch.Tensor:

@@ -16,6 +16,7 @@ from typing import Any
 from .genotype import Genotype
 from .genotypes import AMOEBANET_A, DARTS_V2, NASNET_A, PNASNET_5
 from .nasnet import NASNet, NASNetConfig, split_model_kwargs
+from .weights import Weights, get_weights, list_weights, weights_file
 
 __all__ = ["ModelEntry", "PaperFigures", "register_model", "list_models", "get_model_entry", "create_model"]
 
@@ -152,30 +153,85 @@ register_model(ModelEntry(
 ))
 
 
+# Config fields a checkpoint does not fix: they may differ from the weights' training setup.
+_TRAINING_FIELDS = frozenset(
+    {"drop_path_prob", "drop_path_scale_by_depth", "dropout", "bn_momentum", "aux_head", "aux_position", "aux_channels"}
+)
+
+
+def _resolve_pretrained(name: str, tag: str | None, pretrained: bool | str | Path | Weights) -> Weights | Path | None:
+    """``pretrained`` (and a ``model.tag`` name) -> registered weights, a local file, or nothing."""
+    if isinstance(pretrained, Weights):
+        if pretrained.model != name:
+            raise ValueError(f"weights {pretrained.name} are for {pretrained.model}, not {name}")
+        return pretrained
+    if pretrained is False or pretrained is None:
+        if tag:
+            raise ValueError(f"{name}.{tag} names pretrained weights; pass pretrained=True to load them")
+        return None
+    if pretrained is True:
+        return get_weights(name, tag)
+    text = str(pretrained)
+    if isinstance(pretrained, str) and text in {w.split(".", 1)[1] for w in list_weights(name)}:
+        if tag and tag != text:
+            raise ValueError(f"conflicting weights: the name asks for {tag!r}, pretrained for {text!r}")
+        return get_weights(name, text)
+    path = Path(text).expanduser()
+    if path.is_file():
+        if tag:
+            raise ValueError(f"conflicting weights: the name asks for {tag!r} and pretrained gives the file {path}")
+        return path
+    tags = ", ".join(t.split(".", 1)[1] for t in list_weights(name)) or "none registered"
+    raise FileNotFoundError(
+        f"pretrained={text!r} is neither a weights tag of {name} (tags: {tags}) nor an existing checkpoint file"
+    )
+
+
 def create_model(
     name: str,
-    pretrained: bool | str | Path = False,
+    pretrained: bool | str | Path | Weights = False,
     num_classes: int | None = None,
     drop_path_prob: float | None = None,
     features_only: bool = False,
     img_size: int | None = None,
     **kwargs: Any,
 ) -> NASNet:
-    """Build a registered model.
+    """Build a registered model, optionally with pretrained weights.
 
     Args:
-        name: a name from :func:`list_models`.
-        pretrained: ``False``, or a local checkpoint path in any supported format (this package's,
-            Cadene's ``pretrainedmodels``, timm's; see :mod:`nasnet_backbones.convert`).
-        num_classes: classifier outputs (default: the dataset's, 1000 or 10).
+        name: a name from :func:`list_models`; ``name.tag`` picks registered weights
+            (``nasnet_a_large.cadene_in1k``) for use with ``pretrained=True``.
+        pretrained: ``False``; ``True`` for the model's default weights (see
+            :mod:`nasnet_backbones.weights`: found locally or downloaded, hash-checked); a weights
+            tag; or a local checkpoint in any supported format (this package's, Cadene's
+            ``pretrainedmodels``, timm's, 1001-class TF ports; ``.pth`` or ``.safetensors``).
+        num_classes: classifier outputs (default: the dataset's, 1000 or 10). With pretrained
+            weights of another class count, the backbone is loaded and the classifier
+            re-initialised, with a warning (fine-tuning).
         drop_path_prob: ScheduledDropPath rate (``1 - drop_path_keep_prob``), default per config.
         features_only: return a multi-scale feature extractor instead of a classifier.
         img_size: input size the auxiliary head is sized for (default: the model's).
         kwargs: other :class:`NASNetConfig` fields (``aux_head``, ``dropout``, ...) or
-            ``in_chans`` / ``out_strides``.
+            ``in_chans`` / ``out_strides``. With registered weights, fields that change the
+            architecture the weights were trained for are refused.
     """
+    tag = None
+    if name not in _REGISTRY and name not in _ALIASES and "." in name:
+        name, tag = name.split(".", 1)
     entry = get_model_entry(name)
+    weights = _resolve_pretrained(entry.name, tag, pretrained)
     model_kwargs, overrides = split_model_kwargs(kwargs)
+    if isinstance(weights, Weights):
+        conflicts = sorted(k for k in overrides if k not in _TRAINING_FIELDS)
+        if model_kwargs.get("in_chans", 3) != 3:
+            conflicts.append(f"in_chans={model_kwargs['in_chans']}")
+        if conflicts:
+            raise ValueError(
+                f"{', '.join(conflicts)} would change the architecture that the pretrained weights "
+                f"{weights.name} were trained for; drop the argument(s) or build without pretrained weights"
+            )
+    # Find (or fetch) the file before the possibly slow build, so a missing one fails fast.
+    checkpoint = weights_file(weights) if isinstance(weights, Weights) else weights
     if drop_path_prob is not None:
         overrides["drop_path_prob"] = drop_path_prob
     try:
@@ -192,13 +248,9 @@ def create_model(
     )
     model.default_img_size = entry.img_size
     model.model_name = entry.name
-    if pretrained:
-        if pretrained is True:
-            raise ValueError(
-                f"pretrained=True needs the weights registry, which is not in this version; "
-                f"pass a local checkpoint path: create_model({name!r}, pretrained='path/to/weights.pth')"
-            )
+    model.pretrained_weights = weights if isinstance(weights, Weights) else None
+    if checkpoint is not None:
         from .checkpoint import load_checkpoint
 
-        load_checkpoint(model, pretrained)
+        load_checkpoint(model, checkpoint)
     return model
