@@ -52,10 +52,13 @@ class ClassificationEval(nn.Module):
         self.mean, self.std = list(mean), list(std)
 
     def forward(self, img: Image.Image | torch.Tensor) -> torch.Tensor:
+        # PIL images are resized by PIL, as the publishers' evaluations did (timm, Cadene).
         if isinstance(img, Image.Image):
-            img = F.pil_to_tensor(img.convert("RGB"))
+            img = img.convert("RGB")
         img = F.resize(img, [self.resize_size], interpolation=self.interpolation, antialias=True)
         img = F.center_crop(img, [self.crop_size])
+        if isinstance(img, Image.Image):
+            img = F.pil_to_tensor(img)
         img = F.convert_image_dtype(img, torch.float) if not img.is_floating_point() else img
         return F.normalize(img, mean=self.mean, std=self.std)
 

@@ -96,9 +96,15 @@ def register_weights(weights: Weights, default: bool = False) -> Weights:
     return weights
 
 
+def _canonical(model: str) -> str:
+    from .registry import get_model_entry  # the registry imports this module
+
+    return get_model_entry(model).name
+
+
 def list_weights(model: str | None = None) -> list[str]:
     """``model.tag`` names of the registered weights (of one model, if given), default first."""
-    models = [model] if model else sorted(_WEIGHTS)
+    models = [_canonical(model)] if model else sorted(_WEIGHTS)
     out = []
     for m in models:
         tags = sorted(_WEIGHTS.get(m, {}), key=lambda t: (t != _DEFAULT_TAG.get(m), t))
@@ -107,7 +113,8 @@ def list_weights(model: str | None = None) -> list[str]:
 
 
 def get_weights(model: str, tag: str | None = None) -> Weights:
-    """The weights ``tag`` (default: the model's default) of a registered model name."""
+    """The weights ``tag`` (default: the model's default) of a registered model name or alias."""
+    model = _canonical(model)
     tags = _WEIGHTS.get(model, {})
     if not tags:
         with_weights = ", ".join(sorted(_WEIGHTS)) or "none"

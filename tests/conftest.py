@@ -32,3 +32,14 @@ def tiny_imagenet_model():
 def tiny_cifar_model():
     torch.manual_seed(0)
     return build_nasnet(genotypes.NASNET_A, num_cells=3, num_filters=8, stem="cifar", num_classes=10, img_size=32)
+
+
+@pytest.fixture(scope="module")
+def cadene_mobile():
+    """Cadene's NASNet-A mobile (the public port of the TF weights) with random weights and BN stats."""
+    import pretrainedmodels
+
+    torch.manual_seed(0)
+    ref = pretrainedmodels.nasnetamobile(num_classes=1000, pretrained=None)
+    randomize_batchnorm(ref)
+    return ref.eval()
