@@ -7,13 +7,13 @@ import logging
 import sys
 from typing import Sequence
 
-from . import info
+from . import evaluate, info, predict
 
 __all__ = ["main", "build_parser"]
 
 # Each module contributes ``add_parser(subparsers)``; the search, detection and export packages
 # add theirs here as they land.
-_COMMAND_MODULES = (info,)
+_COMMAND_MODULES = (info, predict, evaluate)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,9 +8,10 @@ import sys
 from typing import Any
 
 from .complexity import count_madds, count_params
-from .genotype import Genotype
-from .nasnet import NASNet, build_nasnet
-from .registry import create_model, get_model_entry
+from .nasnet import NASNet
+from .model_args import add_model_arguments, build_model_from_args
+from .registry import get_model_entry
+from .weights import list_weights
 
 __all__ = ["add_parser", "model_info", "run"]
 
@@ -22,13 +23,8 @@ def add_parser(subparsers: Any) -> None:
         description="Describe a registered model (--model) or a network built from a genotype file "
         "(--genotype with --cells/--filters).",
     )
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", help="registered model name (see `nasnet info --list`)")
-    source.add_argument("--genotype", help="genotype JSON file (Genotype.to_json)")
-    source.add_argument("--list", action="store_true", help="list registered models and exit")
-    p.add_argument("--cells", type=int, default=4, help="with --genotype: normal cells per stack (N)")
-    p.add_argument("--filters", type=int, default=44, help="with --genotype: base width F/24")
-    p.add_argument("--stem", choices=("imagenet", "cifar"), default="imagenet", help="with --genotype: stem type")
+    source = add_model_arguments(p, weights=False)
+    source.add_argument("--list", action="store_true", help="list registered models (and their weights) and exit")
     p.add_argument("--input-size", type=int, help="square input size (default: the model's)")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.set_defaults(func=run)
@@ -74,20 +70,20 @@ def run(args: argparse.Namespace) -> int:
         rows = []
         for name in list_models(include_aliases=False):
             e = get_model_entry(name)
-            rows.append([name, e.img_size, e.num_classes, e.description])
-        print(_table(rows, ["model", "size", "classes", "description"]))
+            tags = ", ".join(w.split(".", 1)[1] for w in list_weights(name)) or "-"
+            rows.append([name, e.img_size, e.num_classes, tags, e.description])
+        print(_table(rows, ["model", "size", "classes", "weights", "description"]))
         return 0
     if args.model:
         entry = get_model_entry(args.model)
         size = args.input_size or entry.img_size
-        model = create_model(args.model, img_size=size)
         title, paper = f"{entry.name}: {entry.description}", entry.paper
     else:
-        genotype = Genotype.from_json(args.genotype)
-        size = args.input_size or (224 if args.stem == "imagenet" else 32)
-        model = build_nasnet(genotype, num_cells=3 * args.cells, num_filters=args.filters, stem=args.stem,
-                             num_classes=1000 if args.stem == "imagenet" else 10, img_size=size)
-        title, paper = f"{genotype.name or args.genotype}: {args.cells} @ {24 * args.filters} ({args.stem} stem)", None
+        size = args.input_size or (32 if args.stem == "cifar" else 224)
+        paper = None
+    model = build_model_from_args(args, pretrained_default=False, img_size=size)
+    if not args.model:
+        title = f"{model.model_name} ({args.stem or 'imagenet'} stem)"
     info = model_info(model, size)
     if args.json:
         info["model"] = args.model

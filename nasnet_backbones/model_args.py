@@ -1,0 +1,89 @@
+"""Command-line arguments that pick a model, shared by ``info``, ``predict``, ``eval`` and ``train``:
+a registered name (``--model``, with ``--weights`` where weights apply) or a searched cell
+(``--genotype cell.json --cells N --filters F``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+from .genotype import Genotype
+from .nasnet import NASNet, build_nasnet
+from .registry import create_model, get_model_entry
+from .transforms import ClassificationEval, resize_for_crop
+from .weights import get_weights, list_weights
+
+__all__ = ["add_model_arguments", "build_model_from_args", "eval_transform_for"]
+
+logger = logging.getLogger(__name__)
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, weights: bool = True, required: bool = True) -> Any:
+    """Add ``--model | --genotype`` (returned as a group, so a caller may add ``--list``) and friends."""
+    source = parser.add_mutually_exclusive_group(required=required)
+    source.add_argument("--model", help="registered model name (see `nasnet info --list`)")
+    source.add_argument("--genotype", help="genotype JSON file (Genotype.to_json), e.g. from `nasnet search`")
+    parser.add_argument("--cells", type=int, default=4, help="with --genotype: normal cells per stack (N)")
+    parser.add_argument("--filters", type=int, default=44, help="with --genotype: base width (F = 24 x filters)")
+    parser.add_argument("--stem", choices=("imagenet", "cifar"), default=None,
+                        help="with --genotype: stem type (default: the dataset's)")
+    if weights:
+        parser.add_argument("--weights", help="weights tag of --model (see `nasnet info --list`) or a checkpoint "
+                            "file (.pth/.safetensors: this package's, Cadene's, timm's); default: the model's "
+                            "default weights")
+    return source
+
+
+def build_model_from_args(
+    args: argparse.Namespace, num_classes: int | None = None, pretrained_default: bool = True,
+    default_stem: str = "imagenet", **kwargs: Any,
+) -> NASNet:
+    """The model the arguments describe, with weights loaded when asked for (or by default)."""
+    weights = getattr(args, "weights", None)
+    if weights and num_classes is None and Path(weights).is_file():
+        # Predicting or evaluating with a fine-tuned checkpoint: its classifier decides the classes.
+        from .checkpoint import read_state_dict
+        from .convert import checkpoint_num_classes
+
+        num_classes = checkpoint_num_classes(read_state_dict(weights))
+    if args.model:
+        if weights is None and pretrained_default:
+            get_weights(args.model)  # a clear error when the model has no registered weights
+            weights = True
+        return create_model(args.model, pretrained=weights or False, num_classes=num_classes, **kwargs)
+    genotype = Genotype.from_json(args.genotype)
+    stem = args.stem or default_stem
+    model = build_nasnet(genotype, num_cells=3 * args.cells, num_filters=args.filters, stem=stem,
+                         num_classes=num_classes if num_classes is not None else (1000 if stem == "imagenet" else 10),
+                         **kwargs)
+    model.default_img_size = 224 if stem == "imagenet" else 32
+    model.model_name = f"{genotype.name or Path(args.genotype).stem} {args.cells}@{24 * args.filters}"
+    model.pretrained_weights = None
+    if weights:
+        from .checkpoint import load_checkpoint
+
+        if not Path(weights).is_file():
+            raise FileNotFoundError(f"--weights {weights}: no such checkpoint file (with --genotype, weights are files)")
+        load_checkpoint(model, weights)
+    elif pretrained_default:
+        raise ValueError(f"--genotype {args.genotype} needs --weights: a checkpoint trained for this cell "
+                         "(for example the output of `nasnet train`)")
+    return model
+
+
+def eval_transform_for(model: NASNet, img_size: int | None = None) -> ClassificationEval:
+    """The eval preprocessing of the model's weights; for other checkpoints, that of the model's
+    default weights, else the Inception-style 0.875 crop at the model's input size."""
+    weights = getattr(model, "pretrained_weights", None)
+    if weights is None and getattr(model, "model_name", None):
+        try:
+            tags = list_weights(get_model_entry(model.model_name).name)
+        except ValueError:
+            tags = []
+        weights = get_weights(*tags[0].split(".", 1)) if tags else None
+    if weights is not None and img_size in (None, weights.input_size):
+        return weights.transforms()
+    size = img_size or getattr(model, "default_img_size", 224)
+    return ClassificationEval(size, resize_for_crop(size, 0.875))
