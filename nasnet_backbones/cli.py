@@ -8,12 +8,13 @@ import sys
 from typing import Sequence
 
 from . import evaluate, info, predict
+from .training import command as train
 
 __all__ = ["main", "build_parser"]
 
 # Each module contributes ``add_parser(subparsers)``; the search, detection and export packages
 # add theirs here as they land.
-_COMMAND_MODULES = (info, predict, evaluate)
+_COMMAND_MODULES = (info, predict, evaluate, train)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -103,14 +103,12 @@ def cifar10_eval_transform() -> T.Compose:
 
 
 def imagenet_train_transform(crop_size: int, mean: Sequence[float] = INCEPTION_MEAN,
-                             std: Sequence[float] = INCEPTION_MEAN) -> T.Compose:
+                             std: Sequence[float] = INCEPTION_MEAN, min_scale: float = 0.05,
+                             color_jitter: bool = True) -> T.Compose:
     """Inception-style training augmentation (TF-slim ``inception_preprocessing``): a random
-    crop covering 5-100% of the image with aspect ratio 3/4-4/3, resized to ``crop_size``, a
-    horizontal flip and colour distortion."""
-    return T.Compose([
-        T.RandomResizedCrop(crop_size, scale=(0.05, 1.0)),
-        T.RandomHorizontalFlip(),
-        T.ColorJitter(brightness=32 / 255, contrast=0.5, saturation=0.5, hue=0.2),
-        T.ToTensor(),
-        T.Normalize(mean, std),
-    ])
+    crop covering ``min_scale``-100% of the image with aspect ratio 3/4-4/3, resized to
+    ``crop_size``, a horizontal flip and (optionally) colour distortion."""
+    steps: list = [T.RandomResizedCrop(crop_size, scale=(min_scale, 1.0)), T.RandomHorizontalFlip()]
+    if color_jitter:
+        steps.append(T.ColorJitter(brightness=32 / 255, contrast=0.5, saturation=0.5, hue=0.2))
+    return T.Compose([*steps, T.ToTensor(), T.Normalize(mean, std)])

@@ -1,0 +1,147 @@
+"""``nasnet train cifar10|imagenet|folder``: the paper's recipes as defaults, every one overridable.
+
+Outputs, in ``--output-dir``: ``last.pth`` (resume state, every epoch), ``best.safetensors`` and
+``model.safetensors`` (inference weights for ``nasnet predict/eval --weights``), ``labels.txt``,
+``tensorboard/`` scalars and ``results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from ..data import CIFAR10_CLASSES, ImageNetFolder, default_workers, load_cifar10, load_image_folder
+from ..imagenet import imagenet_classes
+from ..model_args import add_model_arguments, build_model_from_args
+from ..transforms import (ClassificationEval, cifar10_eval_transform, cifar10_train_transform,
+                          imagenet_train_transform, resize_for_crop)
+from ..registry import get_model_entry
+from .distributed import init_distributed
+from .recipes import RECIPES, TrainRecipe, recipe_for
+from .trainer import RESUME_FILE, Trainer
+
+__all__ = ["add_parser", "run", "build_datasets"]
+
+logger = logging.getLogger(__name__)
+
+# (flag, recipe field, type, help)
+_OVERRIDES = [
+    ("--epochs", "epochs", int, "epochs"),
+    ("--batch-size", "batch_size", int, "images per process and step"),
+    ("--lr", "lr", float, "learning rate (default: the recipe's; ImageNet's scales with the global batch)"),
+    ("--weight-decay", "weight_decay", float, "L2 weight decay on conv/linear weights"),
+    ("--optimizer", "optimizer", str, "sgd or rmsprop"),
+    ("--schedule", "schedule", str, "cosine or exponential"),
+    ("--warmup-epochs", "warmup_epochs", float, "linear warm-up epochs"),
+    ("--label-smoothing", "label_smoothing", float, "label smoothing"),
+    ("--aux-weight", "aux_weight", float, "auxiliary-head loss weight (0 disables the head)"),
+    ("--grad-clip", "grad_clip", float, "clip gradients at this global norm (0 disables)"),
+    ("--drop-path-prob", "drop_path_prob", float, "final ScheduledDropPath rate (1 - keep prob)"),
+    ("--cutout", "cutout", int, "cifar10: cutout square side (0 disables)"),
+    ("--ema-decay", "ema_decay", float, "keep a moving average of the weights for evaluation (0 disables)"),
+    ("--img-size", "img_size", int, "training crop size (default: the model's input size)"),
+]
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "train", help="train or fine-tune a classifier (paper recipes)",
+        description="Train a NASNet classifier on CIFAR-10 or ImageNet with the paper's recipe, or fine-tune "
+        "on any ImageFolder (DATA/train/<class>/..., optional DATA/val/<class>/...). Multi-GPU: launch "
+        "with torchrun.",
+    )
+    p.add_argument("dataset", choices=sorted(RECIPES))
+    add_model_arguments(p)
+    p.add_argument("--scratch", action="store_true", help="folder: start from random weights, not the pretrained ones")
+    p.add_argument("--data-dir", required=True, help="cifar10: holds cifar-10-batches-py; imagenet/folder: holds "
+                   "train/ and val/")
+    p.add_argument("--output-dir", required=True, help="where checkpoints, TensorBoard logs and results go")
+    p.add_argument("--resume", action="store_true", help=f"continue from OUTPUT_DIR/{RESUME_FILE}")
+    for flag, dest, typ, text in _OVERRIDES:
+        p.add_argument(flag, dest=dest, type=typ, help=text)
+    p.add_argument("--max-steps", type=int, help="stop after this many steps in total (resumable)")
+    p.add_argument("--workers", type=int, default=default_workers(), help="DataLoader workers per process")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
+    p.add_argument("--sync-bn", action="store_true", help="synchronised BatchNorm across processes")
+    p.add_argument("--no-download", action="store_true", help="cifar10: never try to download")
+    p.set_defaults(func=run)
+
+
+def build_datasets(recipe: TrainRecipe, data_dir: str | Path, img_size: int,
+                   download: bool = True) -> tuple[Dataset, Dataset | None, list[str]]:
+    """(train set, val set or None, class names) for a recipe's dataset."""
+    data_dir = Path(data_dir).expanduser()
+    if recipe.dataset == "cifar10":
+        train = load_cifar10(data_dir, True, cifar10_train_transform(recipe.cutout), download)
+        val = load_cifar10(data_dir, False, cifar10_eval_transform(), download=False)
+        return train, val, list(CIFAR10_CLASSES)
+    eval_transform = ClassificationEval(img_size, resize_for_crop(img_size, 0.875))
+    if recipe.dataset == "imagenet":
+        train = ImageNetFolder(data_dir / "train", imagenet_train_transform(img_size))
+        val = ImageNetFolder(data_dir / "val", eval_transform) if (data_dir / "val").is_dir() else None
+        return train, val, [c.wnid for c in imagenet_classes()]
+    train = load_image_folder(data_dir / "train", imagenet_train_transform(img_size, min_scale=0.08, color_jitter=False))
+    val = None
+    if (data_dir / "val").is_dir():
+        val = load_image_folder(data_dir / "val", eval_transform)
+        if val.classes != train.classes:
+            raise ValueError(f"{data_dir}/val has classes {val.classes}, train has {train.classes}; they must match")
+    return train, val, list(train.classes)
+
+
+def _recipe_from_args(args: argparse.Namespace) -> TrainRecipe:
+    recipe = recipe_for(args.dataset, args.model and get_model_entry(args.model).name)
+    recipe = recipe.with_overrides(**{dest: getattr(args, dest) for _, dest, _, _ in _OVERRIDES})
+    # 0 switches clipping and the moving average off.
+    return replace(recipe, grad_clip=recipe.grad_clip or None, ema_decay=recipe.ema_decay or None)
+
+
+def _default_img_size(args: argparse.Namespace) -> int:
+    if args.dataset == "cifar10":
+        return 32
+    if args.model:
+        return get_model_entry(args.model).img_size
+    return 32 if args.stem == "cifar" else 224
+
+
+def run(args: argparse.Namespace) -> int:
+    output = Path(args.output_dir).expanduser()
+    if not args.resume and (output / RESUME_FILE).exists():
+        raise ValueError(f"{output} already holds a run ({RESUME_FILE}); pass --resume to continue it, "
+                         "or choose another --output-dir")
+    recipe = _recipe_from_args(args)
+    img_size = recipe.img_size or _default_img_size(args)
+    # The data first: a missing dataset fails before a large model is built.
+    train_set, val_set, classes = build_datasets(recipe, args.data_dir, img_size, download=not args.no_download)
+    ctx = init_distributed(args.device)
+    fine_tune = args.dataset == "folder" and not args.scratch
+    model_kwargs: dict[str, Any] = {"aux_head": recipe.aux_weight > 0, "img_size": img_size}
+    if recipe.drop_path_prob is not None:
+        model_kwargs["drop_path_prob"] = recipe.drop_path_prob
+    model = build_model_from_args(args, num_classes=len(classes), pretrained_default=fine_tune,
+                                  default_stem="cifar" if args.dataset == "cifar10" else "imagenet", **model_kwargs)
+    run_info = {"model": model.model_name, "dataset": args.dataset, "data_dir": str(args.data_dir),
+                "img_size": img_size, "num_classes": len(classes), "world_size": ctx.world_size,
+                "init_weights": args.weights or (model.pretrained_weights.name if model.pretrained_weights else None)}
+    if ctx.is_main:
+        output.mkdir(parents=True, exist_ok=True)
+        (output / "labels.txt").write_text("\n".join(classes) + "\n")
+    trainer = Trainer(model, recipe, train_set, val_set, output, ctx, workers=args.workers, seed=args.seed,
+                      amp=args.amp, sync_bn=args.sync_bn, run_info=run_info)
+    if args.resume:
+        trainer.resume()
+    summary = trainer.fit(max_steps=args.max_steps)
+    if ctx.is_main:
+        json.dump({k: v for k, v in summary.items() if k != "history"}, sys.stdout, indent=2)
+        print()
+    return 0

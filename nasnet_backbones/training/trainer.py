@@ -1,0 +1,307 @@
+"""The classification training loop: the paper's losses and schedules, exact-step resume,
+TensorBoard scalars, per-epoch checkpoints and a final JSON.
+
+One step: ScheduledDropPath progress ``step / total_steps`` (paper Appendix A.5), cross-entropy
+(with label smoothing) plus ``aux_weight`` x the auxiliary head's loss, gradient clipping at a
+global norm, an optimizer step, a per-step learning-rate schedule, and the weights' moving average
+when the recipe keeps one. Every epoch ends with an evaluation and ``last.pth`` (everything needed
+to resume at that exact step); an interrupted run (Ctrl-C) saves one too. Checkpoints contain only
+tensors and plain containers, so they load with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from ..checkpoint import save_checkpoint
+from ..evaluate import TopKCounts, evaluate
+from .distributed import DistContext, all_reduce_sum, barrier
+from .recipes import TrainRecipe
+
+__all__ = ["Trainer", "TrainState", "build_optimizer", "build_scheduler", "RESUME_FILE"]
+
+logger = logging.getLogger(__name__)
+
+RESUME_FILE = "last.pth"
+FINAL_WEIGHTS = "model.safetensors"
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    epoch: int = 0  # epochs completed
+    batch_in_epoch: int = 0  # batches done in the current (unfinished) epoch
+    best_top1: float = -1.0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on conv and linear weights only, as TF-slim's regularisers (not BN, not biases)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if param.ndim <= 1 else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(model: nn.Module, recipe: TrainRecipe, lr: float) -> torch.optim.Optimizer:
+    groups = _param_groups(model, recipe.weight_decay)
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=recipe.momentum, nesterov=recipe.nesterov)
+    if recipe.optimizer == "rmsprop":
+        # TF's RMSProp adds epsilon inside the square root; with TF's epsilon 1.0 the difference
+        # from PyTorch's (outside) is small next to the gradient scale it damps.
+        return torch.optim.RMSprop(groups, lr=lr, alpha=recipe.rmsprop_decay, eps=recipe.rmsprop_eps,
+                                   momentum=recipe.momentum)
+    raise ValueError(f"unknown optimizer {recipe.optimizer!r}; use sgd or rmsprop")
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, recipe: TrainRecipe, steps_per_epoch: int,
+                    total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """Per-step schedule: optional linear warm-up, then cosine to zero or 0.97 every 2.4 epochs."""
+    warmup = int(round(recipe.warmup_epochs * steps_per_epoch))
+    if recipe.schedule == "cosine":
+        main = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps - warmup))
+    elif recipe.schedule == "exponential":
+        every = max(1, int(round(recipe.decay_epochs * steps_per_epoch)))
+        main = torch.optim.lr_scheduler.StepLR(optimizer, step_size=every, gamma=recipe.decay_rate)
+    else:
+        raise ValueError(f"unknown schedule {recipe.schedule!r}; use cosine or exponential")
+    if warmup <= 0:
+        return main
+    ramp = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1e-3, total_iters=warmup)
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, [ramp, main], milestones=[warmup])
+
+
+class Trainer:
+    """Train ``model`` on ``train_set`` with ``recipe``; evaluate on ``val_set`` after every epoch."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        recipe: TrainRecipe,
+        train_set: Dataset,
+        val_set: Dataset | None,
+        output_dir: str | Path,
+        ctx: DistContext,
+        workers: int = 4,
+        seed: int = 0,
+        amp: bool = False,
+        sync_bn: bool = False,
+        run_info: dict[str, Any] | None = None,
+    ) -> None:
+        self.recipe, self.ctx, self.seed = recipe, ctx, seed
+        self.output_dir = Path(output_dir)
+        self.run_info = run_info or {}
+        self.amp = amp and ctx.device.type == "cuda"
+        torch.manual_seed(seed)
+        if sync_bn and ctx.enabled:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.model = model.to(ctx.device)
+        self.net: nn.Module = DistributedDataParallel(self.model, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None) if ctx.enabled else self.model
+
+        from ..data import ResumableSampler
+
+        self.sampler = ResumableSampler(len(train_set), recipe.batch_size, seed, True, ctx.rank, ctx.world_size)
+        pin = ctx.device.type == "cuda"
+        self.train_loader = DataLoader(train_set, batch_size=recipe.batch_size, sampler=self.sampler,
+                                       num_workers=workers, pin_memory=pin, drop_last=False,
+                                       persistent_workers=False)
+        self.val_loader = None
+        if val_set is not None:
+            val_sampler = ResumableSampler(len(val_set), recipe.batch_size, shuffle=False, rank=ctx.rank,
+                                           world_size=ctx.world_size)
+            self.val_loader = DataLoader(val_set, batch_size=recipe.batch_size, sampler=val_sampler,
+                                         num_workers=workers, pin_memory=pin)
+            self._val_size = len(val_set)
+        self.steps_per_epoch = math.ceil(self.sampler.per_rank / recipe.batch_size)
+        self.total_steps = self.steps_per_epoch * recipe.epochs
+        self.lr = recipe.learning_rate(recipe.batch_size * ctx.world_size)
+        self.optimizer = build_optimizer(self.model, recipe, self.lr)
+        self.scheduler = build_scheduler(self.optimizer, recipe, self.steps_per_epoch, self.total_steps)
+        self.ema = None
+        if recipe.ema_decay:
+            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+        self.state = TrainState()
+        self.writer = None
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def _checkpoint(self) -> dict[str, Any]:
+        s = self.state
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "step": s.step, "epoch": s.epoch, "batch_in_epoch": s.batch_in_epoch, "best_top1": s.best_top1,
+            "history": s.history, "recipe": self.recipe.to_dict(), "run": self.run_info,
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def save(self) -> Path:
+        path = self.output_dir / RESUME_FILE
+        if self.ctx.is_main:
+            tmp = path.with_name(path.name + ".tmp")
+            torch.save(self._checkpoint(), tmp)
+            tmp.replace(path)
+        barrier(self.ctx)
+        return path
+
+    def resume(self, path: str | Path | None = None) -> None:
+        """Continue from ``last.pth``: same step, same data order, same optimizer and schedule."""
+        path = Path(path) if path else self.output_dir / RESUME_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"nothing to resume: {path} does not exist")
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        if ckpt["recipe"]["batch_size"] != self.recipe.batch_size:
+            raise ValueError(f"{path} was trained with batch size {ckpt['recipe']['batch_size']}; resume with the same "
+                             f"--batch-size (got {self.recipe.batch_size}), or the data order and step count diverge")
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.ema is not None and ckpt.get("ema") is not None:
+            self.ema.load_state_dict(ckpt["ema"])
+        self.state = TrainState(ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["best_top1"],
+                                list(ckpt["history"]))
+        torch.set_rng_state(ckpt["torch_rng"])
+        logger.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.state.step, self.state.epoch,
+                    self.state.batch_in_epoch)
+
+    # -- loop ----------------------------------------------------------------------------------
+
+    def _loss(self, outputs: Any, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, aux = (outputs.logits, outputs.aux_logits) if isinstance(outputs, tuple) else (outputs, None)
+        loss = self.criterion(logits, target)
+        if aux is not None and self.recipe.aux_weight > 0:
+            loss = loss + self.recipe.aux_weight * self.criterion(aux, target)
+        return loss, logits
+
+    def _train_step(self, images: torch.Tensor, target: torch.Tensor) -> float:
+        self.model.set_drop_path_progress(self.state.step / max(1, self.total_steps))
+        images = images.to(self.ctx.device, non_blocking=True)
+        target = target.to(self.ctx.device, non_blocking=True)
+        with torch.autocast(self.ctx.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            loss, _ = self._loss(self.net(images), target)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at step {self.state.step}; lower --lr or check the data")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.recipe.grad_clip:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.recipe.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        self.state.step += 1
+        return float(loss.detach())
+
+    def _scalar(self, tag: str, value: float) -> None:
+        if self.writer is not None:
+            self.writer.add_scalar(tag, value, self.state.step)
+
+    def validate(self) -> TopKCounts | None:
+        if self.val_loader is None:
+            return None
+        model = self.ema.module if self.ema is not None else self.model
+        counts, _ = evaluate(model, self.val_loader, self.ctx.device, progress=False)
+        return TopKCounts.from_tensor(all_reduce_sum(counts.as_tensor(), self.ctx))
+
+    def fit(self, max_steps: int | None = None, log_every: int = 50) -> dict[str, Any]:
+        """Train to the end of the recipe (or ``max_steps`` total steps); returns the final summary."""
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        if self.ctx.is_main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.output_dir / "tensorboard"), purge_step=self.state.step or None)
+        stop_at = min(self.total_steps, max_steps) if max_steps else self.total_steps
+        logger.info("training %d steps (%d epochs x %d) at lr %.4g, global batch %d", self.total_steps,
+                    self.recipe.epochs, self.steps_per_epoch, self.lr, self.recipe.batch_size * self.ctx.world_size)
+        try:
+            while self.state.step < stop_at:
+                self._run_epoch(stop_at, log_every)
+        except KeyboardInterrupt:
+            path = self.save()
+            logger.warning("interrupted at step %d; saved %s: continue with --resume", self.state.step, path)
+            raise
+        finally:
+            if self.writer is not None:
+                self.writer.close()
+        return self._finish()
+
+    def _run_epoch(self, stop_at: int, log_every: int) -> None:
+        s = self.state
+        self.sampler.set_epoch(s.epoch, s.batch_in_epoch)
+        self.net.train()
+        bar = tqdm(total=self.steps_per_epoch, initial=s.batch_in_epoch, desc=f"epoch {s.epoch + 1}/{self.recipe.epochs}",
+                   disable=not self.ctx.is_main, unit="step", dynamic_ncols=True)
+        start, seen, loss_sum, batches = time.perf_counter(), 0, 0.0, 0
+        for images, target in self.train_loader:
+            loss = self._train_step(images, target)
+            s.batch_in_epoch += 1
+            seen += len(target)
+            loss_sum, batches = loss_sum + loss, batches + 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_sum / batches:.3f}", lr=f"{self.scheduler.get_last_lr()[0]:.3g}")
+            if s.step % log_every == 0 or s.step == 1:
+                self._scalar("train/loss", loss)
+                self._scalar("train/lr", self.scheduler.get_last_lr()[0])
+            if s.step >= stop_at and s.batch_in_epoch < self.steps_per_epoch:
+                bar.close()
+                self.save()  # stopped mid-epoch: resumable at exactly this step
+                return
+        bar.close()
+        s.epoch += 1
+        s.batch_in_epoch = 0
+        counts = self.validate()
+        record = {"epoch": s.epoch, "step": s.step, "train_loss": loss_sum / max(1, batches),
+                  "images_per_s": seen * self.ctx.world_size / max(time.perf_counter() - start, 1e-9)}
+        if counts is not None:
+            record.update(top1=counts.top1, top5=counts.top5)
+            self._scalar("val/top1", counts.top1)
+            self._scalar("val/top5", counts.top5)
+            if counts.top1 > s.best_top1 and self.ctx.is_main:
+                s.best_top1 = counts.top1
+                self._export_weights(self.output_dir / "best.safetensors")
+        s.history.append(record)
+        logger.info("epoch %d: %s", s.epoch, ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "epoch"))
+        self.save()
+
+    def _export_weights(self, path: Path) -> None:
+        """Inference weights in this package's format (the moving average when there is one)."""
+        model = self.ema.module if self.ema is not None else self.model
+        save_checkpoint(model, path)
+
+    def _finish(self) -> dict[str, Any]:
+        s = self.state
+        last = s.history[-1] if s.history else {}
+        summary = {
+            **self.run_info,
+            "steps": s.step, "epochs_completed": s.epoch, "total_steps": self.total_steps,
+            "finished": s.step >= self.total_steps,
+            "top1": last.get("top1"), "top5": last.get("top5"),
+            "best_top1": s.best_top1 if s.best_top1 >= 0 else None,
+            "train_loss": last.get("train_loss"),
+            "weights": str(self.output_dir / FINAL_WEIGHTS), "resume_checkpoint": str(self.output_dir / RESUME_FILE),
+            "recipe": self.recipe.to_dict(), "history": s.history,
+        }
+        if self.ctx.is_main:
+            self._export_weights(self.output_dir / FINAL_WEIGHTS)
+            (self.output_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+        barrier(self.ctx)
+        return summary

@@ -1,0 +1,260 @@
+"""Training: recipes, the CIFAR-10 reader on files in the official format, exact-step resume,
+loss going down, checkpoints and the final JSON, and a two-process torchrun (Gloo) run."""
+
+import hashlib
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import TensorDataset
+from torchvision import datasets
+
+from nasnet_backbones import build_nasnet, genotypes
+from nasnet_backbones.checkpoint import read_state_dict
+from nasnet_backbones.cli import main
+from nasnet_backbones.data import ResumableSampler, load_cifar10
+from nasnet_backbones.training import Trainer, recipe_for
+from nasnet_backbones.training.distributed import DistContext
+
+CPU = DistContext(0, 1, 0, torch.device("cpu"))
+
+
+# -- CIFAR-10 in its real python-pickle format ------------------------------------------------
+
+def _write_cifar(root: Path, per_batch: int = 8) -> dict[str, str]:
+    """Write cifar-10-batches-py as the official archive lays it out; return each file's md5."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    md5 = {}
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for name in names:
+        labels = [int(v) for v in rng.integers(0, 10, per_batch)]
+        entry = {"batch_label": name, "labels": labels,
+                 "data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+                 "filenames": [f"{name}_{i}.png" for i in range(per_batch)]}
+        (folder / name).write_bytes(pickle.dumps(entry, protocol=2))
+    meta = {"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+            "num_cases_per_batch": per_batch, "num_vis": 3072}
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
+    for path in folder.iterdir():
+        md5[path.name] = hashlib.md5(path.read_bytes()).hexdigest()
+    return md5
+
+
+@pytest.fixture
+def tiny_cifar(tmp_path, monkeypatch):
+    """A tiny CIFAR-10 whose md5s torchvision's reader is told, so its integrity check runs for real."""
+    md5 = _write_cifar(tmp_path / "cifar")
+    monkeypatch.setattr(datasets.CIFAR10, "train_list", [[f"data_batch_{i}", md5[f"data_batch_{i}"]] for i in range(1, 6)])
+    monkeypatch.setattr(datasets.CIFAR10, "test_list", [["test_batch", md5["test_batch"]]])
+    monkeypatch.setattr(datasets.CIFAR10, "meta", {**datasets.CIFAR10.meta, "md5": md5["batches.meta"]})
+    return tmp_path / "cifar"
+
+
+def test_cifar10_loader_reads_the_official_format(tiny_cifar):
+    train = load_cifar10(tiny_cifar, train=True, download=False)
+    test = load_cifar10(tiny_cifar, train=False, download=False)
+    assert len(train) == 40 and len(test) == 8
+    image, label = train[0]
+    assert image.size == (32, 32) and 0 <= label < 10
+    entry = pickle.loads((tiny_cifar / "cifar-10-batches-py" / "data_batch_1").read_bytes())
+    expected = entry["data"][0].reshape(3, 32, 32).transpose(1, 2, 0)
+    np.testing.assert_array_equal(np.asarray(image), expected)
+    assert train.classes[0] == "airplane"
+
+
+def test_cifar10_corrupted_files_are_reported_not_deleted(tiny_cifar, monkeypatch):
+    monkeypatch.setattr(datasets.CIFAR10, "test_list", [["test_batch", "0" * 32]])
+    with pytest.raises(ValueError, match="fail torchvision's md5 check"):
+        load_cifar10(tiny_cifar, train=False)
+    assert (tiny_cifar / "cifar-10-batches-py" / "test_batch").is_file()
+
+
+def test_cifar10_missing_and_offline(tmp_path, monkeypatch):
+    monkeypatch.setattr(datasets.CIFAR10, "url", (tmp_path / "offline" / "cifar-10-python.tar.gz").as_uri())
+    with pytest.raises(FileNotFoundError, match="could not be downloaded.*cifar-10-python.tar.gz"):
+        load_cifar10(tmp_path / "data", train=True)
+    with pytest.raises(FileNotFoundError, match="CIFAR-10 is not in"):
+        load_cifar10(tmp_path / "data", train=True, download=False)
+
+
+def test_train_cifar10_command(tiny_cifar, tmp_path, capsys):
+    cell = tmp_path / "cell.json"
+    genotypes.NASNET_A.to_json(cell)
+    out = tmp_path / "run"
+    code = main(["train", "cifar10", "--genotype", str(cell), "--cells", "1", "--filters", "8", "--data-dir",
+                 str(tiny_cifar), "--output-dir", str(out), "--epochs", "1", "--batch-size", "8", "--workers", "0",
+                 "--no-download"])
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["finished"] and results["steps"] == 5 and results["top1"] is not None
+    recipe = results["recipe"]
+    assert (recipe["optimizer"], recipe["schedule"], recipe["aux_weight"], recipe["grad_clip"], recipe["cutout"]) == \
+        ("sgd", "cosine", 0.4, 5.0, 16)
+    assert (out / "labels.txt").read_text().split()[:2] == ["airplane", "automobile"]
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    assert "aux_head.fc.weight" in read_state_dict(out / "model.safetensors")
+
+
+def test_recipes_follow_the_paper():
+    cifar, imagenet = recipe_for("cifar10"), recipe_for("imagenet", "nasnet_a_4_1056")
+    assert (cifar.epochs, cifar.batch_size, cifar.lr, cifar.weight_decay) == (600, 32, 0.025, 5e-4)
+    assert (imagenet.optimizer, imagenet.schedule, imagenet.label_smoothing, imagenet.ema_decay) == \
+        ("rmsprop", "exponential", 0.1, 0.9999)
+    assert imagenet.learning_rate(50 * 32) == pytest.approx(0.04 * 50)  # TF-slim: 0.04 x 50 replicas of 32
+    large = recipe_for("imagenet", "nasnet_a_6_4032")
+    assert large.learning_rate(100 * 16) == pytest.approx(0.015 * 100) and large.weight_decay == 5e-5
+    with pytest.raises(ValueError, match="unknown dataset"):
+        recipe_for("mnist")
+
+
+# -- the loop ---------------------------------------------------------------------------------
+
+def _separable_data(n=64, seed=0):
+    """10 classes, each a different mean colour plus noise: learnable in a few steps."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 10
+    means = torch.linspace(-1.5, 1.5, 10)
+    images = means[labels].view(n, 1, 1, 1) + 0.3 * torch.randn(n, 3, 32, 32, generator=g)
+    images[:, 1] *= -1
+    return TensorDataset(images, labels)
+
+
+def _tiny_model():
+    torch.manual_seed(0)
+    return build_nasnet(genotypes.NASNET_A, num_cells=3, num_filters=8, stem="cifar", num_classes=10, img_size=32,
+                        aux_head=True, drop_path_prob=0.0)
+
+
+def _trainer(out, **overrides):
+    recipe = recipe_for("cifar10").with_overrides(**{"epochs": 3, "batch_size": 16, "lr": 0.05, **overrides})
+    data = _separable_data()
+    return Trainer(_tiny_model(), recipe, data, data, out, CPU, workers=0, seed=0)
+
+
+def test_loss_goes_down_and_checkpoints_are_written(tmp_path):
+    summary = _trainer(tmp_path).fit()
+    losses = [h["train_loss"] for h in summary["history"]]
+    assert len(losses) == 3 and losses[-1] < 0.8 * losses[0]
+    assert summary["steps"] == summary["total_steps"] == 12 and summary["finished"]
+    ckpt = torch.load(tmp_path / "last.pth", weights_only=True)  # plain tensors and containers only
+    assert ckpt["step"] == 12 and ckpt["epoch"] == 3
+    assert (tmp_path / "best.safetensors").is_file() and (tmp_path / "model.safetensors").is_file()
+
+
+def test_resume_continues_from_the_same_step(tmp_path):
+    """Interrupt mid-epoch, resume in a fresh trainer: the same weights as an uninterrupted run."""
+    straight = _trainer(tmp_path / "a")
+    straight.fit()
+    first = _trainer(tmp_path / "b")
+    first.fit(max_steps=6)  # epoch 2 of 3, batch 2 of 4
+    saved = torch.load(tmp_path / "b" / "last.pth", weights_only=True)
+    assert (saved["step"], saved["epoch"], saved["batch_in_epoch"]) == (6, 1, 2)
+    resumed = _trainer(tmp_path / "b")
+    resumed.resume()
+    assert resumed.state.step == 6
+    assert resumed.scheduler.get_last_lr() == first.scheduler.get_last_lr()
+    resumed.fit()
+    assert resumed.state.step == 12
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name, atol=1e-5, rtol=1e-4)
+
+
+def test_resume_refuses_other_batch_size(tmp_path):
+    _trainer(tmp_path).fit(max_steps=2)
+    with pytest.raises(ValueError, match="resume with the same --batch-size"):
+        _trainer(tmp_path, batch_size=8).resume()
+
+
+def test_ema_weights_are_exported(tmp_path):
+    trainer = _trainer(tmp_path, ema_decay=0.5)
+    trainer.fit()
+    exported = read_state_dict(tmp_path / "model.safetensors")
+    torch.testing.assert_close(exported["classifier.weight"], trainer.ema.module.classifier.weight.detach())
+    assert not torch.equal(exported["classifier.weight"], trainer.model.classifier.weight.detach())
+
+
+@pytest.mark.parametrize("world_size", [1, 2])
+def test_resumable_sampler_resumes_the_same_order(world_size):
+    for rank in range(world_size):
+        full = ResumableSampler(37, batch_size=4, seed=3, rank=rank, world_size=world_size)
+        full.set_epoch(2)
+        order = list(full)
+        part = ResumableSampler(37, batch_size=4, seed=3, rank=rank, world_size=world_size)
+        part.set_epoch(2, start_batch=3)
+        assert list(part) == order[12:] and len(part) == len(order) - 12
+    shards = []
+    for rank in range(world_size):
+        s = ResumableSampler(37, batch_size=4, seed=3, rank=rank, world_size=world_size)
+        s.set_epoch(5)
+        shards += list(s)
+    assert set(shards) == set(range(37))
+
+
+# -- the command: folders, fine-tuning, refusing to overwrite, torchrun -----------------------
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("folder")
+    rng = np.random.default_rng(0)
+    for split, n in [("train", 4), ("val", 1)]:
+        for c in range(10):
+            d = root / split / f"class_{c}"
+            d.mkdir(parents=True)
+            base = rng.integers(0, 255, 3)
+            for i in range(n):
+                arr = np.clip(base + rng.normal(0, 20, (32, 32, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(arr).save(d / f"{i}.png")
+    genotypes.NASNET_A.to_json(root / "cell.json")
+    return root
+
+
+def _folder_args(root, out, *extra):
+    return ["train", "folder", "--genotype", str(root / "cell.json"), "--cells", "1", "--filters", "8", "--stem",
+            "cifar", "--scratch", "--data-dir", str(root), "--output-dir", str(out), "--epochs", "2",
+            "--batch-size", "8", "--workers", "0", *extra]
+
+
+def test_train_folder_then_predict_with_its_labels(image_folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(_folder_args(image_folder, out, "--max-steps", "3")) == 0
+    assert json.loads((out / "results.json").read_text())["steps"] == 3
+    assert main(_folder_args(image_folder, out)) == 2  # would overwrite the run
+    assert "pass --resume" in capsys.readouterr().err
+    assert main(_folder_args(image_folder, out, "--resume")) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["steps"] == 10 and results["finished"] and results["num_classes"] == 10
+    capsys.readouterr()
+    assert main(["predict", str(image_folder / "val" / "class_3" / "0.png"), "--genotype",
+                 str(image_folder / "cell.json"), "--cells", "1", "--filters", "8", "--stem", "cifar", "--weights",
+                 str(out / "model.safetensors"), "--json", "--topk", "10"]) == 0
+    labels = {p["label"] for p in json.loads(capsys.readouterr().out)[0]["predictions"]}
+    assert labels == {f"class_{c}" for c in range(10)}
+
+
+def test_fine_tuning_needs_weights_or_scratch(image_folder, tmp_path, capsys):
+    args = _folder_args(image_folder, tmp_path / "run")
+    args.remove("--scratch")
+    assert main(args) == 2
+    assert "--genotype" in capsys.readouterr().err  # a searched cell has no registered weights
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not built")
+def test_torchrun_two_processes_on_cpu(image_folder, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "nasnet_backbones.cli", *_folder_args(image_folder, out, "--device", "cpu")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    # 40 images over 2 processes, batch 8: 3 steps per epoch on each.
+    assert results["world_size"] == 2 and results["steps"] == 6 and results["finished"]
