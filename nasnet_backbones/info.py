@@ -11,7 +11,7 @@ from .complexity import count_madds, count_params
 from .nasnet import NASNet
 from .model_args import add_model_arguments, build_model_from_args
 from .registry import get_model_entry
-from .weights import list_weights
+from .weights import get_weights, list_weights
 
 __all__ = ["add_parser", "model_info", "run"]
 
@@ -85,6 +85,13 @@ def run(args: argparse.Namespace) -> int:
     if not args.model:
         title = f"{model.model_name} ({args.stem or 'imagenet'} stem)"
     info = model_info(model, size)
+    weights = [get_weights(*w.split(".", 1)) for w in list_weights(args.model)] if args.model else []
+    info["weights"] = [
+        {"name": w.name, "url": w.url, "sha256_prefix": w.hash_prefix, "input_size": w.input_size,
+         "resize_size": w.resize_size, "interpolation": w.interpolation, "top1": w.published_top1,
+         "top5": w.published_top5, "metrics_source": w.metrics_source, "origin": w.origin}
+        for w in weights
+    ]
     if args.json:
         info["model"] = args.model
         if paper is not None:
@@ -103,6 +110,9 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(_table([[s["module"], s["channels"], s["stride"], f"{s['height']}x{s['width']}"] for s in info["stages"]],
                  ["stage", "channels", "stride", "output"]))
+    for w in weights:
+        print(f"weights {w.name}: top-1 {w.published_top1:.2f}, top-5 {w.published_top5:.2f} at {w.input_size} "
+              f"(resize {w.resize_size}, {w.interpolation}); {w.url}")
     print()
     print("feature maps (features_only=True):")
     print(_table([[f["name"], f["stride"], f["channels"], f"{f['size']}x{f['size']}", f["module"]]

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+
+# Under pytest-xdist each worker gets one core's worth of threads: two workers with two OpenMP
+# threads each on a 2-core machine spin against each other and run small models several times slower.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
 
 from nasnet_backbones import build_nasnet, genotypes
 

@@ -27,12 +27,22 @@ def assert_same_logits(ref, ours, x):
     assert (a - b).abs().max().item() <= 1e-4 * scale, f"max diff {(a - b).abs().max().item()} vs scale {scale}"
 
 
-def ported(reference, name):
+def ported(reference, name, path=None, background=False):
+    """Our model with the reference's weights: converted in memory, or, with ``path``, saved the way
+    the public checkpoint is (``background``: TF's 1001-class head) and loaded with ``pretrained=path``."""
     randomize_batchnorm(reference)
     reference.eval()
-    model = nb.create_model(name).eval()
-    model.load_state_dict(convert_state_dict(model, reference.state_dict()))
-    return model
+    if path is None:
+        model = nb.create_model(name).eval()
+        model.load_state_dict(convert_state_dict(model, reference.state_dict()))
+        return model
+    state = dict(reference.state_dict())
+    if background:
+        w, b = state["last_linear.weight"], state["last_linear.bias"]
+        state["last_linear.weight"] = torch.cat([torch.randn(1, w.shape[1]), w])
+        state["last_linear.bias"] = torch.cat([torch.randn(1), b])
+    torch.save(state, path)
+    return nb.create_model(name, pretrained=path).eval()
 
 
 @pytest.fixture
@@ -57,10 +67,10 @@ def test_nasnet_a_mobile_equals_cadene_port():
 
 
 @pytest.mark.slow
-def test_nasnet_a_large_equals_timm(tf_exact_timm_avg_pool):
+def test_nasnet_a_large_equals_timm(tf_exact_timm_avg_pool, tmp_path):
     torch.manual_seed(0)
     ref = timm.create_model("nasnetalarge")
-    ours = ported(ref, "nasnet_a_large")
+    ours = ported(ref, "nasnet_a_large", tmp_path / "nasnetalarge-tf_in1k.pth")
     assert_same_logits(ref, ours, torch.randn(1, 3, 331, 331))
     assert_same_logits(ref, ours, torch.randn(1, 3, 224, 224))  # even sizes everywhere: asymmetric pads
     assert_same_logits(ref, ours, torch.randn(1, 3, 250, 250))
@@ -78,9 +88,10 @@ def test_timm_avg_pool_deviation_is_the_only_difference():
 
 
 @pytest.mark.slow
-def test_pnasnet_5_large_equals_timm():
+def test_pnasnet_5_large_equals_timm(tmp_path):
     torch.manual_seed(0)
     ref = timm.create_model("pnasnet5large")  # no stride-2 average pools: no correction needed
-    ours = ported(ref, "pnasnet_5_large")
+    # The public file keeps TF's background class (timm loads it with label_offset=1).
+    ours = ported(ref, "pnasnet_5_large", tmp_path / "pnasnet5large-1001.pth", background=True)
     assert_same_logits(ref, ours, torch.randn(1, 3, 331, 331))
     assert_same_logits(ref, ours, torch.randn(1, 3, 256, 256))
