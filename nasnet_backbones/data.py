@@ -111,16 +111,17 @@ class ResumableSampler(Sampler[int]):
 
     The permutation depends only on ``(seed, epoch)``, so a run restarted from a checkpoint taken
     after ``start_batch`` batches of an epoch sees exactly the samples it had not seen yet. With
-    ``world_size > 1`` the permutation is padded to a multiple of it and dealt out round-robin,
-    as :class:`~torch.utils.data.DistributedSampler` does.
+    ``world_size > 1`` the permutation is padded to a multiple of it (so every process takes the
+    same number of steps) and dealt out round-robin, as :class:`~torch.utils.data.DistributedSampler`
+    does; ``pad=False`` (evaluation) deals each sample exactly once instead.
     """
 
     def __init__(self, size: int, batch_size: int, seed: int = 0, shuffle: bool = True,
-                 rank: int = 0, world_size: int = 1) -> None:
+                 rank: int = 0, world_size: int = 1, pad: bool = True) -> None:
         self.size, self.batch_size, self.seed, self.shuffle = size, batch_size, seed, shuffle
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.world_size, self.pad = rank, world_size, pad
         self.epoch, self.start_batch = 0, 0
-        self.per_rank = math.ceil(size / world_size)
+        self.per_rank = math.ceil(size / world_size) if pad else len(range(rank, size, world_size))
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         self.epoch, self.start_batch = epoch, start_batch
@@ -131,7 +132,8 @@ class ResumableSampler(Sampler[int]):
             order = torch.randperm(self.size, generator=g).tolist()
         else:
             order = list(range(self.size))
-        order += order[: self.per_rank * self.world_size - self.size]
+        if self.pad:
+            order += order[: self.per_rank * self.world_size - self.size]
         return order[self.rank :: self.world_size]
 
     def __iter__(self) -> Iterator[int]:

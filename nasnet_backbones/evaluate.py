@@ -77,7 +77,10 @@ def evaluate(
     model: nn.Module, batches: Iterable, device: str | torch.device = "cpu", progress: bool = True,
     total: int | None = None, forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[TopKCounts, EvalResult]:
-    """Run ``model`` in eval mode over ``(images, targets)`` batches; accuracy and timing."""
+    """Run ``model`` in eval mode over ``(images, targets)`` batches; accuracy and timing.
+
+    ``forward`` replaces ``model(images)`` when given (an exported model, for instance).
+    """
     model.eval().to(device)
     forward = forward or model
     counts = TopKCounts()
@@ -119,21 +122,21 @@ def add_parser(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def _dataset(args: argparse.Namespace, transform: nn.Module | None) -> Any:
     if args.dataset == "imagenet":
-        dataset_factory = lambda transform: ImageNetFolder(args.data, transform=transform)  # noqa: E731
-        num_classes, default_stem = 1000, "imagenet"
-    else:
-        dataset_factory = lambda _: load_cifar10(args.data, train=False, transform=cifar10_eval_transform(),  # noqa: E731
-                                                 download=not args.no_download)
-        num_classes, default_stem = 10, "cifar"
-    model = build_model_from_args(args, default_stem=default_stem)
+        return ImageNetFolder(args.data, transform=transform)
+    return load_cifar10(args.data, train=False, transform=cifar10_eval_transform(), download=not args.no_download)
+
+
+def run(args: argparse.Namespace) -> int:
+    num_classes = 1000 if args.dataset == "imagenet" else 10
+    dataset = _dataset(args, None)  # a missing dataset fails before the model is built
+    model = build_model_from_args(args, default_stem="imagenet" if args.dataset == "imagenet" else "cifar")
     if model.num_classes != num_classes:
         raise ValueError(f"{model.model_name} has {model.num_classes} classes; {args.dataset} needs {num_classes}")
-    transform = eval_transform_for(model, args.img_size) if args.dataset == "imagenet" else None
-    dataset = dataset_factory(transform)
-    if transform is not None:
-        logger.info("preprocessing: %s", transform)
+    if args.dataset == "imagenet":
+        dataset.transform = eval_transform_for(model, args.img_size)  # the weights' own preprocessing
+        logger.info("preprocessing: %s", dataset.transform)
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False, num_workers=args.workers,
                         pin_memory=str(args.device).startswith("cuda"), persistent_workers=False)
     _, result = evaluate(model, loader, args.device, total=len(dataset))

@@ -197,6 +197,9 @@ def test_resumable_sampler_resumes_the_same_order(world_size):
         s.set_epoch(5)
         shards += list(s)
     assert set(shards) == set(range(37))
+    evaluation = [list(ResumableSampler(37, 4, shuffle=False, rank=r, world_size=world_size, pad=False))
+                  for r in range(world_size)]
+    assert sorted(sum(evaluation, [])) == list(range(37))  # every sample exactly once
 
 
 # -- the command: folders, fine-tuning, refusing to overwrite, torchrun -----------------------

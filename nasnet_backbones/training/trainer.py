@@ -51,7 +51,7 @@ class TrainState:
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Weight decay on conv and linear weights only, as TF-slim's regularisers (not BN, not biases)."""
     decay, no_decay = [], []
-    for name, param in model.named_parameters():
+    for param in model.parameters():
         if not param.requires_grad:
             continue
         (no_decay if param.ndim <= 1 else decay).append(param)
@@ -124,10 +124,9 @@ class Trainer:
         self.val_loader = None
         if val_set is not None:
             val_sampler = ResumableSampler(len(val_set), recipe.batch_size, shuffle=False, rank=ctx.rank,
-                                           world_size=ctx.world_size)
+                                           world_size=ctx.world_size, pad=False)
             self.val_loader = DataLoader(val_set, batch_size=recipe.batch_size, sampler=val_sampler,
                                          num_workers=workers, pin_memory=pin)
-            self._val_size = len(val_set)
         self.steps_per_epoch = math.ceil(self.sampler.per_rank / recipe.batch_size)
         self.total_steps = self.steps_per_epoch * recipe.epochs
         self.lr = recipe.learning_rate(recipe.batch_size * ctx.world_size)
