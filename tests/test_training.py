@@ -259,5 +259,32 @@ def test_torchrun_two_processes_on_cpu(image_folder, tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
-    # 40 images over 2 processes, batch 8: 3 steps per epoch on each.
-    assert results["world_size"] == 2 and results["steps"] == 6 and results["finished"]
+    # 40 images over 2 processes, batch 8: 2 full batches per epoch on each (the rest is dropped).
+    assert results["world_size"] == 2 and results["steps"] == 4 and results["finished"]
+
+
+def test_train_imagenet_recipe_on_wnid_folders(tmp_path):
+    """The ImageNet recipe end to end on a few wnid folders: RMSProp, exponential decay, EMA,
+    label smoothing, and a 1000-way head whatever subset of classes is present."""
+    rng = np.random.default_rng(0)
+    wnids = ["n01440764", "n01443537", "n15075141"]  # indices 0, 1, 999
+    for split, n in [("train", 3), ("val", 1)]:
+        for wnid in wnids:
+            (tmp_path / "in1k" / split / wnid).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 255, (48, 40, 3), dtype=np.uint8)).save(
+                    tmp_path / "in1k" / split / wnid / f"{i}.JPEG")
+    genotypes.NASNET_A.to_json(tmp_path / "cell.json")
+    out = tmp_path / "run"
+    assert main(["train", "imagenet", "--genotype", str(tmp_path / "cell.json"), "--cells", "1", "--filters", "4",
+                 "--data-dir", str(tmp_path / "in1k"), "--output-dir", str(out), "--img-size", "96", "--epochs", "2",
+                 "--batch-size", "4", "--workers", "0"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    # 9 images in batches of 4: 2 steps per epoch (an incomplete last batch is dropped).
+    assert results["num_classes"] == 1000 and results["steps"] == 4 and results["top1"] is not None
+    recipe = results["recipe"]
+    assert (recipe["optimizer"], recipe["schedule"], recipe["label_smoothing"], recipe["ema_decay"]) == \
+        ("rmsprop", "exponential", 0.1, 0.9999)
+    assert (out / "labels.txt").read_text().split()[999] == "n15075141"
+    ckpt = torch.load(out / "last.pth", weights_only=True)
+    assert ckpt["ema"] is not None and int(ckpt["ema"]["n_averaged"]) == 4

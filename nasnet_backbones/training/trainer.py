@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,15 +118,18 @@ class Trainer:
         self.sampler = ResumableSampler(len(train_set), recipe.batch_size, seed, True, ctx.rank, ctx.world_size)
         pin = ctx.device.type == "cuda"
         self.train_loader = DataLoader(train_set, batch_size=recipe.batch_size, sampler=self.sampler,
-                                       num_workers=workers, pin_memory=pin, drop_last=False,
-                                       persistent_workers=False)
+                                       num_workers=workers, pin_memory=pin, persistent_workers=False,
+                                       drop_last=True)  # a 1-image batch breaks BatchNorm in training
         self.val_loader = None
         if val_set is not None:
             val_sampler = ResumableSampler(len(val_set), recipe.batch_size, shuffle=False, rank=ctx.rank,
                                            world_size=ctx.world_size, pad=False)
             self.val_loader = DataLoader(val_set, batch_size=recipe.batch_size, sampler=val_sampler,
                                          num_workers=workers, pin_memory=pin)
-        self.steps_per_epoch = math.ceil(self.sampler.per_rank / recipe.batch_size)
+        self.steps_per_epoch = self.sampler.per_rank // recipe.batch_size
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"{len(train_set)} training images over {ctx.world_size} process(es) do not fill one "
+                             f"batch of {recipe.batch_size}; lower --batch-size")
         self.total_steps = self.steps_per_epoch * recipe.epochs
         self.lr = recipe.learning_rate(recipe.batch_size * ctx.world_size)
         self.optimizer = build_optimizer(self.model, recipe, self.lr)
