@@ -16,9 +16,9 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from .convert import checkpoint_num_classes, convert_state_dict, detect_layout
+from .convert import checkpoint_num_classes, convert_state_dict, detect_layout, head_fits
 
-__all__ = ["CheckpointError", "read_state_dict", "load_checkpoint", "save_checkpoint"]
+__all__ = ["CheckpointError", "read_state_dict", "read_metadata", "load_checkpoint", "save_checkpoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> None:
     layout = detect_layout(source)
     ckpt_classes = checkpoint_num_classes(source)
     model_classes = 0 if getattr(model, "features_only", False) else getattr(model, "num_classes", None)
-    skip_head = ckpt_classes != model_classes
+    skip_head = not head_fits(ckpt_classes, model_classes or 0)
     if skip_head and model_classes:
         logger.warning(
             "%s: the checkpoint's classifier has %s classes and the model %d; loaded everything else "
@@ -86,15 +86,31 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> None:
     logger.info("loaded %d tensors from %s (%s layout)", len(source), path, layout)
 
 
-def save_checkpoint(model: nn.Module, path: str | Path) -> None:
-    """Save ``model``'s state dict (``.safetensors`` or torch format), atomically."""
+def save_checkpoint(model: nn.Module, path: str | Path, metadata: Mapping[str, str] | None = None) -> None:
+    """Save ``model``'s state dict (``.safetensors`` or torch format), atomically. ``metadata``
+    (strings, e.g. the eval preprocessing) goes into the safetensors header."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     if path.suffix == ".safetensors":
         from safetensors.torch import save_file
 
-        save_file(state, str(tmp), metadata={"model": str(getattr(model, "model_name", ""))})
+        header = {"model": str(getattr(model, "model_name", "")), **(metadata or {})}
+        save_file(state, str(tmp), metadata=header)
     else:
         torch.save(state, tmp)
     tmp.replace(path)
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The string metadata of a ``.safetensors`` file ({} for other formats)."""
+    path = Path(path)
+    if path.suffix != ".safetensors" or not path.is_file():
+        return {}
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as exc:  # safetensors raises its own error types
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None

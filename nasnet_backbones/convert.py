@@ -20,7 +20,7 @@ from .ops import FactorizedReduction
 
 __all__ = [
     "CheckpointMismatchError", "detect_layout", "describe_checkpoint", "convert_state_dict",
-    "checkpoint_num_classes", "LAYOUTS",
+    "checkpoint_num_classes", "head_fits", "LAYOUTS",
 ]
 
 # "cadene_nasnet" also covers timm's nasnetalarge, which kept Cadene's module names.
@@ -128,12 +128,16 @@ def _is_head(key: str) -> bool:
 
 
 def checkpoint_num_classes(source: Mapping[str, torch.Tensor]) -> int | None:
-    """Classes of a checkpoint's classifier (TF's 1001 counted as 1000), or None when it has none."""
+    """Rows of a checkpoint's classifier (1001 for TF-slim heads with background), or None."""
     for key in ("classifier.weight", "last_linear.weight"):
         if key in source and source[key].ndim == 2:
-            rows = int(source[key].shape[0])
-            return 1000 if rows == 1001 else rows
+            return int(source[key].shape[0])
     return None
+
+
+def head_fits(checkpoint_classes: int | None, model_classes: int) -> bool:
+    """Whether a checkpoint's classifier loads into a model's (TF's 1001 rows fit 1000 classes)."""
+    return checkpoint_classes == model_classes or (checkpoint_classes == 1001 and model_classes == 1000)
 
 
 def convert_state_dict(

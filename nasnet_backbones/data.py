@@ -86,13 +86,21 @@ class ImageNetFolder(datasets.DatasetFolder):
                 "from image-net.org after registration"
             )
         super().__init__(str(root), loader=datasets.folder.default_loader,
-                         extensions=datasets.folder.IMG_EXTENSIONS, transform=transform)
+                         extensions=datasets.folder.IMG_EXTENSIONS, transform=transform, allow_empty=True)
+        if not self.samples:
+            raise FileNotFoundError(f"{root} has class folders but no images in them")
+        # The classes that actually have images (an empty folder is not a class present).
+        self.classes = sorted({Path(path).parent.name for path, _ in self.samples})
 
     def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
-        wnids = sorted(entry.name for entry in os.scandir(directory) if entry.is_dir())
+        # Hidden folders (.ipynb_checkpoints, .DS_Store dirs) are not classes.
+        wnids = sorted(e.name for e in os.scandir(directory) if e.is_dir() and not e.name.startswith("."))
         if not wnids:
             raise FileNotFoundError(f"{directory} has no class folders (expected folders named like n01440764)")
-        return wnids, {wnid: wnid_to_index(wnid) for wnid in wnids}
+        try:
+            return wnids, {wnid: wnid_to_index(wnid) for wnid in wnids}
+        except ValueError as exc:
+            raise ValueError(f"{directory}: {exc}") from None
 
 
 def load_image_folder(root: str | Path, transform: Callable | None = None) -> datasets.ImageFolder:

@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     if model.num_classes != num_classes:
         raise ValueError(f"{model.model_name} has {model.num_classes} classes; {args.dataset} needs {num_classes}")
     if args.dataset == "imagenet":
-        dataset.transform = eval_transform_for(model, args.img_size)  # the weights' own preprocessing
+        dataset.transform = eval_transform_for(model, args.img_size, args.weights)  # the weights' own preprocessing
         logger.info("preprocessing: %s", dataset.transform)
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False, num_workers=args.workers,
                         pin_memory=str(args.device).startswith("cuda"), persistent_workers=False)

@@ -10,7 +10,7 @@ from typing import Any
 from .complexity import count_madds, count_params
 from .nasnet import NASNet
 from .model_args import add_model_arguments, build_model_from_args
-from .registry import get_model_entry
+from .registry import get_model_entry, split_model_tag
 from .weights import get_weights, list_weights
 
 __all__ = ["add_parser", "model_info", "run"]
@@ -75,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         print(_table(rows, ["model", "size", "classes", "weights", "description"]))
         return 0
     if args.model:
+        args.model = split_model_tag(args.model)[0]  # describes the architecture; weights are listed below
         entry = get_model_entry(args.model)
         size = args.input_size or entry.img_size
         title, paper = f"{entry.name}: {entry.description}", entry.paper

@@ -5,17 +5,19 @@ a registered name (``--model``, with ``--weights`` where weights apply) or a sea
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from pathlib import Path
 from typing import Any
 
 from .genotype import Genotype
 from .nasnet import NASNet, build_nasnet
-from .registry import create_model, get_model_entry
-from .transforms import ClassificationEval, resize_for_crop
+from .registry import create_model, get_model_entry, split_model_tag
+from .checkpoint import read_metadata
+from .transforms import CIFAR10_MEAN, CIFAR10_STD, ClassificationEval, cifar10_eval_transform, resize_for_crop
 from .weights import get_weights, list_weights
 
-__all__ = ["add_model_arguments", "build_model_from_args", "eval_transform_for"]
+__all__ = ["add_model_arguments", "build_model_from_args", "eval_transform_for", "stored_labels"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,10 +49,12 @@ def build_model_from_args(
         from .checkpoint import read_state_dict
         from .convert import checkpoint_num_classes
 
-        num_classes = checkpoint_num_classes(read_state_dict(weights))
+        rows = checkpoint_num_classes(read_state_dict(weights))
+        num_classes = 1000 if rows == 1001 else rows  # TF's background class is dropped on loading
     if args.model:
-        if weights is None and pretrained_default:
-            get_weights(args.model)  # a clear error when the model has no registered weights
+        name, tag = split_model_tag(args.model)
+        if weights is None and (pretrained_default or tag):
+            get_weights(name, tag)  # a clear error when the model has no (such) registered weights
             weights = True
         return create_model(args.model, pretrained=weights or False, num_classes=num_classes, **kwargs)
     genotype = Genotype.from_json(args.genotype)
@@ -73,10 +77,17 @@ def build_model_from_args(
     return model
 
 
-def eval_transform_for(model: NASNet, img_size: int | None = None) -> ClassificationEval:
-    """The eval preprocessing of the model's weights; for other checkpoints, that of the model's
-    default weights, else the Inception-style 0.875 crop at the model's input size."""
+def eval_transform_for(model: NASNet, img_size: int | None = None, weights_file: str | Path | None = None) -> ClassificationEval:
+    """How to prepare inputs for ``model``, most specific first: the preprocessing stored with a
+    checkpoint by ``nasnet train``; the registered weights'; CIFAR-10's for CIFAR-stem models; the
+    model's default weights'; else the Inception-style 0.875 crop at the model's input size."""
+    stored = read_metadata(weights_file).get("preprocessing") if weights_file and Path(weights_file).is_file() else None
+    if stored and img_size is None:
+        return ClassificationEval.from_dict(json.loads(stored))
     weights = getattr(model, "pretrained_weights", None)
+    if weights is None and model.config.stem == "cifar":
+        return cifar10_eval_transform() if img_size in (None, 32) else ClassificationEval(
+            img_size, img_size, "bilinear", CIFAR10_MEAN, CIFAR10_STD)
     if weights is None and getattr(model, "model_name", None):
         try:
             tags = list_weights(get_model_entry(model.model_name).name)
@@ -87,3 +98,11 @@ def eval_transform_for(model: NASNet, img_size: int | None = None) -> Classifica
         return weights.transforms()
     size = img_size or getattr(model, "default_img_size", 224)
     return ClassificationEval(size, resize_for_crop(size, 0.875))
+
+
+def stored_labels(weights_file: str | Path | None) -> list[str] | None:
+    """Class names stored with a checkpoint by ``nasnet train`` (None when there are none)."""
+    if not weights_file or not Path(weights_file).is_file():
+        return None
+    labels = read_metadata(weights_file).get("labels")
+    return json.loads(labels) if labels else None

@@ -1,7 +1,8 @@
 """``nasnet predict``: top-k labels with probabilities for image files.
 
-ImageNet models label with WordNet ids and names (:mod:`.imagenet`); fine-tuned models with the
-``labels.txt`` that ``nasnet train`` writes next to its checkpoints, or ``--labels``.
+ImageNet models label with WordNet ids and names (:mod:`.imagenet`); models trained by
+``nasnet train`` with the class names stored in their ``.safetensors`` (or the ``labels.txt``
+beside them), or ``--labels``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import nn
 
 from .imagenet import imagenet_classes
-from .model_args import add_model_arguments, build_model_from_args, eval_transform_for
+from .model_args import add_model_arguments, build_model_from_args, eval_transform_for, stored_labels
 
 __all__ = ["Prediction", "predict_images", "read_labels", "add_parser", "run"]
 
@@ -95,11 +96,13 @@ def run(args: argparse.Namespace) -> int:
     labels = None
     if args.labels:
         labels = read_labels(args.labels)
+    elif (stored := stored_labels(args.weights)) is not None:
+        labels = stored
     elif args.weights and Path(args.weights).is_file() and (Path(args.weights).parent / "labels.txt").is_file():
         labels = read_labels(Path(args.weights).parent / "labels.txt")
     if labels is not None and len(labels) != model.num_classes:
         raise ValueError(f"{len(labels)} labels for a model with {model.num_classes} classes")
-    transform = eval_transform_for(model)
+    transform = eval_transform_for(model, weights_file=args.weights)
     results = []
     for start in range(0, len(images), args.batch_size):
         chunk = images[start : start + args.batch_size]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,9 @@ from .genotypes import AMOEBANET_A, DARTS_V2, NASNET_A, PNASNET_5
 from .nasnet import NASNet, NASNetConfig, split_model_kwargs
 from .weights import Weights, get_weights, list_weights, weights_file
 
-__all__ = ["ModelEntry", "PaperFigures", "register_model", "list_models", "get_model_entry", "create_model"]
+__all__ = [
+    "ModelEntry", "PaperFigures", "register_model", "list_models", "get_model_entry", "create_model", "split_model_tag",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -159,11 +161,19 @@ _TRAINING_FIELDS = frozenset(
 )
 
 
+def split_model_tag(name: str) -> tuple[str, str | None]:
+    """``"nasnet_a_large.cadene_in1k"`` -> ``("nasnet_a_large", "cadene_in1k")``; plain names -> ``(name, None)``."""
+    if name not in _REGISTRY and name not in _ALIASES and "." in name:
+        base, tag = name.split(".", 1)
+        return base, tag
+    return name, None
+
+
 def _resolve_pretrained(name: str, tag: str | None, pretrained: bool | str | Path | Weights) -> Weights | Path | None:
     """``pretrained`` (and a ``model.tag`` name) -> registered weights, a local file, or nothing."""
     if isinstance(pretrained, Weights):
-        if pretrained.model != name:
-            raise ValueError(f"weights {pretrained.name} are for {pretrained.model}, not {name}")
+        if pretrained.model != name or (tag and tag != pretrained.tag):
+            raise ValueError(f"weights {pretrained.name} do not match the model asked for, {name}{'.' + tag if tag else ''}")
         return pretrained
     if pretrained is False or pretrained is None:
         if tag:
@@ -182,9 +192,7 @@ def _resolve_pretrained(name: str, tag: str | None, pretrained: bool | str | Pat
             raise ValueError(f"conflicting weights: the name asks for {tag!r} and pretrained gives the file {path}")
         return path
     tags = ", ".join(t.split(".", 1)[1] for t in list_weights(name)) or "none registered"
-    raise FileNotFoundError(
-        f"pretrained={text!r} is neither a weights tag of {name} (tags: {tags}) nor an existing checkpoint file"
-    )
+    raise FileNotFoundError(f"weights {text!r} are neither a weights tag of {name} (tags: {tags}) nor an existing file")
 
 
 def create_model(
@@ -215,12 +223,14 @@ def create_model(
             ``in_chans`` / ``out_strides``. With registered weights, fields that change the
             architecture the weights were trained for are refused.
     """
-    tag = None
-    if name not in _REGISTRY and name not in _ALIASES and "." in name:
-        name, tag = name.split(".", 1)
+    name, tag = split_model_tag(name)
     entry = get_model_entry(name)
     weights = _resolve_pretrained(entry.name, tag, pretrained)
     model_kwargs, overrides = split_model_kwargs(kwargs)
+    unknown = sorted(set(overrides) - {f.name for f in fields(NASNetConfig)})
+    if unknown:
+        raise TypeError(f"create_model({name!r}): unknown argument(s) {', '.join(unknown)}; "
+                        f"NASNetConfig fields are {', '.join(f.name for f in fields(NASNetConfig))}")
     if isinstance(weights, Weights):
         conflicts = sorted(k for k in overrides if k not in _TRAINING_FIELDS)
         if model_kwargs.get("in_chans", 3) != 3:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import nn
@@ -54,7 +55,9 @@ class ClassificationEval(nn.Module):
     def forward(self, img: Image.Image | torch.Tensor) -> torch.Tensor:
         # PIL images are resized by PIL, as the publishers' evaluations did (timm, Cadene).
         if isinstance(img, Image.Image):
-            img = img.convert("RGB")
+            img = _to_rgb(img)
+        else:
+            img = _three_channels(img)
         img = F.resize(img, [self.resize_size], interpolation=self.interpolation, antialias=True)
         img = F.center_crop(img, [self.crop_size])
         if isinstance(img, Image.Image):
@@ -62,9 +65,43 @@ class ClassificationEval(nn.Module):
         img = F.convert_image_dtype(img, torch.float) if not img.is_floating_point() else img
         return F.normalize(img, mean=self.mean, std=self.std)
 
+    def to_dict(self) -> dict:
+        return {"crop_size": self.crop_size, "resize_size": self.resize_size,
+                "interpolation": self.interpolation.value, "mean": self.mean, "std": self.std}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ClassificationEval":
+        return cls(int(d["crop_size"]), int(d["resize_size"]), d["interpolation"], d["mean"], d["std"])
+
     def extra_repr(self) -> str:
         return (f"crop_size={self.crop_size}, resize_size={self.resize_size}, "
                 f"interpolation={self.interpolation.value}, mean={self.mean}, std={self.std}")
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """RGB from any PIL mode: 16/32-bit greyscale is scaled to 8 bits (PIL's own convert would
+    clip it to white), transparency is composited onto white."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def _three_channels(img: torch.Tensor) -> torch.Tensor:
+    if img.ndim < 3:
+        raise ValueError(f"expected an image tensor shaped [..., C, H, W], got shape {tuple(img.shape)}")
+    channels = img.shape[-3]
+    if channels == 1:
+        return img.expand(*img.shape[:-3], 3, *img.shape[-2:])
+    if channels != 3:
+        raise ValueError(f"expected 1 or 3 channels in [..., C, H, W] order, got shape {tuple(img.shape)}"
+                         + (" (channels last? permute to C, H, W)" if img.shape[-1] in (1, 3) else ""))
+    return img
 
 
 class Cutout(nn.Module):
@@ -98,8 +135,10 @@ def cifar10_train_transform(cutout: int = 16) -> T.Compose:
     ])
 
 
-def cifar10_eval_transform() -> T.Compose:
-    return T.Compose([T.ToTensor(), T.Normalize(CIFAR10_MEAN, CIFAR10_STD)])
+def cifar10_eval_transform() -> ClassificationEval:
+    """CIFAR-10 evaluation: the 32x32 image as it is (other images are resized and centre-cropped
+    to 32 first), normalised with CIFAR-10's statistics."""
+    return ClassificationEval(32, 32, "bilinear", CIFAR10_MEAN, CIFAR10_STD)
 
 
 def imagenet_train_transform(crop_size: int, mean: Sequence[float] = INCEPTION_MEAN,

@@ -14,6 +14,7 @@ downloaded into that cache with the hash checked.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
 import urllib.error
@@ -120,7 +121,7 @@ def get_weights(model: str, tag: str | None = None) -> Weights:
         with_weights = ", ".join(sorted(_WEIGHTS)) or "none"
         raise ValueError(
             f"no pretrained weights are registered for {model!r} (models with weights: {with_weights}); "
-            "pass a checkpoint file instead: pretrained='path/to/weights.pth'"
+            "use a checkpoint file instead (pretrained='file.pth' in Python, --weights FILE on the command line)"
         )
     tag = tag or _DEFAULT_TAG[model]
     if tag not in tags:
@@ -161,7 +162,12 @@ def weights_file(weights: Weights, download: bool = True, progress: bool = True)
             return candidate
     reasons = []
     if download:
-        cached.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            reasons.append(f"cannot create torch.hub's cache {cached.parent} ({exc}); set TORCH_HOME to a writable place")
+            download = False
+    if download:
         for url in (weights.url, *weights.mirrors):
             logger.info("downloading %s to %s", url, cached)
             try:
@@ -172,10 +178,10 @@ def weights_file(weights: Weights, download: bool = True, progress: bool = True)
                 if "invalid hash value" not in str(exc):
                     raise
                 reasons.append(f"{url}: the download's sha256 does not start with {weights.hash_prefix}")
-            except (urllib.error.URLError, OSError, ValueError) as exc:
+            except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
                 reasons.append(f"{url}: {getattr(exc, 'reason', exc)}")
     where = f"{cached}" + (f" or {Path(env_dir) / weights.filename}" if env_dir else f" (or a directory named by ${WEIGHTS_DIR_ENV})")
-    tried = f" Download failed: {'; '.join(reasons)}." if reasons else ""
+    tried = f" Not downloaded: {'; '.join(reasons)}." if reasons else ""
     raise WeightsNotFoundError(
         f"pretrained weights {weights.name} are not on this machine.{tried} Fetch {weights.url} "
         f"(sha256 starts with {weights.hash_prefix or 'unpublished'}) on a connected machine and put it at {where}."

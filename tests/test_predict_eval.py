@@ -118,3 +118,22 @@ def test_imagenet_metadata_is_consistent():
     assert wnid_to_index("n01440764") == 0 and classes[0].lemmas.startswith("tench")
     with pytest.raises(ValueError, match="not an ImageNet-1k WordNet id"):
         wnid_to_index("n99999999")
+
+
+def test_imagenet_folder_skips_empty_and_hidden_folders(tmp_path):
+    from nasnet_backbones.data import ImageNetFolder
+
+    (tmp_path / "n01440764").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "n01440764" / "a.png")
+    (tmp_path / "n01443537").mkdir()  # empty: not a class present
+    (tmp_path / ".ipynb_checkpoints").mkdir()
+    (tmp_path / "n01440764" / "notes.txt").write_text("not an image")
+    dataset = ImageNetFolder(tmp_path)
+    assert len(dataset) == 1 and dataset.classes == ["n01440764"] and dataset.targets == [0]
+
+
+def test_info_accepts_a_weights_tag_in_the_name(capsys):
+    assert main(["info", "--model", "nasnet_a_large.cadene_in1k", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["model"] == "nasnet_a_large"
+    assert [w["name"] for w in info["weights"]] == ["nasnet_a_6_4032.tf_in1k", "nasnet_a_6_4032.cadene_in1k"]

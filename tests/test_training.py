@@ -168,12 +168,6 @@ def test_resume_continues_from_the_same_step(tmp_path):
         torch.testing.assert_close(a, b, msg=name, atol=1e-5, rtol=1e-4)
 
 
-def test_resume_refuses_other_batch_size(tmp_path):
-    _trainer(tmp_path).fit(max_steps=2)
-    with pytest.raises(ValueError, match="resume with the same --batch-size"):
-        _trainer(tmp_path, batch_size=8).resume()
-
-
 def test_ema_weights_are_exported(tmp_path):
     trainer = _trainer(tmp_path, ema_decay=0.5)
     trainer.fit()
@@ -241,6 +235,12 @@ def test_train_folder_then_predict_with_its_labels(image_folder, tmp_path, capsy
                  str(out / "model.safetensors"), "--json", "--topk", "10"]) == 0
     labels = {p["label"] for p in json.loads(capsys.readouterr().out)[0]["predictions"]}
     assert labels == {f"class_{c}" for c in range(10)}
+    # The weights carry their class names and eval preprocessing (training's val transform).
+    from nasnet_backbones.checkpoint import read_metadata
+
+    meta = read_metadata(out / "model.safetensors")
+    assert json.loads(meta["labels"])[3] == "class_3"
+    assert json.loads(meta["preprocessing"])["crop_size"] == 32
 
 
 def test_fine_tuning_needs_weights_or_scratch(image_folder, tmp_path, capsys):
@@ -288,3 +288,47 @@ def test_train_imagenet_recipe_on_wnid_folders(tmp_path):
     assert (out / "labels.txt").read_text().split()[999] == "n15075141"
     ckpt = torch.load(out / "last.pth", weights_only=True)
     assert ckpt["ema"] is not None and int(ckpt["ema"]["n_averaged"]) == 4
+
+
+def test_resume_refuses_changed_settings(tmp_path):
+    _trainer(tmp_path).fit(max_steps=2)
+    with pytest.raises(ValueError, match="epochs 3 -> 5"):
+        _trainer(tmp_path, epochs=5).resume()
+    with pytest.raises(ValueError, match="batch_size 16 -> 8.*Resume with the same settings"):
+        _trainer(tmp_path, batch_size=8).resume()
+
+
+def test_ema_warms_up_like_tensorflow():
+    from nasnet_backbones.training.trainer import _tf_ema
+
+    averaged, current = [torch.zeros(2)], [torch.ones(2)]
+    _tf_ema(0.9999)(averaged, current, torch.tensor(0))  # decay min(0.9999, 1/10)
+    torch.testing.assert_close(averaged[0], torch.full((2,), 0.9))
+    averaged = [torch.zeros(2)]
+    _tf_ema(0.5)(averaged, current, torch.tensor(10**6))  # late: the configured decay
+    torch.testing.assert_close(averaged[0], torch.full((2,), 0.5))
+
+
+def test_ctrl_c_saves_at_a_step_boundary_and_resumes_exactly(tmp_path, monkeypatch):
+    import signal
+
+    straight = _trainer(tmp_path / "a")
+    straight.fit()
+    interrupted = _trainer(tmp_path / "b")
+    step = interrupted._train_step
+
+    def step_then_ctrl_c(images, target):
+        loss = step(images, target)
+        if interrupted.state.step == 5:
+            os.kill(os.getpid(), signal.SIGINT)  # arrives mid-run; the step still completes
+        return loss
+
+    monkeypatch.setattr(interrupted, "_train_step", step_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.fit()
+    assert torch.load(tmp_path / "b" / "last.pth", weights_only=True)["step"] == 5
+    resumed = _trainer(tmp_path / "b")
+    resumed.resume()
+    resumed.fit()
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name, atol=1e-5, rtol=1e-4)

@@ -138,7 +138,7 @@ def test_conflicting_and_unknown_pretrained_arguments(published_mobile, tmp_path
         nb.create_model("nasnet_a_mobile.cadene_in1k")
     with pytest.raises(ValueError, match="unknown weights tag 'nope'.*nasnet_a_4_1056.cadene_in1k"):
         nb.create_model("nasnet_a_mobile.nope", pretrained=True)
-    with pytest.raises(FileNotFoundError, match="neither a weights tag.*nor an existing checkpoint"):
+    with pytest.raises(FileNotFoundError, match="neither a weights tag.*nor an existing file"):
         nb.create_model("nasnet_a_mobile", pretrained=str(tmp_path / "missing.pth"))
     with pytest.raises(ValueError, match="no pretrained weights are registered for 'darts_v2_cifar'"):
         nb.create_model("darts_v2_cifar", pretrained=True)
@@ -201,3 +201,42 @@ def test_transforms_accept_tensors():
     out = t(x)
     assert out.shape == (3, 224, 224) and out.dtype == torch.float32
     assert -1.0 <= out.min() and out.max() <= 1.0
+
+
+def test_unwritable_cache_is_a_clear_error(isolated_registry, monkeypatch):
+    blocker = isolated_registry / "a_file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("TORCH_HOME", str(blocker / "torch"))
+    with pytest.raises(nb.WeightsNotFoundError, match="cannot create torch.hub's cache.*TORCH_HOME"):
+        nb.create_model("nasnet_a_mobile", pretrained=True)
+
+
+def test_unknown_argument_is_reported_as_unknown_even_with_weights(published_mobile):
+    with pytest.raises(TypeError, match="unknown argument.*dropout_rate"):
+        nb.create_model("nasnet_a_mobile", pretrained="test_in1k", dropout_rate=0.1)
+
+
+def test_weights_object_must_match_the_tag_in_the_name(published_mobile):
+    with pytest.raises(ValueError, match="do not match"):
+        nb.create_model("nasnet_a_mobile.cadene_in1k", pretrained=published_mobile)
+
+
+def test_1001_class_model_keeps_a_1001_class_head(cadene_mobile, tmp_path):
+    state = dict(cadene_mobile.state_dict())
+    state["last_linear.weight"] = torch.randn(1001, 1056)
+    state["last_linear.bias"] = torch.randn(1001)
+    torch.save(state, tmp_path / "with_background.pth")
+    model = nb.create_model("nasnet_a_mobile", pretrained=tmp_path / "with_background.pth", num_classes=1001)
+    torch.testing.assert_close(model.classifier.weight, state["last_linear.weight"])
+
+
+def test_transforms_handle_unusual_inputs():
+    t = nb.get_weights("nasnet_a_mobile").transforms()
+    deep = Image.fromarray(np.full((240, 240), 65535 // 2, dtype=np.uint16))  # a 16-bit PNG's mode
+    assert abs(float(t(deep).mean())) < 0.02  # mid-grey, not clipped to white
+    clear = Image.new("RGBA", (240, 240), (0, 0, 0, 0))  # transparent: composited on white
+    assert float(t(clear).min()) == pytest.approx(1.0)
+    grey = torch.full((2, 1, 240, 240), 255, dtype=torch.uint8)
+    assert t(grey).shape == (2, 3, 224, 224)
+    with pytest.raises(ValueError, match="channels last"):
+        t(torch.zeros(240, 240, 3, dtype=torch.uint8))

@@ -23,12 +23,12 @@ from ..imagenet import imagenet_classes
 from ..model_args import add_model_arguments, build_model_from_args
 from ..transforms import (ClassificationEval, cifar10_eval_transform, cifar10_train_transform,
                           imagenet_train_transform, resize_for_crop)
-from ..registry import get_model_entry
+from ..registry import get_model_entry, split_model_tag
 from .distributed import init_distributed
 from .recipes import RECIPES, TrainRecipe, recipe_for
 from .trainer import RESUME_FILE, Trainer
 
-__all__ = ["add_parser", "run", "build_datasets"]
+__all__ = ["add_parser", "run", "build_datasets", "eval_preprocessing"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,15 +77,22 @@ def add_parser(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
+def eval_preprocessing(recipe: TrainRecipe, img_size: int) -> ClassificationEval:
+    """How the trained model's inputs are prepared for evaluation (stored with its weights)."""
+    if recipe.dataset == "cifar10":
+        return cifar10_eval_transform()
+    return ClassificationEval(img_size, resize_for_crop(img_size, 0.875))
+
+
 def build_datasets(recipe: TrainRecipe, data_dir: str | Path, img_size: int,
                    download: bool = True) -> tuple[Dataset, Dataset | None, list[str]]:
     """(train set, val set or None, class names) for a recipe's dataset."""
     data_dir = Path(data_dir).expanduser()
+    eval_transform = eval_preprocessing(recipe, img_size)
     if recipe.dataset == "cifar10":
         train = load_cifar10(data_dir, True, cifar10_train_transform(recipe.cutout), download)
-        val = load_cifar10(data_dir, False, cifar10_eval_transform(), download=False)
+        val = load_cifar10(data_dir, False, eval_transform, download=False)
         return train, val, list(CIFAR10_CLASSES)
-    eval_transform = ClassificationEval(img_size, resize_for_crop(img_size, 0.875))
     if recipe.dataset == "imagenet":
         train = ImageNetFolder(data_dir / "train", imagenet_train_transform(img_size))
         val = ImageNetFolder(data_dir / "val", eval_transform) if (data_dir / "val").is_dir() else None
@@ -100,7 +107,7 @@ def build_datasets(recipe: TrainRecipe, data_dir: str | Path, img_size: int,
 
 
 def _recipe_from_args(args: argparse.Namespace) -> TrainRecipe:
-    recipe = recipe_for(args.dataset, args.model and get_model_entry(args.model).name)
+    recipe = recipe_for(args.dataset, args.model and get_model_entry(split_model_tag(args.model)[0]).name)
     recipe = recipe.with_overrides(**{dest: getattr(args, dest) for _, dest, _, _ in _OVERRIDES})
     # 0 switches clipping and the moving average off.
     return replace(recipe, grad_clip=recipe.grad_clip or None, ema_decay=recipe.ema_decay or None)
@@ -110,7 +117,7 @@ def _default_img_size(args: argparse.Namespace) -> int:
     if args.dataset == "cifar10":
         return 32
     if args.model:
-        return get_model_entry(args.model).img_size
+        return get_model_entry(split_model_tag(args.model)[0]).img_size
     return 32 if args.stem == "cifar" else 224
 
 
@@ -136,8 +143,11 @@ def run(args: argparse.Namespace) -> int:
     if ctx.is_main:
         output.mkdir(parents=True, exist_ok=True)
         (output / "labels.txt").write_text("\n".join(classes) + "\n")
+    # Stored in the exported .safetensors, so predict/eval prepare inputs as validation did.
+    metadata = {"preprocessing": json.dumps(eval_preprocessing(recipe, img_size).to_dict()),
+                "labels": json.dumps(classes)}
     trainer = Trainer(model, recipe, train_set, val_set, output, ctx, workers=args.workers, seed=args.seed,
-                      amp=args.amp, sync_bn=args.sync_bn, run_info=run_info)
+                      amp=args.amp, sync_bn=args.sync_bn, run_info=run_info, export_metadata=metadata)
     if args.resume:
         trainer.resume()
     summary = trainer.fit(max_steps=args.max_steps)

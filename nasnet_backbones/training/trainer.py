@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
@@ -36,6 +38,12 @@ logger = logging.getLogger(__name__)
 
 RESUME_FILE = "last.pth"
 FINAL_WEIGHTS = "model.safetensors"
+
+
+def _differs(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return list(a) != list(b)
+    return a != b
 
 
 @dataclass
@@ -86,6 +94,25 @@ def build_scheduler(optimizer: torch.optim.Optimizer, recipe: TrainRecipe, steps
     return torch.optim.lr_scheduler.SequentialLR(optimizer, [ramp, main], milestones=[warmup])
 
 
+def _tf_ema(decay: float):
+    """TF's ``ExponentialMovingAverage(decay, num_updates)``: the decay used at update ``n`` is
+    ``min(decay, (1 + n) / (10 + n))``, so early averages follow the weights instead of
+    staying near the random initialisation for ~1 / (1 - decay) steps."""
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+        n = float(num_averaged)
+        d = min(decay, (1.0 + n) / (10.0 + n))
+        floats = [(a, c) for a, c in zip(averaged, current) if a.is_floating_point()]
+        if floats:
+            torch._foreach_lerp_([a for a, _ in floats], [c for _, c in floats], 1.0 - d)
+        for a, c in zip(averaged, current):
+            if not a.is_floating_point():
+                a.copy_(c)  # counters such as BN's num_batches_tracked
+
+    return update
+
+
 class Trainer:
     """Train ``model`` on ``train_set`` with ``recipe``; evaluate on ``val_set`` after every epoch."""
 
@@ -102,8 +129,10 @@ class Trainer:
         amp: bool = False,
         sync_bn: bool = False,
         run_info: dict[str, Any] | None = None,
+        export_metadata: dict[str, str] | None = None,
     ) -> None:
         self.recipe, self.ctx, self.seed = recipe, ctx, seed
+        self.export_metadata = export_metadata or {}
         self.output_dir = Path(output_dir)
         self.run_info = run_info or {}
         self.amp = amp and ctx.device.type == "cuda"
@@ -136,10 +165,11 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, recipe, self.steps_per_epoch, self.total_steps)
         self.ema = None
         if recipe.ema_decay:
-            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True)
+            self.ema = AveragedModel(self.model, multi_avg_fn=_tf_ema(recipe.ema_decay), use_buffers=True)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
         self.state = TrainState()
         self.writer = None
+        self._stop_requested = False
 
     # -- checkpoints ---------------------------------------------------------------------------
 
@@ -153,6 +183,7 @@ class Trainer:
             "step": s.step, "epoch": s.epoch, "batch_in_epoch": s.batch_in_epoch, "best_top1": s.best_top1,
             "history": s.history, "recipe": self.recipe.to_dict(), "run": self.run_info,
             "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(self.ctx.device) if self.ctx.device.type == "cuda" else None,
         }
 
     def save(self) -> Path:
@@ -170,9 +201,15 @@ class Trainer:
         if not path.is_file():
             raise FileNotFoundError(f"nothing to resume: {path} does not exist")
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        if ckpt["recipe"]["batch_size"] != self.recipe.batch_size:
-            raise ValueError(f"{path} was trained with batch size {ckpt['recipe']['batch_size']}; resume with the same "
-                             f"--batch-size (got {self.recipe.batch_size}), or the data order and step count diverge")
+        saved = {**ckpt["recipe"], "world_size": ckpt["run"].get("world_size", 1)}
+        now = {**self.recipe.to_dict(), "world_size": self.ctx.world_size}
+        changed = [f"{k} {saved.get(k)} -> {now[k]}" for k in now if _differs(saved.get(k), now[k])]
+        if changed:
+            raise ValueError(
+                f"{path} was trained with other settings ({'; '.join(changed)}). Resume with the same settings "
+                "(the optimizer, schedule and data order continue from the checkpoint), or start a new run in "
+                "another --output-dir with --weights pointing at its model.safetensors"
+            )
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
@@ -181,6 +218,8 @@ class Trainer:
         self.state = TrainState(ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["best_top1"],
                                 list(ckpt["history"]))
         torch.set_rng_state(ckpt["torch_rng"])
+        if ckpt.get("cuda_rng") is not None and self.ctx.device.type == "cuda":
+            torch.cuda.set_rng_state(ckpt["cuda_rng"], self.ctx.device)
         logger.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.state.step, self.state.epoch,
                     self.state.batch_in_epoch)
 
@@ -233,17 +272,36 @@ class Trainer:
         stop_at = min(self.total_steps, max_steps) if max_steps else self.total_steps
         logger.info("training %d steps (%d epochs x %d) at lr %.4g, global batch %d", self.total_steps,
                     self.recipe.epochs, self.steps_per_epoch, self.lr, self.recipe.batch_size * self.ctx.world_size)
+        self._stop_requested = False
+        previous_handler = None
+        if threading.current_thread() is threading.main_thread():
+            previous_handler = signal.signal(signal.SIGINT, self._on_interrupt)
         try:
-            while self.state.step < stop_at:
+            while self.state.step < stop_at and not self._stop_requested:
                 self._run_epoch(stop_at, log_every)
-        except KeyboardInterrupt:
-            path = self.save()
-            logger.warning("interrupted at step %d; saved %s: continue with --resume", self.state.step, path)
-            raise
         finally:
+            if previous_handler is not None:
+                signal.signal(signal.SIGINT, previous_handler)
             if self.writer is not None:
                 self.writer.close()
+        if self._stop_requested:
+            logger.warning("interrupted at step %d; saved %s: continue with --resume", self.state.step,
+                           self.output_dir / RESUME_FILE)
+            raise KeyboardInterrupt
         return self._finish()
+
+    def _on_interrupt(self, signum: int, frame: Any) -> None:
+        """First Ctrl-C: finish the current step, save, stop. Second: stop at once, unsaved."""
+        if self._stop_requested:
+            raise KeyboardInterrupt
+        self._stop_requested = True
+        logger.warning("Ctrl-C: saving after this step (press again to abort without saving)")
+
+    def _should_stop(self) -> bool:
+        flag = torch.tensor([1.0 if self._stop_requested else 0.0])
+        if self.ctx.enabled:  # every process stops at the same step, or the save would deadlock
+            self._stop_requested = bool(all_reduce_sum(flag, self.ctx).item() > 0)
+        return self._stop_requested
 
     def _run_epoch(self, stop_at: int, log_every: int) -> None:
         s = self.state
@@ -262,7 +320,7 @@ class Trainer:
             if s.step % log_every == 0 or s.step == 1:
                 self._scalar("train/loss", loss)
                 self._scalar("train/lr", self.scheduler.get_last_lr()[0])
-            if s.step >= stop_at and s.batch_in_epoch < self.steps_per_epoch:
+            if (s.step >= stop_at or self._should_stop()) and s.batch_in_epoch < self.steps_per_epoch:
                 bar.close()
                 self.save()  # stopped mid-epoch: resumable at exactly this step
                 return
@@ -286,7 +344,7 @@ class Trainer:
     def _export_weights(self, path: Path) -> None:
         """Inference weights in this package's format (the moving average when there is one)."""
         model = self.ema.module if self.ema is not None else self.model
-        save_checkpoint(model, path)
+        save_checkpoint(model, path, metadata=self.export_metadata)
 
     def _finish(self) -> dict[str, Any]:
         s = self.state
