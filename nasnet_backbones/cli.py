@@ -14,7 +14,13 @@ __all__ = ["main", "build_parser"]
 
 # Each module contributes ``add_parser(subparsers)``; the search, detection and export packages
 # add theirs here as they land.
-_COMMAND_MODULES = (info, predict, evaluate, train)
+_COMMAND_MODULES = [info, predict, evaluate, train]
+try:  # the detectron2 commands; the core package works without detectron2
+    from detection import command as detect
+except ImportError as exc:  # pragma: no cover - detectron2 is a declared dependency
+    logging.getLogger(__name__).debug("nasnet detect unavailable: %s", exc)
+else:
+    _COMMAND_MODULES.append(detect)
 
 
 def build_parser() -> argparse.ArgumentParser:

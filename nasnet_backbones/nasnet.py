@@ -326,6 +326,31 @@ class NASNet(nn.Module):
                 outs[done] = None
         return outs[-1], features, aux_in
 
+    def cell_positions(self) -> list[tuple[str, int, int]]:
+        """``(module name, channels, stride)`` of each output position: 0 is the stem, ``k`` the
+        output of the ``k``-th cell in order (stem cells, then normal and reduction cells)."""
+        names = ["stem"] + [link.name for link in self._links]
+        return [(name, shape.channels, shape.stride) for name, shape in zip(names, self._shapes)]
+
+    def cell_inputs(self, position: int) -> tuple[int, ...]:
+        """The output positions the cell at ``position`` reads (its input and previous state)."""
+        link = self._links[position - 1]
+        return (link.input,) if link.prev is None else (link.input, link.prev)
+
+    def run_cells(self, states: dict[int, torch.Tensor], start: int, stop: int) -> torch.Tensor:
+        """Run the cells at output positions ``start .. stop - 1`` from the outputs they read
+        (``states``: position -> tensor) and return the last one. Lets a detector split the
+        network, e.g. into a C4 trunk and an ROI head (the cells outside the range may be deleted)."""
+        states = dict(states)
+        for pos in range(start, stop):
+            link = self._links[pos - 1]
+            missing = [p for p in self.cell_inputs(pos) if p not in states]
+            if missing:
+                raise ValueError(f"cell {link.name} reads outputs {missing}, which were not given")
+            prev = None if link.prev is None else states[link.prev]
+            states[pos] = self.cells[link.name](states[link.input], prev)
+        return states[stop - 1]
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last cell's output (before the head's ReLU)."""
         return self._walk(x, collect=False)[0]

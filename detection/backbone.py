@@ -1,0 +1,271 @@
+"""NASNet backbones for detectron2: multi-scale (for FPN and RetinaNet) and the paper's C4 split.
+
+``build_nasnet_backbone`` returns the ReLU'd output of the deepest cell at each requested stride
+("stride4" .. "stride32"). ``build_nasnet_fpn_backbone`` / ``build_nasnet_retinanet_fpn_backbone``
+put detectron2's FPN on top. ``build_nasnet_c4_backbone`` with :class:`NASNetC4ROIHeads` is the
+setup of the paper (Section 4.3) and TF's ``faster_rcnn_nas``: the RPN reads the concatenated
+outputs of the last two stride-16 cells, and the remaining cells (a reduction and the last stack)
+are run on each cropped region as the box head.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
+from detectron2.modeling import BACKBONE_REGISTRY, ROI_HEADS_REGISTRY, Backbone
+from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool, LastLevelP6P7
+from detectron2.modeling.roi_heads import Res5ROIHeads
+from torch import nn
+
+from nasnet_backbones import Genotype, GenotypeError, NASNet, build_nasnet, create_model
+
+__all__ = [
+    "NASNetBackbone", "NASNetC4Backbone", "NASNetC4Head", "NASNetC4ROIHeads", "build_nasnet_from_cfg",
+    "build_nasnet_backbone", "build_nasnet_fpn_backbone", "build_nasnet_retinanet_fpn_backbone",
+    "build_nasnet_c4_backbone",
+]
+
+logger = logging.getLogger(__name__)
+
+_NORMS = ("FrozenBN", "BN", "SyncBN")
+
+
+def build_nasnet_from_cfg(cfg, **kwargs) -> NASNet:
+    """The classification network ``MODEL.NASNET`` describes (no classifier, no auxiliary head)."""
+    n = cfg.MODEL.NASNET
+    kwargs = {"num_classes": 0, "aux_head": False, "drop_path_prob": n.DROP_PATH_PROB, **kwargs}
+    if n.GENOTYPE:
+        try:
+            genotype = Genotype.from_json(n.GENOTYPE)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"MODEL.NASNET.GENOTYPE: {n.GENOTYPE} does not exist") from None
+        except (GenotypeError, ValueError) as exc:
+            raise ValueError(f"MODEL.NASNET.GENOTYPE {n.GENOTYPE}: {exc}") from None
+        model = build_nasnet(genotype, num_cells=3 * n.CELLS, num_filters=n.FILTERS, stem="imagenet", **kwargs)
+        model.model_name = genotype.name or n.GENOTYPE
+        return model
+    try:
+        return create_model(n.ARCH, **kwargs)
+    except ValueError as exc:
+        raise ValueError(f"MODEL.NASNET.ARCH: {exc}") from None
+
+
+def _check_norm(norm: str) -> str:
+    if norm not in _NORMS:
+        raise ValueError(f"MODEL.NASNET.NORM={norm!r} is not supported; use one of {', '.join(_NORMS)}")
+    return norm
+
+
+def _apply_norm(module: nn.Module, norm: str) -> nn.Module:
+    if norm == "FrozenBN":
+        return FrozenBatchNorm2d.convert_frozen_batchnorm(module)
+    if norm == "SyncBN":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    return module
+
+
+def _freeze(module: nn.Module) -> None:
+    for p in module.parameters():
+        p.requires_grad_(False)
+    FrozenBatchNorm2d.convert_frozen_batchnorm(module)
+
+
+def _prune_cells(model: NASNet, keep: range) -> None:
+    """Delete the cells whose output positions are outside ``keep`` (and the head), so that no
+    parameter goes unused (DistributedDataParallel requires that)."""
+    for pos, (name, _, _) in enumerate(model.cell_positions()):
+        if pos > 0 and pos not in keep:
+            del model.cells[name]
+    if hasattr(model, "classifier"):
+        model.classifier = nn.Identity()
+
+
+class NASNetBackbone(Backbone):
+    """The deepest cell output at each requested stride, as detectron2 features."""
+
+    def __init__(self, model: NASNet, out_features: list[str], freeze_at: int = 0, norm: str = "FrozenBN") -> None:
+        super().__init__()
+        positions = model.cell_positions()
+        deepest = {f"stride{stride}": (pos, ch) for pos, (_, ch, stride) in enumerate(positions)}
+        unknown = [f for f in out_features if f not in deepest]
+        if unknown or not out_features:
+            raise ValueError(
+                f"MODEL.NASNET.OUT_FEATURES {list(out_features)}: {unknown or 'empty'} not available; "
+                f"{getattr(model, 'model_name', 'this network')} has {', '.join(sorted(deepest, key=lambda k: int(k[6:])))}"
+            )
+        self._out_features = list(out_features)
+        self._positions = {name: deepest[name][0] for name in out_features}
+        self._out_feature_channels = {name: deepest[name][1] for name in out_features}
+        self._out_feature_strides = {name: int(name[6:]) for name in out_features}
+        _prune_cells(model, range(0, max(self._positions.values()) + 1))
+        self.body = _apply_norm(model, _check_norm(norm))
+        self._freeze_stages(freeze_at)
+
+    def _freeze_stages(self, freeze_at: int) -> None:
+        """Freeze the stem and every cell whose output stride is at most ``2 ** freeze_at``
+        (so ``freeze_at=2`` fixes everything up to stride 4, as for ResNet's res2)."""
+        if freeze_at <= 0:
+            return
+        for name, _, stride in self.body.cell_positions():
+            if stride <= 2**freeze_at:
+                module = self.body.stem if name == "stem" else self.body.cells[name] if name in self.body.cells else None
+                if module is not None:
+                    _freeze(module)
+
+    @property
+    def size_divisibility(self) -> int:
+        return 32
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        states = {0: self.body.stem(x)}
+        last = max(self._positions.values())
+        out = {}
+        for name, pos in self._positions.items():
+            if pos == 0:
+                out[name] = torch.relu(states[0])
+        for pos in range(1, last + 1):
+            states[pos] = self.body.run_cells(states, pos, pos + 1)
+            for name, p in self._positions.items():
+                if p == pos:
+                    out[name] = torch.relu(states[pos])
+            self._release(states, pos, last)
+        return out
+
+    def _release(self, states: dict[int, torch.Tensor], pos: int, last: int) -> None:
+        needed = set(self._positions.values())
+        for later in range(pos + 1, last + 1):
+            needed.update(self.body.cell_inputs(later))
+        for p in [p for p in states if p not in needed and p != pos]:
+            del states[p]
+
+    def output_shape(self) -> dict[str, ShapeSpec]:
+        return {name: ShapeSpec(channels=self._out_feature_channels[name], stride=self._out_feature_strides[name])
+                for name in self._out_features}
+
+
+def _c4_split(model: NASNet) -> tuple[int, int, int]:
+    """(position of the last stride-16 cell, of the one before it, number of positions)."""
+    positions = model.cell_positions()
+    last16 = max(pos for pos, (_, _, stride) in enumerate(positions) if stride == 16)
+    if positions[-1][2] != 32 or last16 < 2:
+        raise ValueError("the C4 split needs a network with stride-16 cells followed by a stride-32 stack")
+    later_inputs = {p for pos in range(last16 + 1, len(positions)) for p in model.cell_inputs(pos) if p <= last16}
+    if not later_inputs <= {last16 - 1, last16}:
+        raise ValueError(f"cells after position {last16} read outputs {sorted(later_inputs)}; the C4 split passes "
+                         "only the last two stride-16 outputs to the box head")
+    return last16, last16 - 1, len(positions)
+
+
+class NASNetC4Backbone(NASNetBackbone):
+    """The trunk up to the last stride-16 cell; feature "stride16" is the concatenation of the
+    last two stride-16 cell outputs (TF ``faster_rcnn_nas``'s RPN feature map)."""
+
+    def __init__(self, model: NASNet, freeze_at: int = 0, norm: str = "FrozenBN") -> None:
+        last, prev, _ = _c4_split(model)
+        super().__init__(model, ["stride16"], freeze_at, norm)
+        channels = model.cell_positions()
+        self._prev = prev
+        self._positions = {"stride16": last}
+        self._out_feature_channels = {"stride16": channels[prev][1] + channels[last][1]}
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        states = {0: self.body.stem(x)}
+        last = self._positions["stride16"]
+        for pos in range(1, last + 1):
+            states[pos] = self.body.run_cells(states, pos, pos + 1)
+            needed = {self._prev, last}.union(*(self.body.cell_inputs(p) for p in range(pos + 1, last + 1)))
+            for p in [p for p in states if p not in needed and p != pos]:
+                del states[p]
+        # Not ReLU'd: the box head's cells start with their own ReLU, as in TF.
+        return {"stride16": torch.cat([states[self._prev], states[last]], dim=1)}
+
+
+class NASNetC4Head(nn.Module):
+    """The cells after the last stride-16 one, run on each region's pooled features (the box
+    head of the paper's Faster R-CNN); ends with ReLU like the classifier's head."""
+
+    def __init__(self, model: NASNet, norm: str = "FrozenBN") -> None:
+        super().__init__()
+        last, prev, count = _c4_split(model)
+        positions = model.cell_positions()
+        self._split = [positions[prev][1], positions[last][1]]
+        self._prev, self._last, self._count = prev, last, count
+        _prune_cells(model, range(last + 1, count))
+        model.stem = nn.Identity()
+        self.body = _apply_norm(model, _check_norm(norm))
+        self.out_channels = positions[-1][1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        prev, last = torch.split(x, self._split, dim=1)
+        return torch.relu(self.body.run_cells({self._prev: prev, self._last: last}, self._last + 1, self._count))
+
+
+@ROI_HEADS_REGISTRY.register()
+class NASNetC4ROIHeads(Res5ROIHeads):
+    """detectron2's C4 ROI heads with the NASNet tail (:class:`NASNetC4Head`) in place of res5."""
+
+    @classmethod
+    def _build_res5_block(cls, cfg):
+        head = NASNetC4Head(build_nasnet_from_cfg(cfg), cfg.MODEL.NASNET.NORM)
+        return head, head.out_channels
+
+
+@BACKBONE_REGISTRY.register()
+def build_nasnet_backbone(cfg, input_shape: ShapeSpec) -> NASNetBackbone:
+    """``MODEL.NASNET`` as a multi-scale detectron2 backbone."""
+    _check_input_channels(input_shape)
+    return NASNetBackbone(build_nasnet_from_cfg(cfg), list(cfg.MODEL.NASNET.OUT_FEATURES),
+                          cfg.MODEL.BACKBONE.FREEZE_AT, cfg.MODEL.NASNET.NORM)
+
+
+def _check_fpn_features(bottom_up: NASNetBackbone, in_features: list[str]) -> None:
+    shapes = bottom_up.output_shape()
+    missing = [f for f in in_features if f not in shapes]
+    if missing:
+        raise ValueError(f"MODEL.FPN.IN_FEATURES {list(in_features)}: {missing} are not in MODEL.NASNET.OUT_FEATURES "
+                         f"{list(shapes)}")
+    strides = [shapes[f].stride for f in in_features]
+    if any(b != 2 * a for a, b in zip(strides, strides[1:])):
+        raise ValueError(f"MODEL.FPN.IN_FEATURES {list(in_features)} have strides {strides}; FPN needs consecutive "
+                         "powers of two in increasing order (e.g. stride4, stride8, stride16, stride32)")
+
+
+@BACKBONE_REGISTRY.register()
+def build_nasnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
+    """NASNet + FPN (P2-P6 from stride4-stride32 and a max-pooled P6), for Faster R-CNN."""
+    bottom_up = build_nasnet_backbone(cfg, input_shape)
+    in_features = list(cfg.MODEL.FPN.IN_FEATURES)
+    _check_fpn_features(bottom_up, in_features)
+    return FPN(bottom_up=bottom_up, in_features=in_features, out_channels=cfg.MODEL.FPN.OUT_CHANNELS,
+               norm=cfg.MODEL.FPN.NORM, top_block=LastLevelMaxPool(), fuse_type=cfg.MODEL.FPN.FUSE_TYPE)
+
+
+@BACKBONE_REGISTRY.register()
+def build_nasnet_retinanet_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
+    """NASNet + FPN with P6/P7 computed from P5, for RetinaNet (P3-P7)."""
+    bottom_up = build_nasnet_backbone(cfg, input_shape)
+    in_features = list(cfg.MODEL.FPN.IN_FEATURES)
+    _check_fpn_features(bottom_up, in_features)
+    out = cfg.MODEL.FPN.OUT_CHANNELS
+    return FPN(bottom_up=bottom_up, in_features=in_features, out_channels=out, norm=cfg.MODEL.FPN.NORM,
+               top_block=LastLevelP6P7(out, out, in_feature="p5"), fuse_type=cfg.MODEL.FPN.FUSE_TYPE)
+
+
+@BACKBONE_REGISTRY.register()
+def build_nasnet_c4_backbone(cfg, input_shape: ShapeSpec) -> NASNetC4Backbone:
+    """The paper's C4 trunk; use with ``MODEL.ROI_HEADS.NAME: NASNetC4ROIHeads``."""
+    _check_input_channels(input_shape)
+    return NASNetC4Backbone(build_nasnet_from_cfg(cfg), cfg.MODEL.BACKBONE.FREEZE_AT, cfg.MODEL.NASNET.NORM)
+
+
+def _check_input_channels(input_shape: ShapeSpec) -> None:
+    if input_shape.channels != 3:
+        raise ValueError(f"NASNet backbones take 3-channel images; MODEL.PIXEL_MEAN has {input_shape.channels} values")
+
+
+def expected_feature_size(size: int, stride: int) -> int:
+    """Spatial size of a stride-``stride`` feature for an input padded to a multiple of 32."""
+    return math.ceil(size / stride)

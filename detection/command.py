@@ -1,0 +1,113 @@
+"""``nasnet detect train | predict | make-synthetic``: detectron2's usual command line for NASNet detectors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+__all__ = ["add_parser"]
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser("detect", help="detectron2 detectors with NASNet backbones (train, predict, data)",
+                              description="Faster R-CNN / RetinaNet with NASNet backbones on detectron2.")
+    sub = p.add_subparsers(dest="detect_command", metavar="SUBCOMMAND")
+    sub.required = True
+
+    t = sub.add_parser(
+        "train", help="train or evaluate (detectron2's trainer and launcher)",
+        description="Train (or --eval-only) a detector from a config: a shipped name "
+        "(see `nasnet detect configs`) or a YAML file, then KEY VALUE overrides, as detectron2's train_net.py.",
+    )
+    t.add_argument("--config-file", required=True, metavar="FILE", help="config file or shipped config name")
+    t.add_argument("--resume", action="store_true", help="resume from OUTPUT_DIR's last checkpoint")
+    t.add_argument("--eval-only", action="store_true", help="evaluate MODEL.WEIGHTS on DATASETS.TEST")
+    t.add_argument("--num-gpus", type=int, default=1, help="processes (GPUs) per machine")
+    t.add_argument("--num-machines", type=int, default=1)
+    t.add_argument("--machine-rank", type=int, default=0, help="this machine's rank")
+    t.add_argument("--dist-url", default="auto", help="tcp://HOST:PORT of machine 0 (multi-machine)")
+    t.add_argument("--dataset-json", help="a COCO-format training json (instead of DATASETS.TRAIN)")
+    t.add_argument("--image-root", help="folder of the --dataset-json images")
+    t.add_argument("--val-json", help="COCO-format json to evaluate on (default: --dataset-json)")
+    t.add_argument("--val-image-root", help="folder of the --val-json images (default: --image-root)")
+    t.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
+                   help="config overrides, e.g. SOLVER.MAX_ITER 1000 MODEL.DEVICE cpu")
+    t.set_defaults(func=_train)
+
+    pr = sub.add_parser("predict", help="draw detections on images and write them as JSON")
+    pr.add_argument("images", nargs="+", metavar="IMAGE")
+    pr.add_argument("--config-file", required=True, metavar="FILE", help="config file or shipped config name")
+    pr.add_argument("--weights", help="detector checkpoint (default: the config's MODEL.WEIGHTS)")
+    pr.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="where PNGs and detections.json go")
+    pr.add_argument("--score-threshold", type=float, default=0.5)
+    pr.add_argument("--dataset-json", help="COCO json whose categories name the classes")
+    pr.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE", help="config overrides")
+    pr.set_defaults(func=_predict)
+
+    s = sub.add_parser("make-synthetic", help="write a COCO-format dataset of drawn shapes (tests, demos)")
+    s.add_argument("--out", required=True, metavar="DIR")
+    s.add_argument("--num-images", type=int, default=200)
+    s.add_argument("--size", type=int, default=128, help="image side in pixels")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=_synthetic)
+
+    c = sub.add_parser("configs", help="list the shipped configs")
+    c.set_defaults(func=_configs)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .engine import launch_main
+
+    if args.opts and args.opts[0] == "--":
+        args.opts = args.opts[1:]
+    results = launch_main(args)
+    if results:
+        json.dump(_plain(results), sys.stdout, indent=2)
+        print()
+    return 0
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    return float(obj) if hasattr(obj, "__float__") and not isinstance(obj, (int, bool)) else obj
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from .engine import register_coco_json
+    from .model_zoo import get_config
+    from .predict import predict_files
+
+    cfg = get_config(args.config_file)
+    cfg.merge_from_list(list(args.opts or []))
+    if args.dataset_json:
+        from pathlib import Path
+
+        register_coco_json("nasnet_predict_classes", args.dataset_json, Path(args.dataset_json).parent)
+        from detectron2.data import DatasetCatalog
+
+        DatasetCatalog.get("nasnet_predict_classes")  # loads the json, which sets thing_classes
+        cfg.DATASETS.TEST = ("nasnet_predict_classes",)
+    results = predict_files(cfg, args.weights, args.images, args.output, args.score_threshold)
+    for r in results:
+        print(f"{r['image']}: {len(r['detections'])} detections -> {r['drawing']}")
+    return 0
+
+
+def _synthetic(args: argparse.Namespace) -> int:
+    from .synthetic import make_synthetic
+
+    files = make_synthetic(args.out, args.num_images, args.size, seed=args.seed)
+    for split, path in files.items():
+        print(f"{split}: {path}")
+    return 0
+
+
+def _configs(args: argparse.Namespace) -> int:
+    from .model_zoo import get_config_file, list_configs
+
+    for name in list_configs():
+        print(f"{name}  {get_config_file(name)}")
+    return 0

@@ -1,0 +1,32 @@
+"""``MODEL.NASNET.*``: the config keys the NASNet backbones read, added as detectron2 projects do."""
+
+from __future__ import annotations
+
+from detectron2.config import CfgNode as CN
+
+__all__ = ["add_nasnet_config"]
+
+
+def add_nasnet_config(cfg: CN) -> CN:
+    """Add the ``MODEL.NASNET`` keys (with their defaults) to a detectron2 config, in place."""
+    cfg.MODEL.NASNET = CN()
+    # A registered model (nasnet_backbones.list_models(): nasnet_a_mobile, nasnet_a_large,
+    # pnasnet_5_large, ...). Ignored when GENOTYPE is set.
+    cfg.MODEL.NASNET.ARCH = "nasnet_a_mobile"
+    # A genotype JSON file (nasnet_backbones.Genotype.to_json, e.g. from `nasnet search`); the
+    # network is then built from CELLS and FILTERS with an ImageNet stem.
+    cfg.MODEL.NASNET.GENOTYPE = ""
+    # With GENOTYPE: normal cells per stack (the paper's N).
+    cfg.MODEL.NASNET.CELLS = 4
+    # With GENOTYPE: width of the first stack (the paper's F is 24 x FILTERS).
+    cfg.MODEL.NASNET.FILTERS = 44
+    # Feature maps the backbone returns: ReLU'd outputs of the deepest cell at each stride.
+    cfg.MODEL.NASNET.OUT_FEATURES = ["stride4", "stride8", "stride16", "stride32"]
+    # Normalisation of the backbone's BatchNorm layers: "FrozenBN" (statistics and affine
+    # fixed, the usual choice when fine-tuning from ImageNet with small batches), "BN", or
+    # "SyncBN" (statistics across all GPUs).
+    cfg.MODEL.NASNET.NORM = "FrozenBN"
+    # ScheduledDropPath rate in the backbone's cells (0 disables; the paper trains detection
+    # with it off). The schedule ramps it up over SOLVER.MAX_ITER.
+    cfg.MODEL.NASNET.DROP_PATH_PROB = 0.0
+    return cfg

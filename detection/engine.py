@@ -1,0 +1,160 @@
+"""Training and evaluation on detectron2's engine: ``DefaultTrainer``, ``launch``, ``COCOEvaluator``.
+
+``setup`` turns command-line arguments into a frozen config and checks everything that can be
+checked before training starts (datasets exist, the backbone can be built as configured);
+``main`` trains or evaluates; ``launch_main`` runs it on one process, or on every GPU and machine
+through ``detectron2.engine.launch`` (torch.distributed), exactly as detectron2's ``train_net.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import weakref
+from pathlib import Path
+from typing import Any
+
+import torch
+from detectron2.config import CfgNode
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import register_coco_instances
+from detectron2.engine import DefaultTrainer, default_setup, hooks, launch
+from detectron2.evaluation import COCOEvaluator, verify_results
+
+from .checkpoint import NASNetDetectionCheckpointer
+from .model_zoo import get_config
+
+__all__ = ["NASNetTrainer", "register_coco_json", "setup", "main", "launch_main"]
+
+logger = logging.getLogger(__name__)
+
+
+def register_coco_json(name: str, json_file: str | Path, image_root: str | Path) -> str:
+    """Register a COCO-format dataset under ``name`` (checked now, loaded lazily by detectron2)."""
+    json_file, image_root = Path(json_file), Path(image_root)
+    if not json_file.is_file():
+        raise FileNotFoundError(f"dataset json {json_file} does not exist")
+    if not image_root.is_dir():
+        raise FileNotFoundError(f"image root {image_root} does not exist")
+    if name in DatasetCatalog.list():
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    register_coco_instances(name, {}, str(json_file), str(image_root))
+    return name
+
+
+def _check_builtin_dataset(name: str) -> None:
+    """detectron2's builtin COCO names read ``$DETECTRON2_DATASETS`` (default ./datasets)."""
+    if name not in DatasetCatalog.list():
+        raise ValueError(f"dataset {name!r} is not registered; use a detectron2 builtin name (coco_2017_train, ...) "
+                         "or --dataset-json/--image-root")
+    meta = MetadataCatalog.get(name)
+    json_file = getattr(meta, "json_file", None)
+    if json_file and not Path(json_file).is_file():
+        root = os.environ.get("DETECTRON2_DATASETS", "datasets")
+        raise FileNotFoundError(
+            f"dataset {name}: {json_file} does not exist. Put COCO under {root}/coco (annotations/, train2017/, "
+            "val2017/) or set DETECTRON2_DATASETS to the folder that holds coco/"
+        )
+
+
+class NASNetTrainer(DefaultTrainer):
+    """``DefaultTrainer`` with COCO evaluation, ImageNet initialisation from classification
+    checkpoints, and the ScheduledDropPath ramp when the backbone uses drop path."""
+
+    def __init__(self, cfg: CfgNode) -> None:
+        super().__init__(cfg)
+        # Same checkpointables as DefaultTrainer's; ours also reads classification checkpoints.
+        self.checkpointer = NASNetDetectionCheckpointer(self._trainer.model, cfg.OUTPUT_DIR, cfg=cfg,
+                                                        trainer=weakref.proxy(self))
+        for hook in self._hooks:
+            if isinstance(hook, hooks.PeriodicCheckpointer):
+                hook.checkpointer = self.checkpointer
+
+    @classmethod
+    def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_folder: str | None = None):
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        return COCOEvaluator(dataset_name, output_dir=output_folder, use_fast_impl=False)
+
+    def build_hooks(self) -> list:
+        hook_list = super().build_hooks()
+        if self.cfg.MODEL.NASNET.DROP_PATH_PROB > 0:
+            max_iter = self.cfg.SOLVER.MAX_ITER
+
+            def ramp(trainer) -> None:
+                model = trainer.model.module if hasattr(trainer.model, "module") else trainer.model
+                for module in model.modules():
+                    if hasattr(module, "set_drop_path_progress"):
+                        module.set_drop_path_progress(trainer.iter / max_iter)
+
+            hook_list.insert(0, hooks.CallbackHook(before_step=ramp))
+        return hook_list
+
+
+def setup(args: argparse.Namespace) -> CfgNode:
+    """Config from ``--config-file`` (a path or a shipped name) and ``KEY VALUE`` overrides, checked."""
+    cfg = get_config(args.config_file)
+    if not Path(args.config_file).is_file():  # a shipped name: default_setup copies the file it names
+        from .model_zoo import get_config_file
+
+        args.config_file = get_config_file(args.config_file)
+    cfg.merge_from_list(list(args.opts or []))
+    if args.dataset_json:
+        train_json, val_json = args.dataset_json, args.val_json or args.dataset_json
+        image_root, val_root = args.image_root, args.val_image_root or args.image_root
+        if not image_root:
+            raise ValueError("--dataset-json needs --image-root (the folder the json's file_name entries are in)")
+        register_coco_json("nasnet_custom_train", train_json, image_root)
+        register_coco_json("nasnet_custom_val", val_json, val_root)
+        cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = ("nasnet_custom_train",), ("nasnet_custom_val",)
+        import json
+
+        classes = len(json.loads(Path(train_json).read_text()).get("categories", []))
+        if classes:
+            cfg.MODEL.ROI_HEADS.NUM_CLASSES = cfg.MODEL.RETINANET.NUM_CLASSES = classes
+    if not torch.cuda.is_available() and cfg.MODEL.DEVICE.startswith("cuda"):
+        logger.warning("CUDA is not available; running on the CPU")
+        cfg.MODEL.DEVICE = "cpu"
+    for name in (*(cfg.DATASETS.TEST if args.eval_only else cfg.DATASETS.TRAIN), *cfg.DATASETS.TEST):
+        _check_builtin_dataset(name)
+    _check_model(cfg)
+    cfg.freeze()
+    default_setup(cfg, args)
+    return cfg
+
+
+def _check_model(cfg: CfgNode) -> None:
+    """Build the backbone once on the CPU, so a bad architecture, genotype or feature list fails
+    here, before datasets are loaded and workers started."""
+    from detectron2.modeling import build_backbone
+
+    build_backbone(cfg.clone())
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    cfg = setup(args)
+    if args.eval_only:
+        model = NASNetTrainer.build_model(cfg)
+        NASNetDetectionCheckpointer(model, cfg.OUTPUT_DIR, cfg=cfg).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        results = NASNetTrainer.test(cfg, model)
+        if cfg.TEST.EXPECTED_RESULTS:
+            verify_results(cfg, results)
+        return results
+    trainer = NASNetTrainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+def launch_main(args: argparse.Namespace) -> dict[str, Any] | None:
+    """Run :func:`main` on ``--num-gpus`` processes per machine across ``--num-machines``."""
+    dist_url = args.dist_url
+    if dist_url == "auto" and args.num_machines > 1:
+        raise ValueError("--dist-url must be given (tcp://HOST:PORT of machine 0) when --num-machines > 1")
+    if args.num_gpus > 1 and not torch.cuda.is_available():
+        raise ValueError(f"--num-gpus {args.num_gpus} needs CUDA, which is not available here")
+    if args.num_gpus * args.num_machines == 1:
+        return main(args)
+    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank, dist_url=dist_url,
+           args=(args,))
+    return None

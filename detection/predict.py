@@ -1,0 +1,81 @@
+"""Detections for image files: PNGs drawn with detectron2's ``Visualizer`` and a JSON file."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from detectron2.config import CfgNode
+from detectron2.data import MetadataCatalog
+from detectron2.data.detection_utils import read_image
+from detectron2.engine import DefaultPredictor
+from detectron2.utils.visualizer import Visualizer
+
+from .checkpoint import NASNetDetectionCheckpointer
+
+__all__ = ["Detector", "detections_to_json"]
+
+logger = logging.getLogger(__name__)
+
+
+class Detector(DefaultPredictor):
+    """detectron2's ``DefaultPredictor`` (resize as at test time, one image at a time) with our
+    checkpointer, so ``weights`` may also be a classification checkpoint or ``nasnet://...``."""
+
+    def __init__(self, cfg: CfgNode, weights: str | None = None) -> None:
+        cfg = cfg.clone()
+        cfg.defrost()
+        weights = weights or cfg.MODEL.WEIGHTS
+        cfg.MODEL.WEIGHTS = ""  # loaded below by our checkpointer, which also reads classification files
+        if not torch.cuda.is_available():
+            cfg.MODEL.DEVICE = "cpu"
+        super().__init__(cfg)
+        if weights:
+            NASNetDetectionCheckpointer(self.model, cfg=cfg).load(weights)
+        names = cfg.DATASETS.TEST or cfg.DATASETS.TRAIN
+        self.metadata = MetadataCatalog.get(names[0]) if names else MetadataCatalog.get("__unused")
+
+    def detect_file(self, path: str | Path) -> tuple[np.ndarray, Any]:
+        """(RGB image, detectron2 ``Instances`` on the CPU) for an image file."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"image {path} does not exist")
+        bgr = read_image(str(path), format="BGR")  # DefaultPredictor flips to cfg.INPUT.FORMAT
+        instances = self(bgr)["instances"].to("cpu")
+        return bgr[:, :, ::-1], instances
+
+
+def detections_to_json(instances, class_names: list[str] | None) -> list[dict[str, Any]]:
+    out = []
+    boxes = instances.pred_boxes.tensor.tolist() if instances.has("pred_boxes") else []
+    for box, score, cls in zip(boxes, instances.scores.tolist(), instances.pred_classes.tolist()):
+        name = class_names[cls] if class_names and cls < len(class_names) else str(cls)
+        out.append({"bbox_xyxy": [round(v, 2) for v in box], "score": round(score, 4), "class": cls, "label": name})
+    return out
+
+
+def predict_files(cfg: CfgNode, weights: str | None, images: list[str], out_dir: str | Path,
+                  score_threshold: float = 0.5) -> list[dict[str, Any]]:
+    """Run the detector on each image; write ``<stem>.png`` (boxes drawn) and ``detections.json``."""
+    for path in images:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"image {path} does not exist")
+    detector = Detector(cfg, weights)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    class_names = getattr(detector.metadata, "thing_classes", None)
+    results = []
+    for path in images:
+        rgb, instances = detector.detect_file(path)
+        instances = instances[instances.scores >= score_threshold]
+        drawing = Visualizer(rgb, detector.metadata).draw_instance_predictions(instances)
+        png = out_dir / f"{Path(path).stem}.png"
+        drawing.save(str(png))
+        results.append({"image": str(path), "drawing": str(png), "detections": detections_to_json(instances, class_names)})
+    (out_dir / "detections.json").write_text(json.dumps(results, indent=2) + "\n")
+    logger.info("wrote %d drawings and detections.json to %s", len(results), out_dir)
+    return results
