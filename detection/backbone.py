@@ -36,7 +36,8 @@ _NORMS = ("FrozenBN", "BN", "SyncBN")
 def build_nasnet_from_cfg(cfg, **kwargs) -> NASNet:
     """The classification network ``MODEL.NASNET`` describes (no classifier, no auxiliary head)."""
     n = cfg.MODEL.NASNET
-    kwargs = {"num_classes": 0, "aux_head": False, "drop_path_prob": n.DROP_PATH_PROB, **kwargs}
+    kwargs = {"num_classes": 0, "aux_head": False, "drop_path_prob": n.DROP_PATH_PROB, "bn_momentum": n.BN_MOMENTUM,
+              **kwargs}
     if n.GENOTYPE:
         try:
             genotype = Genotype.from_json(n.GENOTYPE)

@@ -60,8 +60,6 @@ def add_parser(subparsers: Any) -> None:
 def _train(args: argparse.Namespace) -> int:
     from .engine import launch_main
 
-    if args.opts and args.opts[0] == "--":
-        args.opts = args.opts[1:]
     results = launch_main(args)
     if results:
         json.dump(_plain(results), sys.stdout, indent=2)
@@ -76,12 +74,12 @@ def _plain(obj: Any) -> Any:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from .engine import register_coco_json
+    from .engine import merge_overrides, register_coco_json
     from .model_zoo import get_config
     from .predict import predict_files
 
     cfg = get_config(args.config_file)
-    cfg.merge_from_list(list(args.opts or []))
+    merge_overrides(cfg, args.opts)
     if args.dataset_json:
         from pathlib import Path
 

@@ -26,6 +26,10 @@ def add_nasnet_config(cfg: CN) -> CN:
     # fixed, the usual choice when fine-tuning from ImageNet with small batches), "BN", or
     # "SyncBN" (statistics across all GPUs).
     cfg.MODEL.NASNET.NORM = "FrozenBN"
+    # BatchNorm momentum (PyTorch convention) when NORM is BN or SyncBN. The classification
+    # configs use TF's 0.9997 decay (0.0003), far too slow for the running statistics to follow
+    # a detection schedule.
+    cfg.MODEL.NASNET.BN_MOMENTUM = 0.1
     # ScheduledDropPath rate in the backbone's cells (0 disables; the paper trains detection
     # with it off). The schedule ramps it up over SOLVER.MAX_ITER.
     cfg.MODEL.NASNET.DROP_PATH_PROB = 0.0

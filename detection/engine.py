@@ -25,7 +25,7 @@ from detectron2.evaluation import COCOEvaluator, verify_results
 from .checkpoint import NASNetDetectionCheckpointer
 from .model_zoo import get_config
 
-__all__ = ["NASNetTrainer", "register_coco_json", "setup", "main", "launch_main"]
+__all__ = ["NASNetTrainer", "register_coco_json", "merge_overrides", "setup", "main", "launch_main"]
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +92,19 @@ class NASNetTrainer(DefaultTrainer):
         return hook_list
 
 
+def merge_overrides(cfg: CfgNode, opts: list[str] | None) -> None:
+    """``KEY VALUE ...`` overrides, with one clear error for a bad key or value."""
+    opts = list(opts or [])
+    if opts and opts[0] == "--":
+        opts = opts[1:]
+    if len(opts) % 2:
+        raise ValueError(f"config overrides come in KEY VALUE pairs; got an odd number: {' '.join(opts)}")
+    try:
+        cfg.merge_from_list(opts)
+    except (KeyError, ValueError, AssertionError, TypeError) as exc:
+        raise ValueError(f"config override {' '.join(opts)}: {exc}") from None
+
+
 def setup(args: argparse.Namespace) -> CfgNode:
     """Config from ``--config-file`` (a path or a shipped name) and ``KEY VALUE`` overrides, checked."""
     cfg = get_config(args.config_file)
@@ -99,7 +112,7 @@ def setup(args: argparse.Namespace) -> CfgNode:
         from .model_zoo import get_config_file
 
         args.config_file = get_config_file(args.config_file)
-    cfg.merge_from_list(list(args.opts or []))
+    merge_overrides(cfg, args.opts)
     if args.dataset_json:
         train_json, val_json = args.dataset_json, args.val_json or args.dataset_json
         image_root, val_root = args.image_root, args.val_image_root or args.image_root

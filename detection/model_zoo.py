@@ -35,5 +35,8 @@ def get_config(name_or_path: str) -> CfgNode:
     """A detectron2 config with the ``MODEL.NASNET`` keys, merged from a shipped name or a file."""
     cfg = add_nasnet_config(get_cfg())
     path = name_or_path if Path(name_or_path).is_file() else get_config_file(name_or_path)
-    cfg.merge_from_file(path)
+    try:
+        cfg.merge_from_file(path)
+    except KeyError as exc:
+        raise ValueError(f"{path}: {exc}") from None
     return cfg

@@ -1,0 +1,322 @@
+"""detection/: the backbone contract, every shipped config through build_model, ImageNet
+initialisation, COCO evaluation, the synthetic dataset, the CLI, and clear errors for bad input."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+detectron2 = pytest.importorskip("detectron2")
+
+from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
+from detectron2.evaluation import COCOEvaluator  # noqa: E402
+from detectron2.modeling import build_backbone, build_model  # noqa: E402
+from detectron2.structures import Boxes, ImageList, Instances  # noqa: E402
+from detectron2.utils.events import EventStorage  # noqa: E402
+
+import detection  # noqa: E402
+from detection.checkpoint import NASNetDetectionCheckpointer  # noqa: E402
+from detection.engine import register_coco_json  # noqa: E402
+from detection.synthetic import make_synthetic  # noqa: E402
+from nasnet_backbones import build_nasnet, genotypes, save_checkpoint  # noqa: E402
+from nasnet_backbones.cli import main  # noqa: E402
+from nasnet_backbones.convert import convert_state_dict  # noqa: E402
+
+
+def cpu_config(name, **overrides):
+    cfg = detection.get_config(name)
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.WEIGHTS = ""
+    for key, value in overrides.items():
+        node = cfg
+        *path, leaf = key.split(".")
+        for part in path:
+            node = getattr(node, part)
+        setattr(node, leaf, value)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def genotype_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cells") / "nasnet_a.json"
+    genotypes.NASNET_A.to_json(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic")
+    files = make_synthetic(root, num_images=10, size=96)
+    return root, files
+
+
+# -- backbone contract --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("arch", ["nasnet_a_mobile", pytest.param("nasnet_a_large", marks=pytest.mark.slow)])
+def test_feature_shapes_equal_output_shape(arch):
+    cfg = cpu_config("faster_rcnn_nasnet_a_mobile_FPN_1x")
+    cfg.MODEL.NASNET.ARCH = arch
+    cfg.MODEL.NASNET.OUT_FEATURES = ["stride4", "stride8", "stride16", "stride32"]
+    backbone = build_backbone(cfg).bottom_up.eval()
+    assert backbone.size_divisibility == 32
+    shapes = backbone.output_shape()
+    assert [shapes[k].stride for k in shapes] == [4, 8, 16, 32]
+    for h, w in [(64, 96), (97, 131), (160, 129)]:  # odd sizes are padded by the ImageList
+        images = ImageList.from_tensors([torch.randn(3, h, w)], size_divisibility=backbone.size_divisibility)
+        with torch.no_grad():
+            features = backbone(images.tensor)
+        ph, pw = images.tensor.shape[-2:]
+        for name, spec in shapes.items():
+            assert features[name].shape[1:] == (spec.channels, math.ceil(ph / spec.stride), math.ceil(pw / spec.stride))
+            assert features[name].shape[-2:] == (ph // spec.stride, pw // spec.stride)
+
+
+def test_mobile_channels_match_tf_slim():
+    shapes = build_backbone(cpu_config("faster_rcnn_nasnet_a_mobile_FPN_1x")).bottom_up.output_shape()
+    # TF-slim end points at 224: stem 88 (stride 8 stack of 264 behind it), 528 at 16, 1056 at 32.
+    assert {k: v.channels for k, v in shapes.items()} == {"stride4": 44, "stride8": 264, "stride16": 528, "stride32": 1056}
+
+
+def test_freeze_at_and_norm():
+    cfg = cpu_config("faster_rcnn_nasnet_a_mobile_FPN_1x")
+    cfg.MODEL.BACKBONE.FREEZE_AT = 2
+    cfg.MODEL.NASNET.NORM = "BN"
+    body = build_backbone(cfg).bottom_up.body
+    assert not any(p.requires_grad for p in body.stem.parameters())
+    assert not any(p.requires_grad for p in body.cells["stem_0"].parameters())  # stride 4
+    assert all(p.requires_grad for p in body.cells["stem_1"].parameters())  # stride 8
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in body.cells["cell_0"].modules())
+    cfg.MODEL.NASNET.NORM = "FrozenBN"
+    body = build_backbone(cfg).bottom_up.body
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in body.modules())
+
+
+def test_unused_cells_are_pruned():
+    cfg = cpu_config("retinanet_nasnet_a_mobile_FPN_1x")
+    cfg.MODEL.NASNET.OUT_FEATURES = ["stride4", "stride8", "stride16"]
+    cfg.MODEL.BACKBONE.NAME = "build_nasnet_backbone"
+    backbone = build_backbone(cfg)
+    assert "reduction_1" not in backbone.body.cells and "cell_11" not in backbone.body.cells
+
+
+# -- every shipped config: one training and one inference step ---------------------------------
+
+def _batch(size=(96, 128)):
+    h, w = size
+    inst = Instances((h, w))
+    inst.gt_boxes = Boxes(torch.tensor([[10.0, 12.0, 60.0, 70.0], [50.0, 30.0, 90.0, 80.0]]))
+    inst.gt_classes = torch.tensor([1, 3])
+    return [{"image": torch.randint(0, 255, (3, h, w)).float(), "height": h, "width": w, "instances": inst}]
+
+
+@pytest.mark.parametrize("name", detection.list_configs())
+def test_shipped_config_trains_and_infers(name):
+    cfg = cpu_config(name)
+    cfg.MODEL.RPN.PRE_NMS_TOPK_TRAIN = cfg.MODEL.RPN.PRE_NMS_TOPK_TEST = 100
+    cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN = cfg.MODEL.RPN.POST_NMS_TOPK_TEST = 20
+    cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 16
+    cfg.MODEL.NASNET.NORM = "BN"  # random weights: keep activations normalised
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    model.train()
+    with EventStorage(0):
+        losses = model(_batch())
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert all(p.grad is not None for p in trainable), "every trainable parameter takes part"
+    model.eval()
+    with torch.no_grad():
+        out = model(_batch())[0]["instances"]
+    assert out.image_size == (96, 128) and out.pred_boxes.tensor.shape[1] == 4
+
+
+def test_c4_split_passes_two_states_to_the_box_head():
+    cfg = cpu_config("faster_rcnn_nasnet_a_large_C4_1x")
+    cfg.MODEL.NASNET.ARCH = "nasnet_a_mobile"  # the same split, smaller
+    model = build_model(cfg)
+    shape = model.backbone.output_shape()["stride16"]
+    assert (shape.channels, shape.stride) == (528 + 528, 16)
+    head = model.roi_heads.res5
+    assert set(head.body.cells) == {"reduction_1", "cell_8", "cell_9", "cell_10", "cell_11"}
+    assert head.out_channels == 1056
+    assert set(model.backbone.body.cells).isdisjoint(head.body.cells)
+
+
+# -- ImageNet initialisation --------------------------------------------------------------------
+
+def test_cadene_checkpoint_initialises_the_backbone(cadene_mobile, tmp_path):
+    path = tmp_path / "nasnetamobile.pth"
+    torch.save(cadene_mobile.state_dict(), path)
+    cfg = cpu_config("faster_rcnn_nasnet_a_mobile_FPN_1x")
+    model = build_model(cfg)
+    NASNetDetectionCheckpointer(model, cfg=cfg).load(str(path))
+    reference = detection.backbone.build_nasnet_from_cfg(cfg)
+    expected = convert_state_dict(reference, cadene_mobile.state_dict(), skip_head=True)
+    body = model.backbone.bottom_up.body.state_dict()
+    compared = 0
+    for key, value in body.items():
+        if key in expected and not key.endswith("num_batches_tracked"):
+            torch.testing.assert_close(value, expected[key], msg=key, atol=0, rtol=0)
+            compared += 1
+    assert compared == len([k for k in body if not k.endswith("num_batches_tracked")])  # every tensor came from it
+
+
+def test_own_checkpoint_initialises_c4_backbone_and_box_head(genotype_file, tmp_path):
+    network = build_nasnet(genotypes.NASNET_A, num_cells=6, num_filters=8, stem="imagenet", num_classes=1000)
+    save_checkpoint(network, tmp_path / "cls.safetensors")
+    cfg = cpu_config("faster_rcnn_nasnet_a_large_C4_1x")
+    cfg.MODEL.NASNET.GENOTYPE, cfg.MODEL.NASNET.CELLS, cfg.MODEL.NASNET.FILTERS = str(genotype_file), 2, 8
+    model = build_model(cfg)
+    NASNetDetectionCheckpointer(model, cfg=cfg).load(str(tmp_path / "cls.safetensors"))
+    source = network.state_dict()
+    for prefix, module in (("backbone.body.", model.backbone.body), ("roi_heads.res5.body.", model.roi_heads.res5.body)):
+        for key, value in module.state_dict().items():
+            if "cells." in key and not key.endswith("num_batches_tracked"):
+                torch.testing.assert_close(value, source[key], msg=prefix + key, atol=0, rtol=0)
+
+
+def test_unrelated_weights_file_is_a_clear_error(tmp_path):
+    torch.save({"foo.weight": torch.zeros(2)}, tmp_path / "x.pth")
+    cfg = cpu_config("faster_rcnn_nasnet_a_mobile_FPN_1x")
+    with pytest.raises(ValueError, match="neither a detectron2 checkpoint nor a NASNet classification"):
+        NASNetDetectionCheckpointer(build_model(cfg), cfg=cfg).load(str(tmp_path / "x.pth"))
+
+
+# -- data and evaluation ----------------------------------------------------------------------
+
+def test_synthetic_dataset_is_deterministic_with_exact_boxes(tmp_path):
+    a = make_synthetic(tmp_path / "a", 6, 64, seed=3)
+    b = make_synthetic(tmp_path / "b", 6, 64, seed=3)
+    assert a["train"].read_bytes() == b["train"].read_bytes()
+    assert (tmp_path / "a" / "val" / "val_000000.png").read_bytes() == (tmp_path / "b" / "val" / "val_000000.png").read_bytes()
+    data = json.loads(a["train"].read_text())
+    colours = {1: (220, 60, 50), 2: (50, 170, 60), 3: (60, 80, 220)}
+    for ann in data["annotations"]:
+        image = data["images"][ann["image_id"] - 1]
+        pixels = np.asarray(Image.open(tmp_path / "a" / "train" / image["file_name"]))
+        x, y, w, h = ann["bbox"]
+        inside = (pixels[y : y + h, x : x + w] == colours[ann["category_id"]]).all(axis=2)
+        # The shape touches all four sides of its box, and nothing of it lies outside.
+        assert inside[0].any() and inside[-1].any() and inside[:, 0].any() and inside[:, -1].any()
+        assert inside.sum() == ann["area"]
+
+
+def test_coco_evaluator_scores_ground_truth_100(synthetic, tmp_path):
+    root, files = synthetic
+    name = register_coco_json("synthetic_eval_roundtrip", files["val"], root / "val")
+    dicts = DatasetCatalog.get(name)
+    evaluator = COCOEvaluator(name, output_dir=str(tmp_path), use_fast_impl=False)
+    evaluator.reset()
+    meta = MetadataCatalog.get(name)
+    contiguous = meta.thing_dataset_id_to_contiguous_id
+    for d in dicts:
+        inst = Instances((d["height"], d["width"]))
+        boxes = [[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]] for a in d["annotations"]]
+        inst.pred_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
+        inst.scores = torch.ones(len(boxes))
+        inst.pred_classes = torch.tensor([a["category_id"] for a in d["annotations"]], dtype=torch.int64)
+        evaluator.process([{"image_id": d["image_id"]}], [{"instances": inst}])
+    # register_coco_instances maps category ids to contiguous ones; the annotations above are
+    # already contiguous (detectron2's loader converted them).
+    assert set(contiguous.values()) == {0, 1, 2}
+    results = evaluator.evaluate()
+    assert results["bbox"]["AP"] == pytest.approx(100.0)
+    assert results["bbox"]["AP50"] == pytest.approx(100.0)
+
+
+# -- the command line -------------------------------------------------------------------------
+
+def _tiny_train_args(genotype_file, synthetic, out, flags=(), opts=()):
+    root, files = synthetic
+    return ["detect", "train", "--config-file", "faster_rcnn_nasnet_a_mobile_FPN_1x",
+            "--dataset-json", str(files["train"]), "--image-root", str(root / "train"),
+            "--val-json", str(files["val"]), "--val-image-root", str(root / "val"), *flags,
+            "MODEL.WEIGHTS", "", "MODEL.NASNET.GENOTYPE", str(genotype_file), "MODEL.NASNET.CELLS", "1",
+            "MODEL.NASNET.FILTERS", "8", "MODEL.NASNET.NORM", "BN", "MODEL.FPN.OUT_CHANNELS", "32",
+            "MODEL.ROI_BOX_HEAD.FC_DIM", "64", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
+            "MODEL.RPN.POST_NMS_TOPK_TRAIN", "50", "MODEL.RPN.POST_NMS_TOPK_TEST", "20",
+            "SOLVER.IMS_PER_BATCH", "2", "SOLVER.BASE_LR", "0.01", "SOLVER.CHECKPOINT_PERIOD", "2",
+            "INPUT.MIN_SIZE_TRAIN", "(96,)", "INPUT.MAX_SIZE_TRAIN", "96", "INPUT.MIN_SIZE_TEST", "96",
+            "INPUT.MAX_SIZE_TEST", "96", "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(out), *opts]
+
+
+def test_detect_train_resume_eval_and_predict(genotype_file, synthetic, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(_tiny_train_args(genotype_file, synthetic, out, opts=["SOLVER.MAX_ITER", "4"])) == 0
+    assert (out / "model_0000001.pth").is_file() and (out / "model_final.pth").is_file()
+    assert list(out.glob("events.out.tfevents.*"))
+    metrics = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
+    assert max(m.get("iteration", -1) for m in metrics) == 3
+    results = json.loads(capsys.readouterr().out)
+    assert "bbox" in results
+    # Resume: continues at iteration 4 from model_final, up to the new MAX_ITER.
+    assert main(_tiny_train_args(genotype_file, synthetic, out, ["--resume"], ["SOLVER.MAX_ITER", "6"])) == 0
+    metrics = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
+    iterations = [m["iteration"] for m in metrics if "total_loss" in m]
+    assert iterations[-1] == 5 and 4 in iterations
+    capsys.readouterr()
+    # Evaluation only, then drawings and JSON for two images.
+    assert main(_tiny_train_args(genotype_file, synthetic, out, ["--eval-only"],
+                                 ["MODEL.WEIGHTS", str(out / "model_final.pth")])) == 0
+    assert "AP50" in json.loads(capsys.readouterr().out)["bbox"]
+    root, files = synthetic
+    images = sorted((root / "val").glob("*.png"))[:2]
+    drawn = tmp_path / "drawn"
+    assert main(["detect", "predict", *map(str, images), "--config-file", "faster_rcnn_nasnet_a_mobile_FPN_1x",
+                 "--weights", str(out / "model_final.pth"), "-o", str(drawn), "--score-threshold", "0",
+                 "--dataset-json", str(files["val"]), "MODEL.NASNET.GENOTYPE", str(genotype_file),
+                 "MODEL.NASNET.CELLS", "1", "MODEL.NASNET.FILTERS", "8", "MODEL.NASNET.NORM", "BN",
+                 "MODEL.FPN.OUT_CHANNELS", "32", "MODEL.ROI_BOX_HEAD.FC_DIM", "64", "MODEL.ROI_HEADS.NUM_CLASSES", "3",
+                 "INPUT.MIN_SIZE_TEST", "96", "INPUT.MAX_SIZE_TEST", "96"]) == 0
+    detections = json.loads((drawn / "detections.json").read_text())
+    assert len(detections) == 2 and all(Path(d["drawing"]).is_file() for d in detections)
+    assert Image.open(detections[0]["drawing"]).size == (96, 96)
+    for d in detections:
+        for det in d["detections"]:
+            assert det["label"] in {"square", "disc", "triangle"} and len(det["bbox_xyxy"]) == 4
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["MODEL.NASNET.ARCH", "nasnet_b"], "MODEL.NASNET.ARCH: unknown model 'nasnet_b'"),
+    (["MODEL.FPN.IN_FEATURES", "['stride4', 'stride16']"], "consecutive powers of two"),
+    (["MODEL.NASNET.OUT_FEATURES", "['stride4', 'stride64']"], "stride64"),
+    (["MODEL.NASNET.NORM", "GN"], "MODEL.NASNET.NORM='GN' is not supported"),
+    (["MODEL.NOT_A_KEY", "1"], "config override"),
+])
+def test_bad_configs_fail_before_training(overrides, message, synthetic, tmp_path, capsys):
+    root, files = synthetic
+    code = main(["detect", "train", "--config-file", "faster_rcnn_nasnet_a_mobile_FPN_1x", "--dataset-json",
+                 str(files["train"]), "--image-root", str(root / "train"), *overrides, "MODEL.WEIGHTS", "",
+                 "OUTPUT_DIR", str(tmp_path / "never")])
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "never" / "metrics.json").exists()
+
+
+def test_bad_genotype_and_missing_dataset(tmp_path, synthetic, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"schema_version": 1, "normal": {"blocks": [], "concat": []}, "reduce": {}}))
+    root, files = synthetic
+    args = ["detect", "train", "--config-file", "faster_rcnn_nasnet_a_mobile_FPN_1x", "--dataset-json",
+            str(files["train"]), "--image-root", str(root / "train"), "MODEL.NASNET.GENOTYPE", str(bad)]
+    assert main(args) == 2
+    assert f"MODEL.NASNET.GENOTYPE {bad}" in capsys.readouterr().err
+    assert main(["detect", "train", "--config-file", "faster_rcnn_nasnet_a_mobile_FPN_1x", "--dataset-json",
+                 str(tmp_path / "missing.json"), "--image-root", str(root)]) == 2
+    assert "missing.json does not exist" in capsys.readouterr().err
+    assert main(["detect", "train", "--config-file", "no_such_config"]) == 2
+    assert "no shipped config named 'no_such_config'" in capsys.readouterr().err
+    assert main(["detect", "train", "--config-file", "faster_rcnn_nasnet_a_mobile_FPN_1x", "--num-gpus", "2"]) == 2
+
+
+def test_builtin_coco_without_files_says_where_to_put_them(tmp_path, monkeypatch, capsys):
+    code = main(["detect", "train", "--config-file", "faster_rcnn_nasnet_a_mobile_FPN_1x", "MODEL.WEIGHTS", "",
+                 "OUTPUT_DIR", str(tmp_path)])
+    assert code == 2
+    assert "DETECTRON2_DATASETS" in capsys.readouterr().err
