@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from typing import Any
 
 __all__ = ["add_parser"]
@@ -43,7 +41,8 @@ def add_parser(subparsers: Any) -> None:
     pr.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="where PNGs and detections.json go")
     pr.add_argument("--score-threshold", type=float, default=0.5)
     pr.add_argument("--dataset-json", help="COCO json whose categories name the classes")
-    pr.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE", help="config overrides")
+    pr.add_argument("--opts", nargs=argparse.REMAINDER, default=[], metavar="KEY VALUE",
+                    help="config overrides, last on the line (as detectron2's demo.py)")
     pr.set_defaults(func=_predict)
 
     s = sub.add_parser("make-synthetic", help="write a COCO-format dataset of drawn shapes (tests, demos)")
@@ -60,17 +59,8 @@ def add_parser(subparsers: Any) -> None:
 def _train(args: argparse.Namespace) -> int:
     from .engine import launch_main
 
-    results = launch_main(args)
-    if results:
-        json.dump(_plain(results), sys.stdout, indent=2)
-        print()
+    launch_main(args)  # evaluation results: OUTPUT_DIR/results.json, and detectron2's log
     return 0
-
-
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    return float(obj) if hasattr(obj, "__float__") and not isinstance(obj, (int, bool)) else obj
 
 
 def _predict(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 from detectron2.engine import DefaultTrainer, default_setup, hooks, launch
+from detectron2.utils import comm
 from detectron2.evaluation import COCOEvaluator, verify_results
 
 from .checkpoint import NASNetDetectionCheckpointer
@@ -153,10 +154,27 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         results = NASNetTrainer.test(cfg, model)
         if cfg.TEST.EXPECTED_RESULTS:
             verify_results(cfg, results)
-        return results
-    trainer = NASNetTrainer(cfg)
-    trainer.resume_or_load(resume=args.resume)
-    return trainer.train()
+    else:
+        trainer = NASNetTrainer(cfg)
+        trainer.resume_or_load(resume=args.resume)
+        trainer.train()
+        # DefaultTrainer.train returns them only with TEST.EXPECTED_RESULTS; the final EvalHook kept them.
+        results = getattr(trainer, "_last_eval_results", None)
+    if results and comm.is_main_process():
+        _write_results(Path(cfg.OUTPUT_DIR) / "results.json", results)
+    return results
+
+
+def _write_results(path: Path, results: dict[str, Any]) -> None:
+    """Evaluation results as plain JSON (detectron2 returns OrderedDicts of numpy floats)."""
+    import json
+
+    def plain(obj: Any) -> Any:
+        if isinstance(obj, dict):
+            return {str(k): plain(v) for k, v in obj.items()}
+        return float(obj) if hasattr(obj, "__float__") and not isinstance(obj, (int, bool)) else obj
+
+    path.write_text(json.dumps(plain(results), indent=2) + "\n")
 
 
 def launch_main(args: argparse.Namespace) -> dict[str, Any] | None:
