@@ -21,6 +21,10 @@ except ImportError as exc:  # pragma: no cover - detectron2 is a declared depend
     logging.getLogger(__name__).debug("nasnet detect unavailable: %s", exc)
 else:
     _COMMAND_MODULES.append(detect)
+from export import command as export_command  # noqa: E402
+from export.onnx_export import ExportVerificationError  # noqa: E402
+
+_COMMAND_MODULES.append(export_command)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,7 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("fvcore").setLevel(logging.ERROR)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as exc:  # bad input: one clear message, no traceback
+    except (ValueError, FileNotFoundError, ExportVerificationError) as exc:  # bad input or a failed check
+        if args.verbose:
+            raise
         print(f"nasnet {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,63 @@
+"""``nasnet export classifier | backbone``: verified ONNX files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from nasnet_backbones.model_args import add_model_arguments, build_model_from_args
+
+__all__ = ["add_parser"]
+
+
+def _batch(value: str) -> int | str:
+    if value == "dynamic":
+        return value
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--batch must be 'dynamic' or a positive integer, not {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"--batch must be positive, not {number}")
+    return number
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser("export", help="verified ONNX export (classifier, backbone)",
+                              description="Export to ONNX; every file is checked with onnx.checker and compared "
+                              "with PyTorch in onnxruntime on another input before it is written.")
+    sub = p.add_subparsers(dest="export_command", metavar="SUBCOMMAND")
+    sub.required = True
+    for kind, text in (("classifier", "logits output"), ("backbone", "one output per stride: stride2 .. stride32")):
+        e = sub.add_parser(kind, help=f"export a {kind} ({text})")
+        add_model_arguments(e)
+        e.add_argument("--random-weights", action="store_true",
+                       help="export the architecture with random weights (default: the model's pretrained weights)")
+        e.add_argument("--input-size", type=int, help="square input size baked into the graph (default: the model's)")
+        e.add_argument("--batch", type=_batch, default="dynamic", help="'dynamic' (default) or a fixed batch size")
+        e.add_argument("--opset", type=int, default=17)
+        e.add_argument("--rtol", type=float, default=1e-4, help="verification tolerance, relative to the output scale")
+        e.add_argument("--atol", type=float, default=1e-5, help="verification tolerance, absolute")
+        e.add_argument("-o", "--output", required=True, help="the .onnx file to write")
+        e.add_argument("--json", action="store_true", help="print the verification report as JSON")
+        e.set_defaults(func=_run, kind=kind)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .onnx_export import export_backbone, export_classifier
+
+    kwargs = {"features_only": True} if args.kind == "backbone" else {}
+    if args.input_size:
+        kwargs["img_size"] = args.input_size
+    model = build_model_from_args(args, pretrained_default=not args.random_weights, **kwargs)
+    export = export_backbone if args.kind == "backbone" else export_classifier
+    report = export(model, args.output, input_size=args.input_size, batch=args.batch, opset=args.opset,
+                    rtol=args.rtol, atol=args.atol)
+    if args.json:
+        json.dump(report.to_dict(), sys.stdout, indent=2)
+        print()
+    else:
+        print(report.summary())
+    return 0

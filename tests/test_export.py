@@ -1,0 +1,121 @@
+"""export/: ONNX files that verify themselves, and leave nothing behind when they fail."""
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import TensorProto, helper
+
+import nasnet_backbones as nb
+from export import ExportVerificationError, export_backbone, export_classifier
+from export import onnx_export
+from export.onnx_export import graph_problems
+from nasnet_backbones.cli import main
+
+from conftest import randomize_batchnorm
+
+
+@pytest.fixture(scope="module")
+def mobile_weights(cadene_mobile, tmp_path_factory):
+    path = tmp_path_factory.mktemp("weights") / "nasnetamobile.pth"
+    torch.save(cadene_mobile.state_dict(), path)
+    return path
+
+
+def _run(path, x):
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x.numpy()})
+
+
+def test_classifier_with_reference_weights_matches_pytorch(mobile_weights, cadene_mobile, tmp_path, capsys):
+    out = tmp_path / "mobile.onnx"
+    assert main(["export", "classifier", "--model", "nasnet_a_mobile", "--weights", str(mobile_weights), "-o", str(out),
+                 "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["verified_inputs"] == [[2, 3, 224, 224], [3, 3, 224, 224]] and report["max_rel_error"] < 1e-4
+    x = torch.randn(4, 3, 224, 224)  # a fourth batch size: the batch axis is dynamic
+    with torch.no_grad():
+        expected = cadene_mobile(x).numpy()
+    (logits,) = _run(out, x)
+    assert np.abs(logits - expected).max() <= 1e-4 * np.abs(expected).max()
+    graph = onnx.load(str(out))
+    meta = {p.key: p.value for p in graph.metadata_props}
+    assert meta["source_model"] == "nasnet_a_4_1056" and meta["input_size"] == "224"
+    assert json.loads(meta["class_names"])[0] == "tench"
+    assert graph_problems(graph) == []
+    ops = {n.op_type for n in graph.graph.node}
+    assert "BatchNormalization" not in ops or sum(n.op_type == "BatchNormalization" for n in graph.graph.node) <= 4
+    assert not ops & {"Dropout", "RandomUniformLike", "Bernoulli"}
+
+
+def test_backbone_outputs_are_named_by_stride(tmp_path):
+    torch.manual_seed(0)
+    model = nb.create_model("nasnet_a_mobile", features_only=True).eval()
+    randomize_batchnorm(model)
+    report = export_backbone(model, tmp_path / "bb.onnx", input_size=128, batch=2)
+    assert report.outputs == ["stride2", "stride4", "stride8", "stride16", "stride32"]
+    session = ort.InferenceSession(str(tmp_path / "bb.onnx"), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == report.outputs
+    x = torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        expected = model(x)
+    for name, got in zip(report.outputs, _run(tmp_path / "bb.onnx", x)):
+        ref = expected[name].numpy()
+        assert got.shape == ref.shape and np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max()
+
+
+def test_exports_are_in_eval_mode_without_training_ops(tmp_path, tiny_imagenet_model):
+    tiny_imagenet_model.train()  # drop path and the aux head are on in training
+    export_classifier(tiny_imagenet_model, tmp_path / "tiny.onnx", input_size=96)
+    graph = onnx.load(str(tmp_path / "tiny.onnx"))
+    assert [o.name for o in graph.graph.output] == ["logits"]  # no auxiliary logits
+    assert graph_problems(graph) == []
+
+
+def test_failed_verification_leaves_no_file(tmp_path, tiny_imagenet_model, capsys):
+    out = tmp_path / "never.onnx"
+    with pytest.raises(ExportVerificationError, match="over the tolerance"):
+        export_classifier(tiny_imagenet_model, out, input_size=96, rtol=0.0, atol=0.0)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_broken_graph_fails_the_command_and_leaves_no_file(tmp_path, monkeypatch, capsys):
+    real = onnx_export._fold_constants
+
+    def drop_a_node(path):
+        graph = real(path)
+        del graph.graph.node[3]  # an output some later node reads: no longer a valid graph
+        return graph
+
+    monkeypatch.setattr(onnx_export, "_fold_constants", drop_a_node)
+    cell = tmp_path / "cell.json"
+    nb.genotypes.NASNET_A.to_json(cell)
+    out = tmp_path / "out" / "broken.onnx"
+    code = main(["export", "classifier", "--genotype", str(cell), "--cells", "1", "--filters", "8", "--random-weights",
+                 "--input-size", "96", "-o", str(out)])
+    assert code == 2
+    assert "nasnet export: error:" in capsys.readouterr().err
+    assert not out.exists() and list(out.parent.iterdir()) == []
+
+
+def test_graph_problems_finds_negative_pads_and_random_ops():
+    pads = helper.make_tensor("pads", TensorProto.INT64, [8], [0, 0, -1, 0, 0, 0, 1, 0])
+    nodes = [helper.make_node("Pad", ["x", "pads"], ["y"], name="bad_pad"),
+             helper.make_node("RandomUniformLike", ["y"], ["z"], name="noise")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])],
+                              [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)], initializer=[pads])
+    problems = graph_problems(helper.make_model(graph))
+    assert any("negative pads" in p for p in problems) and any("RandomUniformLike" in p for p in problems)
+
+
+def test_fixed_batch_and_bad_arguments(tmp_path, tiny_imagenet_model, capsys):
+    report = export_classifier(tiny_imagenet_model, tmp_path / "b1.onnx", input_size=96, batch=1)
+    assert report.input_shape == [1, 3, 96, 96] and report.verified_inputs == [[1, 3, 96, 96]]
+    with pytest.raises(ValueError, match="features_only"):
+        export_backbone(tiny_imagenet_model, tmp_path / "x.onnx")
+    with pytest.raises(SystemExit):
+        main(["export", "classifier", "--model", "nasnet_a_mobile", "--batch", "zero", "-o", str(tmp_path / "y.onnx")])
+    assert "--batch must be 'dynamic'" in capsys.readouterr().err
