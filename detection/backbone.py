@@ -21,6 +21,7 @@ from detectron2.modeling.roi_heads import Res5ROIHeads
 from torch import nn
 
 from nasnet_backbones import Genotype, GenotypeError, NASNet, build_nasnet, create_model
+from nasnet_backbones.drop_path import ScheduledDropPath
 
 __all__ = [
     "NASNetBackbone", "NASNetC4Backbone", "NASNetC4Head", "NASNetC4ROIHeads", "build_nasnet_from_cfg",
@@ -69,8 +70,12 @@ def _apply_norm(module: nn.Module, norm: str) -> nn.Module:
 
 
 def _freeze(module: nn.Module) -> None:
+    """Fixed weights and statistics, and no random path dropping: a frozen cell is deterministic."""
     for p in module.parameters():
         p.requires_grad_(False)
+    for m in module.modules():
+        if isinstance(m, ScheduledDropPath):
+            m.drop_prob = 0.0
     FrozenBatchNorm2d.convert_frozen_batchnorm(module)
 
 

@@ -8,7 +8,8 @@
 - registered weights as ``nasnet://nasnet_a_mobile`` or ``nasnet://nasnet_a_large.cadene_in1k``
   (found locally or downloaded and hash-checked like ``create_model(pretrained=True)``);
 - a detectron2 checkpoint of the detector itself, which loads (and resumes) as usual.
-Files are read with ``weights_only=True`` or safetensors, never unpickled.
+``.pth`` and ``.safetensors`` files are read with ``weights_only=True`` or safetensors. detectron2's
+own ``.pkl`` format (its model zoo's) is a plain pickle, loaded by detectron2: use only trusted ones.
 """
 
 from __future__ import annotations

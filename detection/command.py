@@ -64,20 +64,21 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from .engine import merge_overrides, register_coco_json
+    from pathlib import Path
+
+    from detectron2.data import DatasetCatalog
+
+    from .engine import merge_overrides, register_coco_json, set_num_classes_from_json
     from .model_zoo import get_config
     from .predict import predict_files
 
     cfg = get_config(args.config_file)
-    merge_overrides(cfg, args.opts)
     if args.dataset_json:
-        from pathlib import Path
-
         register_coco_json("nasnet_predict_classes", args.dataset_json, Path(args.dataset_json).parent)
-        from detectron2.data import DatasetCatalog
-
         DatasetCatalog.get("nasnet_predict_classes")  # loads the json, which sets thing_classes
         cfg.DATASETS.TEST = ("nasnet_predict_classes",)
+        set_num_classes_from_json(cfg, args.dataset_json)
+    merge_overrides(cfg, args.opts)
     results = predict_files(cfg, args.weights, args.images, args.output, args.score_threshold)
     for r in results:
         print(f"{r['image']}: {len(r['detections'])} detections -> {r['drawing']}")

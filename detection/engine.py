@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import weakref
 from pathlib import Path
@@ -26,7 +27,9 @@ from detectron2.evaluation import COCOEvaluator, verify_results
 from .checkpoint import NASNetDetectionCheckpointer
 from .model_zoo import get_config
 
-__all__ = ["NASNetTrainer", "register_coco_json", "merge_overrides", "setup", "main", "launch_main"]
+__all__ = [
+    "NASNetTrainer", "register_coco_json", "merge_overrides", "set_num_classes_from_json", "setup", "main", "launch_main",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +79,7 @@ class NASNetTrainer(DefaultTrainer):
     @classmethod
     def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_folder: str | None = None):
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        # The fast (C++) COCOeval lives in detectron2._C, which does not load on every Python.
         return COCOEvaluator(dataset_name, output_dir=output_folder, use_fast_impl=False)
 
     def build_hooks(self) -> list:
@@ -91,6 +95,16 @@ class NASNetTrainer(DefaultTrainer):
 
             hook_list.insert(0, hooks.CallbackHook(before_step=ramp))
         return hook_list
+
+
+def set_num_classes_from_json(cfg: CfgNode, json_file: str | Path) -> int:
+    """Size the detector's heads for a COCO json's categories (returns their number)."""
+    import json
+
+    classes = len(json.loads(Path(json_file).read_text()).get("categories", []))
+    if classes:
+        cfg.MODEL.ROI_HEADS.NUM_CLASSES = cfg.MODEL.RETINANET.NUM_CLASSES = classes
+    return classes
 
 
 def merge_overrides(cfg: CfgNode, opts: list[str] | None) -> None:
@@ -122,14 +136,16 @@ def setup(args: argparse.Namespace) -> CfgNode:
         register_coco_json("nasnet_custom_train", train_json, image_root)
         register_coco_json("nasnet_custom_val", val_json, val_root)
         cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = ("nasnet_custom_train",), ("nasnet_custom_val",)
-        import json
-
-        classes = len(json.loads(Path(train_json).read_text()).get("categories", []))
-        if classes:
-            cfg.MODEL.ROI_HEADS.NUM_CLASSES = cfg.MODEL.RETINANET.NUM_CLASSES = classes
+        set_num_classes_from_json(cfg, train_json)
     if not torch.cuda.is_available() and cfg.MODEL.DEVICE.startswith("cuda"):
         logger.warning("CUDA is not available; running on the CPU")
         cfg.MODEL.DEVICE = "cpu"
+    if args.eval_only and not cfg.DATASETS.TEST:
+        raise ValueError("--eval-only needs a dataset to evaluate: set DATASETS.TEST or pass --val-json")
+    if not args.eval_only and not cfg.DATASETS.TRAIN:
+        raise ValueError("nothing to train on: set DATASETS.TRAIN or pass --dataset-json")
+    if args.eval_only and not cfg.MODEL.WEIGHTS:
+        raise ValueError("--eval-only with MODEL.WEIGHTS empty would evaluate random weights; give MODEL.WEIGHTS")
     for name in (*(cfg.DATASETS.TEST if args.eval_only else cfg.DATASETS.TRAIN), *cfg.DATASETS.TEST):
         _check_builtin_dataset(name)
     _check_model(cfg)
@@ -143,6 +159,10 @@ def _check_model(cfg: CfgNode) -> None:
     here, before datasets are loaded and workers started."""
     from detectron2.modeling import build_backbone
 
+    if cfg.MODEL.BACKBONE.NAME == "build_nasnet_c4_backbone" and cfg.MODEL.META_ARCHITECTURE == "GeneralizedRCNN" \
+            and cfg.MODEL.ROI_HEADS.NAME != "NASNetC4ROIHeads":
+        raise ValueError(f"MODEL.BACKBONE.NAME build_nasnet_c4_backbone ends at stride 16; its box head is "
+                         f"MODEL.ROI_HEADS.NAME NASNetC4ROIHeads (the remaining cells), not {cfg.MODEL.ROI_HEADS.NAME}")
     build_backbone(cfg.clone())
 
 
@@ -172,9 +192,12 @@ def _write_results(path: Path, results: dict[str, Any]) -> None:
     def plain(obj: Any) -> Any:
         if isinstance(obj, dict):
             return {str(k): plain(v) for k, v in obj.items()}
-        return float(obj) if hasattr(obj, "__float__") and not isinstance(obj, (int, bool)) else obj
+        if hasattr(obj, "__float__") and not isinstance(obj, (int, bool)):
+            value = float(obj)
+            return None if math.isnan(value) else value  # COCO reports NaN for empty size ranges
+        return obj
 
-    path.write_text(json.dumps(plain(results), indent=2) + "\n")
+    path.write_text(json.dumps(plain(results), indent=2, allow_nan=False) + "\n")
 
 
 def launch_main(args: argparse.Namespace) -> dict[str, Any] | None:

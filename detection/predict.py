@@ -15,6 +15,8 @@ from detectron2.data.detection_utils import read_image
 from detectron2.engine import DefaultPredictor
 from detectron2.utils.visualizer import Visualizer
 
+from nasnet_backbones.checkpoint import read_state_dict
+
 from .checkpoint import NASNetDetectionCheckpointer
 
 __all__ = ["Detector", "detections_to_json"]
@@ -35,9 +37,28 @@ class Detector(DefaultPredictor):
             cfg.MODEL.DEVICE = "cpu"
         super().__init__(cfg)
         if weights:
-            NASNetDetectionCheckpointer(self.model, cfg=cfg).load(weights)
+            self._load(cfg, weights)
         names = cfg.DATASETS.TEST or cfg.DATASETS.TRAIN
         self.metadata = MetadataCatalog.get(names[0]) if names else MetadataCatalog.get("__unused")
+        classes = cfg.MODEL.RETINANET.NUM_CLASSES if cfg.MODEL.META_ARCHITECTURE == "RetinaNet" else cfg.MODEL.ROI_HEADS.NUM_CLASSES
+        names_known = getattr(self.metadata, "thing_classes", None)
+        if names_known is not None and len(names_known) != classes:
+            logger.warning("the detector has %d classes but %s names %d; labels will be numbers (pass --dataset-json "
+                           "with the training categories)", classes, names[0] if names else "the config", len(names_known))
+            self.metadata = MetadataCatalog.get("__unused")
+
+    def _load(self, cfg: CfgNode, weights: str) -> None:
+        """Load, refusing a checkpoint whose tensors do not fit (fvcore would skip them and go on)."""
+        checkpointer = NASNetDetectionCheckpointer(self.model, cfg=cfg)
+        path = weights if Path(weights).is_file() else checkpointer.path_manager.get_local_path(weights)
+        state = {} if path.endswith(".pkl") else read_state_dict(path)  # classification files convert strictly
+        model_state = self.model.state_dict()
+        wrong = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(model_state[k].shape)}"
+                 for k, v in state.items() if k in model_state and tuple(v.shape) != tuple(model_state[k].shape)]
+        if wrong:
+            raise ValueError(f"{weights} does not fit this config ({len(wrong)} tensors differ, e.g. {wrong[0]}); "
+                             "check MODEL.ROI_HEADS.NUM_CLASSES (or pass --dataset-json) and the backbone settings")
+        checkpointer.load(weights)
 
     def detect_file(self, path: str | Path) -> tuple[np.ndarray, Any]:
         """(RGB image, detectron2 ``Instances`` on the CPU) for an image file."""

@@ -307,6 +307,8 @@ class NASNet(nn.Module):
             self.aux_head.fc = nn.Linear(self.aux_head.fc.in_features, num_classes)
 
     def _walk(self, x: torch.Tensor, collect: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None]:
+        if len(self.cells) != len(self._links):
+            raise RuntimeError("this network was split into parts (some cells were removed); run it with run_cells")
         outs: list[torch.Tensor | None] = [self.stem(x)]
         features: dict[str, torch.Tensor] = {}
         aux_in = None
@@ -334,6 +336,8 @@ class NASNet(nn.Module):
 
     def cell_inputs(self, position: int) -> tuple[int, ...]:
         """The output positions the cell at ``position`` reads (its input and previous state)."""
+        if not 1 <= position <= len(self._links):
+            raise IndexError(f"cell positions run from 1 to {len(self._links)} (0 is the stem), not {position}")
         link = self._links[position - 1]
         return (link.input,) if link.prev is None else (link.input, link.prev)
 
@@ -341,6 +345,8 @@ class NASNet(nn.Module):
         """Run the cells at output positions ``start .. stop - 1`` from the outputs they read
         (``states``: position -> tensor) and return the last one. Lets a detector split the
         network, e.g. into a C4 trunk and an ROI head (the cells outside the range may be deleted)."""
+        if not 1 <= start <= stop - 1 <= len(self._links):
+            raise IndexError(f"cells run over positions 1 .. {len(self._links)}; got {start} .. {stop - 1}")
         states = dict(states)
         for pos in range(start, stop):
             link = self._links[pos - 1]

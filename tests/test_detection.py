@@ -272,14 +272,22 @@ def test_detect_train_resume_eval_and_predict(genotype_file, synthetic, tmp_path
                  "--weights", str(out / "model_final.pth"), "-o", str(drawn), "--score-threshold", "0",
                  "--dataset-json", str(files["val"]), "--opts", "MODEL.NASNET.GENOTYPE", str(genotype_file),
                  "MODEL.NASNET.CELLS", "1", "MODEL.NASNET.FILTERS", "8", "MODEL.NASNET.NORM", "BN",
-                 "MODEL.FPN.OUT_CHANNELS", "32", "MODEL.ROI_BOX_HEAD.FC_DIM", "64", "MODEL.ROI_HEADS.NUM_CLASSES", "3",
-                 "INPUT.MIN_SIZE_TEST", "96", "INPUT.MAX_SIZE_TEST", "96"]) == 0
+                 "MODEL.FPN.OUT_CHANNELS", "32", "MODEL.ROI_BOX_HEAD.FC_DIM", "64",
+                 "INPUT.MIN_SIZE_TEST", "96", "INPUT.MAX_SIZE_TEST", "96"]) == 0  # classes from the json
     detections = json.loads((drawn / "detections.json").read_text())
     assert len(detections) == 2 and all(Path(d["drawing"]).is_file() for d in detections)
     assert Image.open(detections[0]["drawing"]).size == (96, 96)
     for d in detections:
         for det in d["detections"]:
             assert det["label"] in {"square", "disc", "triangle"} and len(det["bbox_xyxy"]) == 4
+    results = json.loads((out / "results.json").read_text())  # strict JSON: NaN metrics are null
+    assert all(v is None or isinstance(v, float) for v in results["bbox"].values())
+    # A detector checkpoint that does not fit the config (80 COCO classes) is an error, not noise.
+    assert main(["detect", "predict", str(images[0]), "--config-file", "faster_rcnn_nasnet_a_mobile_FPN_1x",
+                 "--weights", str(out / "model_final.pth"), "-o", str(tmp_path / "nope"), "--opts",
+                 "MODEL.NASNET.GENOTYPE", str(genotype_file), "MODEL.NASNET.CELLS", "1", "MODEL.NASNET.FILTERS", "8",
+                 "MODEL.NASNET.NORM", "BN", "MODEL.FPN.OUT_CHANNELS", "32", "MODEL.ROI_BOX_HEAD.FC_DIM", "64"]) == 2
+    assert "does not fit this config" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -288,6 +296,8 @@ def test_detect_train_resume_eval_and_predict(genotype_file, synthetic, tmp_path
     (["MODEL.NASNET.OUT_FEATURES", "['stride4', 'stride64']"], "stride64"),
     (["MODEL.NASNET.NORM", "GN"], "MODEL.NASNET.NORM='GN' is not supported"),
     (["MODEL.NOT_A_KEY", "1"], "config override"),
+    (["MODEL.BACKBONE.NAME", "build_nasnet_c4_backbone", "MODEL.NASNET.OUT_FEATURES", "['stride16']"],
+     "its box head is MODEL.ROI_HEADS.NAME NASNetC4ROIHeads"),
 ])
 def test_bad_configs_fail_before_training(overrides, message, synthetic, tmp_path, capsys):
     root, files = synthetic
@@ -313,6 +323,15 @@ def test_bad_genotype_and_missing_dataset(tmp_path, synthetic, capsys):
     assert main(["detect", "train", "--config-file", "no_such_config"]) == 2
     assert "no shipped config named 'no_such_config'" in capsys.readouterr().err
     assert main(["detect", "train", "--config-file", "faster_rcnn_nasnet_a_mobile_FPN_1x", "--num-gpus", "2"]) == 2
+
+
+def test_eval_only_needs_weights_and_a_test_set(synthetic, tmp_path, capsys):
+    root, files = synthetic
+    base = ["detect", "train", "--config-file", "faster_rcnn_nasnet_a_mobile_FPN_1x", "--eval-only"]
+    assert main([*base, "--dataset-json", str(files["val"]), "--image-root", str(root / "val"), "MODEL.WEIGHTS", ""]) == 2
+    assert "would evaluate random weights" in capsys.readouterr().err
+    assert main([*base, "DATASETS.TEST", "()", "MODEL.WEIGHTS", "x.pth"]) == 2
+    assert "--eval-only needs a dataset" in capsys.readouterr().err
 
 
 def test_builtin_coco_without_files_says_where_to_put_them(tmp_path, monkeypatch, capsys):

@@ -128,3 +128,15 @@ def test_genotype_with_concat_combine_and_all_paper_ops():
                             num_classes=10, img_size=96)
     assert list(model.cells["reduction_0"].concat_adjust) == ["0", "1"]
     assert model.eval()(torch.randn(1, 3, 96, 96)).shape == (1, 10)
+
+
+def test_run_cells_matches_forward_and_checks_positions(tiny_imagenet_model):
+    model = tiny_imagenet_model.eval()
+    x = torch.randn(1, 3, 96, 96)
+    with torch.no_grad():
+        last = model.run_cells({0: model.stem(x)}, 1, len(model.cell_positions()))
+        torch.testing.assert_close(last, model.forward_features(x))
+    with pytest.raises(IndexError, match="0 is the stem"):
+        model.cell_inputs(0)
+    with pytest.raises(ValueError, match="reads outputs"):
+        model.run_cells({}, 2, 3)
