@@ -44,6 +44,21 @@ def add_parser(subparsers: Any) -> None:
         e.add_argument("--json", action="store_true", help="print the verification report as JSON")
         e.set_defaults(func=_run, kind=kind)
 
+    q = sub.add_parser("quantize", help="static INT8 (QDQ) with calibration, checked against FP32")
+    q.add_argument("model", help="an FP32 .onnx from `nasnet export`")
+    q.add_argument("--calib", required=True, help="a folder of images (searched recursively) or 'synthetic'")
+    q.add_argument("--per-channel", action="store_true", help="per-channel weight scales")
+    q.add_argument("--num-calibration", type=int, default=32, help="calibration images")
+    q.add_argument("--num-held-out", type=int, default=16, help="held-out images for the FP32 agreement check")
+    q.add_argument("-o", "--output", required=True, help="the INT8 .onnx file to write")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=_quantize)
+
+    o = sub.add_parser("ort", help="convert to the ORT format of onnxruntime mobile (verified by loading it back)")
+    o.add_argument("model", help="an .onnx file")
+    o.add_argument("-o", "--output", help="the .ort file (default: next to the model)")
+    o.set_defaults(func=_ort)
+
 
 def _run(args: argparse.Namespace) -> int:
     from .onnx_export import export_backbone, export_classifier
@@ -60,4 +75,27 @@ def _run(args: argparse.Namespace) -> int:
         print()
     else:
         print(report.summary())
+    return 0
+
+
+def _quantize(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from .quantize import quantize_onnx
+
+    report = quantize_onnx(args.model, args.output, args.calib, args.per_channel, args.num_calibration,
+                           args.num_held_out)
+    if args.json:
+        json.dump(asdict(report), sys.stdout, indent=2)
+        print()
+    else:
+        print(report.summary())
+    return 0
+
+
+def _ort(args: argparse.Namespace) -> int:
+    from .quantize import convert_to_ort
+
+    path, diff = convert_to_ort(args.model, args.output)
+    print(f"{path}: loaded back in onnxruntime, max difference from the .onnx {diff:.2e}")
     return 0

@@ -192,6 +192,9 @@ def _export(module: nn.Module, path: str | Path, input_size: int, batch: int | s
         onnx.checker.check_model(graph, full_check=True)
         onnx.save(graph, str(tmp))
         max_abs, max_rel = verify_onnx(tmp, module, checks, rtol, atol)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it private; the result is an ordinary file
         tmp.replace(path)
     except onnx.checker.ValidationError as exc:
         raise ExportVerificationError(f"onnx.checker rejected the graph: {exc}") from None

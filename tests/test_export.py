@@ -119,3 +119,62 @@ def test_fixed_batch_and_bad_arguments(tmp_path, tiny_imagenet_model, capsys):
     with pytest.raises(SystemExit):
         main(["export", "classifier", "--model", "nasnet_a_mobile", "--batch", "zero", "-o", str(tmp_path / "y.onnx")])
     assert "--batch must be 'dynamic'" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def trained_classifier(tmp_path_factory):
+    """A small NASNet-A classifier trained for a few epochs on generated colour-class images."""
+    from PIL import Image
+
+    from nasnet_backbones.data import load_image_folder
+    from nasnet_backbones.training import Trainer, recipe_for
+    from nasnet_backbones.training.distributed import DistContext
+    from nasnet_backbones.transforms import ClassificationEval
+
+    root = tmp_path_factory.mktemp("quant")
+    rng = np.random.default_rng(0)
+    for c in range(10):
+        (root / "images" / f"class_{c}").mkdir(parents=True)
+        base = rng.integers(0, 255, 3)
+        for i in range(8):
+            arr = np.clip(base + rng.normal(0, 25, (40, 40, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(arr).save(root / "images" / f"class_{c}" / f"{i}.png")
+    torch.manual_seed(0)
+    # Mobile width (44): at small widths the graph structure, not the weights, dominates the file.
+    model = nb.build_nasnet(nb.genotypes.NASNET_A, num_cells=6, num_filters=44, stem="cifar", num_classes=10,
+                            img_size=32, aux_head=False, drop_path_prob=0.0)
+    data = load_image_folder(root / "images", ClassificationEval(32, 36))
+    recipe = recipe_for("folder").with_overrides(epochs=4, batch_size=16, lr=0.05, aux_weight=0.0)
+    Trainer(model, recipe, data, None, root / "run", DistContext(0, 1, 0, torch.device("cpu")), workers=0).fit()
+    path = root / "fp32.onnx"
+    export_classifier(model.eval(), path, input_size=32)
+    return root, path
+
+
+def test_int8_is_smaller_and_agrees_with_fp32(trained_classifier, tmp_path, capsys):
+    root, fp32 = trained_classifier
+    out = tmp_path / "int8.onnx"
+    assert main(["export", "quantize", str(fp32), "--calib", str(root / "images"), "--per-channel",
+                 "--num-calibration", "32", "--num-held-out", "40", "-o", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["size_ratio"] >= 3.0, report
+    # Stated threshold: INT8 picks the same class as FP32 on at least 90% of 40 held-out images.
+    assert report["top1_agreement"] >= 0.9, report
+    graph = onnx.load(str(out))
+    assert any(n.op_type == "QuantizeLinear" for n in graph.graph.node)
+    assert {p.key for p in graph.metadata_props} >= {"source_model", "quantization"}
+
+
+def test_ort_format_loads_back(trained_classifier, tmp_path, capsys):
+    _, fp32 = trained_classifier
+    assert main(["export", "ort", str(fp32), "-o", str(tmp_path / "model.ort")]) == 0
+    assert "loaded back in onnxruntime" in capsys.readouterr().out
+    session = ort.InferenceSession(str(tmp_path / "model.ort"), providers=["CPUExecutionProvider"])
+    assert session.run(None, {"input": np.zeros((2, 3, 32, 32), np.float32)})[0].shape == (2, 10)
+
+
+def test_quantize_needs_enough_images(trained_classifier, tmp_path, capsys):
+    _, fp32 = trained_classifier
+    (tmp_path / "few").mkdir()
+    assert main(["export", "quantize", str(fp32), "--calib", str(tmp_path / "few"), "-o", str(tmp_path / "q.onnx")]) == 2
+    assert "has 0 images" in capsys.readouterr().err and not (tmp_path / "q.onnx").exists()

@@ -1,0 +1,179 @@
+"""Static INT8 quantization (QDQ) of exported models with onnxruntime.quantization, and ORT format.
+
+Calibration reads real images (any folder, recursively) prepared exactly as the export's metadata
+says (input size, resize, mean/std), or generated ones (``"synthetic"``: smooth random images,
+for when no data is at hand). Held-out inputs, never seen in calibration, then measure how far
+INT8 moves from FP32: top-1 agreement for a classifier's ``logits``, relative error otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import onnx
+
+__all__ = ["QuantizationReport", "calibration_inputs", "quantize_onnx", "convert_to_ort"]
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
+
+
+@dataclass
+class QuantizationReport:
+    path: str
+    fp32_bytes: int
+    int8_bytes: int
+    size_ratio: float  # fp32 / int8
+    calibration_images: int
+    held_out_images: int
+    top1_agreement: float | None  # classifiers
+    max_rel_error: float  # worst output, relative to its FP32 scale
+    per_channel: bool
+
+    def summary(self) -> str:
+        agreement = f", top-1 agreement with FP32 {100 * self.top1_agreement:.1f}%" if self.top1_agreement is not None else ""
+        return (f"{self.path}: {self.int8_bytes / 1e6:.2f} MB ({self.size_ratio:.1f}x smaller than FP32){agreement}, "
+                f"max relative output error {self.max_rel_error:.3f} on {self.held_out_images} held-out inputs")
+
+
+def _metadata(model: onnx.ModelProto) -> dict[str, str]:
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def _input_shape(model: onnx.ModelProto) -> tuple[int, int, int]:
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    channels, height, width = (d.dim_value for d in dims[1:])
+    return channels, height, width
+
+
+def calibration_inputs(model: onnx.ModelProto, source: str | Path, count: int, seed: int = 0) -> Iterator[np.ndarray]:
+    """``count`` preprocessed (1, C, H, W) float32 inputs from an image folder or ``"synthetic"``."""
+    channels, height, width = _input_shape(model)
+    meta = _metadata(model)
+    rng = np.random.default_rng(seed)
+    if str(source) == "synthetic":
+        import torch
+        import torch.nn.functional as F
+
+        for _ in range(count):
+            low = torch.from_numpy(rng.uniform(-1, 1, (1, channels, 8, 8)).astype(np.float32))
+            yield F.interpolate(low, size=(height, width), mode="bilinear", align_corners=False).numpy()
+        return
+    folder = Path(source)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"calibration folder {folder} does not exist (or pass 'synthetic')")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if len(files) < count:
+        raise ValueError(f"{folder} has {len(files)} images; calibration and the held-out check need {count}")
+    from PIL import Image
+
+    from nasnet_backbones.transforms import ClassificationEval
+
+    mean = json.loads(meta.get("mean", "[0.5, 0.5, 0.5]"))
+    std = json.loads(meta.get("std", "[0.5, 0.5, 0.5]"))
+    resize = int(json.loads(meta.get("resize_size", str(int(height / 0.875)))))
+    transform = ClassificationEval(height, resize, json.loads(meta.get("interpolation", '"bilinear"')), mean, std)
+    for index in rng.permutation(len(files))[:count]:
+        with Image.open(files[index]) as img:
+            yield transform(img).unsqueeze(0).numpy()
+
+
+class _Reader:
+    """onnxruntime's CalibrationDataReader protocol over a list of inputs."""
+
+    def __init__(self, name: str, inputs: list[np.ndarray]) -> None:
+        self.name, self._it = name, iter(inputs)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        x = next(self._it, None)
+        return None if x is None else {self.name: x}
+
+    def rewind(self) -> None:  # pragma: no cover - not used by quantize_static's MinMax calibration
+        raise NotImplementedError
+
+
+def _run(path: str | Path, inputs: list[np.ndarray]) -> list[list[np.ndarray]]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return [session.run(None, {name: x}) for x in inputs]
+
+
+def quantize_onnx(fp32_path: str | Path, output: str | Path, calibration: str | Path = "synthetic",
+                  per_channel: bool = True, num_calibration: int = 32, num_held_out: int = 16) -> QuantizationReport:
+    """Static INT8 (QDQ, u8 activations / s8 weights) with MinMax calibration; writes atomically."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    fp32_path, output = Path(fp32_path), Path(output)
+    if not fp32_path.is_file():
+        raise FileNotFoundError(f"{fp32_path} does not exist")
+    model = onnx.load(str(fp32_path))
+    inputs = list(calibration_inputs(model, calibration, num_calibration + num_held_out))
+    calib, held_out = inputs[:num_calibration], inputs[num_calibration:]
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=output.parent) as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        quantized = Path(tmp) / "int8.onnx"
+        quantize_static(str(prepared), str(quantized), _Reader(model.graph.input[0].name, calib),
+                        quant_format=QuantFormat.QDQ, per_channel=per_channel, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
+        int8 = onnx.load(str(quantized))
+        del int8.graph.value_info[:]  # shape annotations from pre-processing; onnxruntime infers them
+        int8.metadata_props.extend(model.metadata_props)
+        int8.metadata_props.append(onnx.StringStringEntryProto(key="quantization", value="static INT8 QDQ, MinMax, "
+                                   f"{'per-channel' if per_channel else 'per-tensor'}, {num_calibration} images"))
+        onnx.save(int8, str(quantized))
+        fp32_out, int8_out = _run(fp32_path, held_out), _run(quantized, held_out)
+        os.replace(quantized, output)
+    names = [o.name for o in model.graph.output]
+    agreement = None
+    if names == ["logits"]:
+        agreement = float(np.mean([a[0].argmax(1) == b[0].argmax(1) for a, b in zip(fp32_out, int8_out)]))
+    rel = max(float(np.abs(b - a).max() / max(np.abs(a).max(), 1e-12))
+              for fa, fb in zip(fp32_out, int8_out) for a, b in zip(fa, fb))
+    report = QuantizationReport(str(output), fp32_path.stat().st_size, output.stat().st_size,
+                                fp32_path.stat().st_size / output.stat().st_size, len(calib), len(held_out), agreement,
+                                rel, per_channel)
+    logger.info("%s", report.summary())
+    return report
+
+
+def convert_to_ort(onnx_path: str | Path, output: str | Path | None = None) -> tuple[Path, float]:
+    """The ``.ort`` format onnxruntime mobile loads; verified by loading it back and comparing its
+    outputs with the ``.onnx`` file's on a generated input. Returns (path, max abs difference)."""
+    import onnxruntime as ort
+
+    onnx_path = Path(onnx_path)
+    if not onnx_path.is_file():
+        raise FileNotFoundError(f"{onnx_path} does not exist")
+    output = Path(output) if output else onnx_path.with_suffix(".ort")
+    tmp = output.with_name(output.stem + ".tmp.ort")  # onnxruntime tells the format by the suffix
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(tmp)
+    options.add_session_config_entry("session.save_model_format", "ORT")
+    try:
+        ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        x = next(calibration_inputs(onnx.load(str(onnx_path)), "synthetic", 1, seed=1))
+        (reference,), (loaded,) = _run(onnx_path, [x]), _run(tmp, [x])
+        diff = max(float(np.abs(a - b).max()) for a, b in zip(reference, loaded))
+        scale = max(float(np.abs(a).max()) for a in reference)
+        if diff > 1e-4 * max(scale, 1.0):
+            raise ValueError(f"the .ort file computes something else (max difference {diff:.3e})")
+        tmp.replace(output)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return output, diff
+
+
