@@ -21,10 +21,11 @@ except ImportError as exc:  # pragma: no cover - detectron2 is a declared depend
     logging.getLogger(__name__).debug("nasnet detect unavailable: %s", exc)
 else:
     _COMMAND_MODULES.append(detect)
+from export import bench as bench_command  # noqa: E402
 from export import command as export_command  # noqa: E402
 from export.onnx_export import ExportVerificationError  # noqa: E402
 
-_COMMAND_MODULES.append(export_command)
+_COMMAND_MODULES += [export_command, bench_command]
 
 
 def build_parser() -> argparse.ArgumentParser:

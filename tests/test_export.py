@@ -178,3 +178,13 @@ def test_quantize_needs_enough_images(trained_classifier, tmp_path, capsys):
     (tmp_path / "few").mkdir()
     assert main(["export", "quantize", str(fp32), "--calib", str(tmp_path / "few"), "-o", str(tmp_path / "q.onnx")]) == 2
     assert "has 0 images" in capsys.readouterr().err and not (tmp_path / "q.onnx").exists()
+
+
+def test_bench_reports_each_backend(trained_classifier, tmp_path, capsys):
+    _, fp32 = trained_classifier
+    assert main(["bench", "--onnx", str(fp32), "--int8", str(fp32), "--runs", "3", "--warmup", "1", "--batch", "2",
+                 "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["backend"] for r in rows] == ["onnxruntime FP32", "onnxruntime INT8"]
+    for r in rows:
+        assert 0 < r["median_ms"] <= r["p90_ms"] * 1.0001 and r["images_per_s"] > 0 and r["peak_rss_mb"] > 10

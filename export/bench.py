@@ -1,0 +1,163 @@
+"""``nasnet bench``: PyTorch eager against onnxruntime FP32 and INT8, on this machine.
+
+Each backend runs in its own subprocess, so the peak resident memory reported is that backend's
+alone (model, runtime and activations). Warm-up runs are excluded; latency is per batch
+(median and 90th percentile), throughput is images per second at the median.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["add_parser", "measure", "run_backends"]
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. /proc's VmHWM starts afresh at exec; ru_maxrss (the
+    fallback off Linux) keeps the parent's high-water mark across fork and exec."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _timed(fn, runs: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def measure(backend: str, target: str, batch: int, size: int, threads: int, runs: int, warmup: int) -> dict[str, Any]:
+    """Time one backend in this process: ``eager`` (target: model name[:weights]) or ``ort`` (target: .onnx/.ort)."""
+    x = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
+    if backend == "eager":
+        import torch
+
+        import nasnet_backbones as nb
+
+        torch.set_num_threads(threads)
+        name, _, weights = target.partition(":")
+        model = nb.create_model(name, pretrained=weights or False).eval()
+        tensor = torch.from_numpy(x)
+
+        def step() -> None:
+            with torch.inference_mode():
+                model(tensor)
+    else:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        session = ort.InferenceSession(target, options, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+
+        def step() -> None:
+            session.run(None, {name: x})
+
+    times = _timed(step, runs, warmup)
+    median = statistics.median(times)
+    return {"median_ms": 1000 * median, "p90_ms": 1000 * float(np.percentile(times, 90)),
+            "images_per_s": batch / median, "peak_rss_mb": peak_rss_mb()}
+
+
+def _child(backend: str, target: str, args: argparse.Namespace) -> dict[str, Any]:
+    # Run as a plain script, so an onnxruntime child never imports torch (it would count in its memory).
+    cmd = [sys.executable, str(Path(__file__).resolve()), backend, target, str(args.batch), str(args.input_size),
+           str(args.threads), str(args.runs), str(args.warmup)]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise ValueError(f"benchmarking {backend} {target} failed: {out.stderr.strip().splitlines()[-1:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_backends(args: argparse.Namespace) -> list[dict[str, Any]]:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32, int8 = args.onnx, args.int8
+        if args.model:
+            import nasnet_backbones as nb
+
+            from .onnx_export import export_classifier
+            from .quantize import quantize_onnx
+
+            model = nb.create_model(args.model, pretrained=args.weights or False).eval()
+            args.input_size = args.input_size or model.default_img_size
+            rows.append({"backend": "PyTorch eager", **_child("eager", f"{args.model}:{args.weights or ''}", args)})
+            fp32 = str(Path(tmp) / "fp32.onnx")
+            export_classifier(model, fp32, input_size=args.input_size)
+            if not args.no_int8:
+                int8 = str(Path(tmp) / "int8.onnx")
+                quantize_onnx(fp32, int8, args.calib, per_channel=True, num_calibration=16, num_held_out=8)
+        if fp32:
+            if not args.input_size:
+                import onnx
+
+                args.input_size = onnx.load(fp32).graph.input[0].type.tensor_type.shape.dim[2].dim_value
+            rows.append({"backend": "onnxruntime FP32", **_child("ort", fp32, args)})
+        if int8:
+            rows.append({"backend": "onnxruntime INT8", **_child("ort", int8, args)})
+    base = rows[0]["median_ms"]
+    for row in rows:
+        row["vs_first"] = row["median_ms"] / base
+    return rows
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser("bench", help="latency: PyTorch eager vs onnxruntime FP32 vs INT8",
+                              description="Median/p90 latency, throughput and peak memory per backend, each in its "
+                                          "own process, warm-up excluded.")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="registered model: eager, then exported (FP32) and quantized (INT8) here")
+    source.add_argument("--onnx", help="an exported .onnx (or .ort) file")
+    p.add_argument("--weights", help="with --model: weights tag or file (default: random weights)")
+    p.add_argument("--int8", help="with --onnx: its INT8 version, timed too")
+    p.add_argument("--no-int8", action="store_true", help="with --model: skip quantization")
+    p.add_argument("--calib", default="synthetic", help="with --model: calibration images for INT8 (folder or 'synthetic')")
+    p.add_argument("--input-size", type=int, help="square input size (default: the model's)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--runs", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    rows = run_backends(args)
+    if args.json:
+        json.dump(rows, sys.stdout, indent=2)
+        print()
+        return 0
+    print(f"batch {args.batch}, {args.input_size}x{args.input_size}, {args.threads} threads, median of {args.runs} "
+          f"after {args.warmup} warm-up runs")
+    print("| backend | median (ms) | p90 (ms) | images/s | peak RSS (MB) | vs first |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['backend']} | {r['median_ms']:.1f} | {r['p90_ms']:.1f} | {r['images_per_s']:.1f} | "
+              f"{r['peak_rss_mb']:.0f} | {r['vs_first']:.2f}x |")
+    return 0
+
+
+if __name__ == "__main__":  # the per-backend child process
+    backend, target, batch, size, threads, runs, warmup = sys.argv[1:8]
+    print(json.dumps(measure(backend, target, int(batch), int(size), int(threads), int(runs), int(warmup))))
