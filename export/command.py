@@ -37,6 +37,8 @@ def add_parser(subparsers: Any) -> None:
                        help="export the architecture with random weights (default: the model's pretrained weights)")
         e.add_argument("--input-size", type=int, help="square input size baked into the graph (default: the model's)")
         e.add_argument("--batch", type=_batch, default="dynamic", help="'dynamic' (default) or a fixed batch size")
+        e.add_argument("--dynamic-size", action="store_true",
+                       help="any input height/width (TF 'SAME' padding computed in the graph); verified at a second size")
         e.add_argument("--opset", type=int, default=17)
         e.add_argument("--rtol", type=float, default=1e-4, help="verification tolerance, relative to the output scale")
         e.add_argument("--atol", type=float, default=1e-5, help="verification tolerance, absolute")
@@ -69,7 +71,7 @@ def _run(args: argparse.Namespace) -> int:
     model = build_model_from_args(args, pretrained_default=not args.random_weights, **kwargs)
     export = export_backbone if args.kind == "backbone" else export_classifier
     report = export(model, args.output, input_size=args.input_size, batch=args.batch, opset=args.opset,
-                    rtol=args.rtol, atol=args.atol)
+                    rtol=args.rtol, atol=args.atol, dynamic_size=args.dynamic_size)
     if args.json:
         json.dump(report.to_dict(), sys.stdout, indent=2)
         print()

@@ -9,9 +9,11 @@ traced one (another batch size when the batch is dynamic). Only a graph within t
 moved to the requested path; otherwise nothing is left behind and :class:`ExportVerificationError`
 says by how much it missed.
 
-Image size is fixed in the exported graph: TF 'SAME' padding depends on the size's parity, and the
-padding layers resolve it at trace time (static, non-negative pads, which mobile runtimes handle
-best). Export once per deployment size.
+By default the image size is fixed in the graph: TF 'SAME' padding depends on the size's parity,
+and the padding layers resolve it at trace time (static, non-negative pads, which mobile runtimes
+handle best). ``dynamic_size=True`` traces the padding as shape arithmetic instead
+(:func:`nasnet_backbones.padding.traceable_padding`), and verifies at a second size of the other
+parity.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import json
 import logging
 import os
 import tempfile
+from contextlib import nullcontext
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +32,8 @@ import numpy as np
 import onnx
 import torch
 from torch import nn
+
+from nasnet_backbones.padding import traceable_padding
 
 __all__ = ["ExportReport", "ExportVerificationError", "export_classifier", "export_backbone", "verify_onnx",
            "graph_problems"]
@@ -161,7 +166,8 @@ def verify_onnx(path: str | Path, model: nn.Module, inputs: Sequence[torch.Tenso
 
 
 def _export(module: nn.Module, path: str | Path, input_size: int, batch: int | str, output_names: list[str],
-            opset: int, metadata: dict[str, str], rtol: float, atol: float, in_chans: int = 3) -> ExportReport:
+            opset: int, metadata: dict[str, str], rtol: float, atol: float, in_chans: int = 3,
+            dynamic_size: bool = False) -> ExportReport:
     path = Path(path)
     module = module.eval()
     dynamic_batch = batch == "dynamic"
@@ -174,13 +180,19 @@ def _export(module: nn.Module, path: str | Path, input_size: int, batch: int | s
     checks = [torch.randn(2 if dynamic_batch else traced_batch, in_chans, input_size, input_size, generator=g)]
     if dynamic_batch:
         checks.append(torch.randn(3, in_chans, input_size, input_size, generator=g))
+    if dynamic_size:  # another size, of the other parity in each dimension
+        checks.append(torch.randn(traced_batch, in_chans, input_size + 33, input_size + 31, generator=g))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(suffix=".onnx.tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        dynamic_axes = {name: {0: "batch"} for name in ["input", *output_names]} if dynamic_batch else None
-        with torch.no_grad():
+        batch_axis = {0: "batch"} if dynamic_batch else {}
+        dynamic_axes = {"input": batch_axis | ({2: "height", 3: "width"} if dynamic_size else {})}
+        for name in output_names:  # feature maps have their own spatial size per stride
+            maps = dynamic_size and isinstance(module, _Features)
+            dynamic_axes[name] = batch_axis | ({2: f"{name}_height", 3: f"{name}_width"} if maps else {})
+        with torch.no_grad(), (traceable_padding() if dynamic_size else nullcontext()):
             torch.onnx.export(module, (traced,), str(tmp), dynamo=False, opset_version=opset, input_names=["input"],
                               output_names=output_names, dynamic_axes=dynamic_axes, do_constant_folding=True)
         graph = _fold_constants(tmp)
@@ -201,7 +213,9 @@ def _export(module: nn.Module, path: str | Path, input_size: int, batch: int | s
     finally:
         tmp.unlink(missing_ok=True)
     report = ExportReport(
-        path=str(path), input_shape=["batch" if dynamic_batch else traced_batch, in_chans, input_size, input_size],
+        path=str(path),
+        input_shape=["batch" if dynamic_batch else traced_batch, in_chans,
+                     *(["height", "width"] if dynamic_size else [input_size, input_size])],
         outputs=output_names, verified_inputs=[list(c.shape) for c in checks], max_abs_error=max_abs,
         max_rel_error=max_rel, rtol=rtol, atol=atol, op_counts=dict(Counter(n.op_type for n in graph.graph.node)),
         metadata=metadata,
@@ -228,7 +242,7 @@ def _metadata(model: nn.Module, input_size: int, extra: dict[str, Any] | None) -
 
 def export_classifier(model: nn.Module, path: str | Path, input_size: int | None = None, batch: int | str = "dynamic",
                       opset: int = DEFAULT_OPSET, metadata: dict[str, Any] | None = None, rtol: float = 1e-4,
-                      atol: float = 1e-5) -> ExportReport:
+                      atol: float = 1e-5, dynamic_size: bool = False) -> ExportReport:
     """Export a classifier (logits output), verified; see the module docstring."""
     if getattr(model, "features_only", False):
         raise ValueError("this model returns features; use export_backbone")
@@ -238,12 +252,12 @@ def export_classifier(model: nn.Module, path: str | Path, input_size: int | None
         from nasnet_backbones.imagenet import imagenet_classes
 
         meta["class_names"] = json.dumps([c.name for c in imagenet_classes()])
-    return _export(model, path, size, batch, ["logits"], opset, meta, rtol, atol)
+    return _export(model, path, size, batch, ["logits"], opset, meta, rtol, atol, dynamic_size=dynamic_size)
 
 
 def export_backbone(model: nn.Module, path: str | Path, input_size: int | None = None, batch: int | str = "dynamic",
                     opset: int = DEFAULT_OPSET, metadata: dict[str, Any] | None = None, rtol: float = 1e-4,
-                    atol: float = 1e-5) -> ExportReport:
+                    atol: float = 1e-5, dynamic_size: bool = False) -> ExportReport:
     """Export a ``features_only`` model: one output per stride, named ``stride4`` .. ``stride32``."""
     if not getattr(model, "features_only", False):
         raise ValueError("export_backbone needs a features_only model: create_model(name, features_only=True)")
@@ -252,4 +266,5 @@ def export_backbone(model: nn.Module, path: str | Path, input_size: int | None =
         raise ValueError(f"input size {size} is not a multiple of 32; the stride-32 features need one")
     names = [f["name"] for f in model.feature_info]
     meta = _metadata(model, size, {"feature_strides": [f["reduction"] for f in model.feature_info], **(metadata or {})})
-    return _export(_Features(model, names), path, size, batch, names, opset, meta, rtol, atol)
+    return _export(_Features(model, names), path, size, batch, names, opset, meta, rtol, atol,
+                   dynamic_size=dynamic_size)

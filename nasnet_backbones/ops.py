@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .padding import Conv2dSame, Pool2dSame
+from .padding import Conv2dSame, Pool2dSame, is_traceable
 
 __all__ = [
     "OPS",
@@ -84,6 +84,9 @@ class FactorizedReduction(nn.Module):
         x = self.relu(x)
         if self.stride == 1:
             return self.bn(self.conv(x))
+        if is_traceable():  # TF's own formulation: exact at every size, with one static pad
+            p2 = self.path2(nn.functional.pad(x, (0, 1, 0, 1))[:, :, 1:, 1:])
+            return self.bn(torch.cat([self.path1(x), p2], 1))
         # int(): static sizes, so an exported graph gets constant, non-negative pads.
         odd_h, odd_w = int(x.shape[-2]) % 2, int(x.shape[-1]) % 2
         p1 = self.path1(x)

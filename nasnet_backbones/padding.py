@@ -16,14 +16,62 @@ cells defined in PyTorch (DARTS), and ``"valid"`` gives none.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PADDING_MODES", "same_padding", "Conv2dSame", "Pool2dSame"]
+__all__ = ["PADDING_MODES", "same_padding", "Conv2dSame", "Pool2dSame", "traceable_padding", "is_traceable"]
 
 PADDING_MODES = ("same", "symmetric", "valid")
+
+_TRACEABLE = False
+
+
+@contextmanager
+def traceable_padding() -> Iterator[None]:
+    """Within this block, size-dependent TF 'SAME' padding is computed from the input's shape with
+    tensor ops instead of Python ints, so a traced (ONNX) graph is right at every input size.
+
+    For a stride-2 op with an odd kernel ``k``, TF pads ``(k - 1) // 2`` after, and before either
+    the same (odd size) or one less (even size). The graph pads ``(k - 1) // 2`` on both sides and
+    drops the first row/column when the size is even: one static pad and one shape-dependent slice.
+    Eager code does not need this (it is slower); ``export`` uses it for ``--dynamic-size``.
+    """
+    global _TRACEABLE
+    previous, _TRACEABLE = _TRACEABLE, True
+    try:
+        yield
+    finally:
+        _TRACEABLE = previous
+
+
+def is_traceable() -> bool:
+    return _TRACEABLE
+
+
+def _traceable_pad(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int],
+                   value: float = 0.0) -> torch.Tensor:
+    """TF 'SAME' padding of ``x`` for a strided op, with the size dependence as graph ops."""
+    pads, crops = [], []
+    for dim, (k, s, d) in enumerate(zip(kernel, stride, dilation)):
+        if k == 1:
+            pads.append(0)
+            crops.append(None)
+        elif s == 2 and k % 2 == 1 and d == 1:
+            pads.append((k - 1) // 2)
+            crops.append(2 + dim)
+        else:
+            raise ValueError(f"size-independent export of TF 'SAME' supports stride-2 odd kernels; got kernel {k}, "
+                             f"stride {s}, dilation {d}")
+    (ph, pw) = pads
+    x = F.pad(x, (pw, pw, ph, ph), value=value)
+    shape = torch._shape_as_tensor(x)
+    off_h = 1 - shape[2] % 2 if crops[0] is not None else 0  # padded size has the input's parity
+    off_w = 1 - shape[3] % 2 if crops[1] is not None else 0
+    return x[:, :, off_h:, off_w:]
 
 
 def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
@@ -68,6 +116,9 @@ class Conv2dSame(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.dynamic_same:
             return super().forward(x)
+        if _TRACEABLE:
+            x = _traceable_pad(x, self.kernel_size, self.stride, self.dilation)
+            return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
         (t, b), (l, r) = (
             same_padding(int(n), k, s, d)
             for n, k, s, d in zip(x.shape[-2:], self.kernel_size, self.stride, self.dilation)
@@ -110,6 +161,12 @@ class Pool2dSame(nn.Module):
             return self._pool(x, (0, 0), False)
         if self.padding == "symmetric" or (s == 1 and k % 2 == 1):
             return self._pool(x, (k // 2, k // 2), False)
+        if _TRACEABLE:
+            if self.kind == "max":
+                return F.max_pool2d(_traceable_pad(x, (k, k), (s, s), (1, 1), float("-inf")), k, s)
+            ones = torch.ones_like(x[:, :1])
+            return F.avg_pool2d(_traceable_pad(x, (k, k), (s, s), (1, 1)), k, s) / F.avg_pool2d(
+                _traceable_pad(ones, (k, k), (s, s), (1, 1)), k, s)
         (t, b), (l, r) = (same_padding(int(n), k, s) for n in x.shape[-2:])
         if t == b and l == r:
             return self._pool(x, (t, l), False)

@@ -188,3 +188,29 @@ def test_bench_reports_each_backend(trained_classifier, tmp_path, capsys):
     assert [r["backend"] for r in rows] == ["onnxruntime FP32", "onnxruntime INT8"]
     for r in rows:
         assert 0 < r["median_ms"] <= r["p90_ms"] * 1.0001 and r["images_per_s"] > 0 and r["peak_rss_mb"] > 10
+
+
+def test_dynamic_size_export_is_exact_at_other_sizes(tmp_path, tiny_imagenet_model):
+    model = tiny_imagenet_model.eval()
+    report = export_classifier(model, tmp_path / "dyn.onnx", input_size=96, dynamic_size=True)
+    assert report.input_shape == ["batch", 3, "height", "width"] and [1, 3, 129, 127] in report.verified_inputs
+    for h, w in [(64, 64), (97, 130), (111, 96)]:
+        x = torch.randn(2, 3, h, w)
+        with torch.no_grad():
+            expected = model(x).numpy()
+        (got,) = _run(tmp_path / "dyn.onnx", x)
+        assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max(), (h, w)
+    assert graph_problems(onnx.load(str(tmp_path / "dyn.onnx"))) == []
+
+
+def test_traceable_padding_equals_eager_padding(tiny_imagenet_model):
+    from nasnet_backbones.padding import traceable_padding
+
+    model = tiny_imagenet_model.eval()
+    for h, w in [(96, 96), (97, 101), (100, 99)]:
+        x = torch.randn(1, 3, h, w)
+        with torch.no_grad():
+            eager = model(x)
+            with traceable_padding():
+                traced_form = model(x)
+        torch.testing.assert_close(traced_form, eager, rtol=1e-5, atol=1e-5)
