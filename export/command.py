@@ -25,7 +25,7 @@ def _batch(value: str) -> int | str:
 
 
 def add_parser(subparsers: Any) -> None:
-    p = subparsers.add_parser("export", help="verified ONNX export (classifier, backbone)",
+    p = subparsers.add_parser("export", help="verified ONNX export (classifier, backbone, detector), INT8, ORT format",
                               description="Export to ONNX; every file is checked with onnx.checker and compared "
                               "with PyTorch in onnxruntime on another input before it is written.")
     sub = p.add_subparsers(dest="export_command", metavar="SUBCOMMAND")
@@ -45,6 +45,15 @@ def add_parser(subparsers: Any) -> None:
         e.add_argument("-o", "--output", required=True, help="the .onnx file to write")
         e.add_argument("--json", action="store_true", help="print the verification report as JSON")
         e.set_defaults(func=_run, kind=kind)
+
+    d = sub.add_parser("detector", help="a whole detectron2 detector (boxes, classes, scores), any image size")
+    d.add_argument("--config-file", required=True, metavar="FILE", help="config file or shipped config name")
+    d.add_argument("--weights", help="detector checkpoint (default: the config's MODEL.WEIGHTS)")
+    d.add_argument("--image-size", type=int, nargs=2, default=[320, 416], metavar=("H", "W"),
+                   help="size of the traced image (any size works in the graph)")
+    d.add_argument("-o", "--output", required=True)
+    d.add_argument("--opts", nargs=argparse.REMAINDER, default=[], metavar="KEY VALUE", help="config overrides, last")
+    d.set_defaults(func=_detector)
 
     q = sub.add_parser("quantize", help="static INT8 (QDQ) with calibration, checked against FP32")
     q.add_argument("model", help="an FP32 .onnx from `nasnet export`")
@@ -100,4 +109,15 @@ def _ort(args: argparse.Namespace) -> int:
 
     path, diff = convert_to_ort(args.model, args.output)
     print(f"{path}: loaded back in onnxruntime, max difference from the .onnx {diff:.2e}")
+    return 0
+
+
+def _detector(args: argparse.Namespace) -> int:
+    from .detector import export_detector_from_args
+
+    if args.weights is None:
+        from detection.model_zoo import get_config
+
+        args.weights = get_config(args.config_file).MODEL.WEIGHTS or None
+    print(export_detector_from_args(args).summary())
     return 0

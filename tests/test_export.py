@@ -214,3 +214,20 @@ def test_traceable_padding_equals_eager_padding(tiny_imagenet_model):
             with traceable_padding():
                 traced_form = model(x)
         torch.testing.assert_close(traced_form, eager, rtol=1e-5, atol=1e-5)
+
+
+def test_detector_export_matches_pytorch_at_another_size(tmp_path, capsys):
+    pytest.importorskip("detectron2")
+    cell = tmp_path / "cell.json"
+    nb.genotypes.NASNET_A.to_json(cell)
+    out = tmp_path / "det.onnx"
+    assert main(["export", "detector", "--config-file", "faster_rcnn_nasnet_a_mobile_FPN_1x", "--weights", "",
+                 "--image-size", "128", "160", "-o", str(out), "--opts", "MODEL.NASNET.GENOTYPE", str(cell),
+                 "MODEL.NASNET.CELLS", "1", "MODEL.NASNET.FILTERS", "8", "MODEL.NASNET.NORM", "BN",
+                 "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"]) == 0
+    assert "verified with onnxruntime on inputs [[3, 161, 129]]" in capsys.readouterr().out
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()][:3] == ["boxes", "classes", "scores"]
+    boxes, classes, scores, _ = session.run(None, {"image": np.random.default_rng(0).uniform(0, 255, (3, 100, 140))
+                                                   .astype(np.float32)})
+    assert boxes.shape[1] == 4 and len(classes) == len(scores) > 0

@@ -1,0 +1,131 @@
+"""Whole-detector ONNX export (Faster R-CNN / RetinaNet with NASNet backbones), verified.
+
+detectron2's ``TracingAdapter`` flattens the model's dict/Instances interface; the TorchScript-based
+exporter traces it with the NASNet padding in its size-independent form, so one graph serves every
+image size. The graph's input is one image *as the model sees it*: CHW, float, in
+``cfg.INPUT.FORMAT`` channel order, 0-255, already resized by the test-time transform (shortest
+side ``INPUT.MIN_SIZE_TEST``); normalisation and padding to a multiple of 32 are inside. Outputs:
+``boxes`` (N x 4, x0 y0 x1 y1 in that image's pixels), ``classes`` (N), ``scores`` (N).
+
+Verification runs onnxruntime and PyTorch on an image of another size than the traced one and
+requires the same detections: same count and classes, scores within ``score_atol``, boxes within
+``box_rtol`` of the image size.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+
+from nasnet_backbones.padding import traceable_padding
+
+from .onnx_export import ExportReport, ExportVerificationError, graph_problems
+
+__all__ = ["export_detector"]
+
+logger = logging.getLogger(__name__)
+
+OUTPUTS = ["boxes", "classes", "scores"]
+
+
+def _adapter(model: torch.nn.Module, image: torch.Tensor):
+    from detectron2.export import TracingAdapter
+
+    def inference(model, inputs):
+        instances = model.inference(inputs, do_postprocess=False)[0]
+        return [{"instances": instances}]
+
+    return TracingAdapter(model, [{"image": image}], inference).eval()
+
+
+def export_detector(cfg, weights: str | None, path: str | Path, image_size: tuple[int, int] = (320, 416),
+                    opset: int = 17, score_atol: float = 1e-4, box_rtol: float = 1e-3) -> ExportReport:
+    """Build the detector ``cfg`` describes, load ``weights``, export and verify (see module doc)."""
+    import onnxruntime as ort
+    from detectron2.modeling import build_model
+
+    from detection.checkpoint import NASNetDetectionCheckpointer
+
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.DEVICE = "cpu"
+    model = build_model(cfg).eval()
+    if weights:
+        NASNetDetectionCheckpointer(model, cfg=cfg).load(weights)
+    g = torch.Generator().manual_seed(0)
+    h, w = image_size
+    traced = torch.randint(0, 256, (3, h, w), generator=g).float()
+    check = torch.randint(0, 256, (3, h + 33, w - 31), generator=g).float()  # other size and parity
+    adapter = _adapter(model, traced)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(suffix=".onnx.tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        axes = {"image": {1: "height", 2: "width"}, **{name: {0: "detections"} for name in OUTPUTS}}
+        with torch.no_grad(), traceable_padding():
+            torch.onnx.export(adapter, adapter.flattened_inputs, str(tmp), dynamo=False, opset_version=opset,
+                              input_names=["image"], output_names=[*OUTPUTS, "image_size"], dynamic_axes=axes,
+                              do_constant_folding=True)
+        adapter.eval()  # the exporter restores the mode it found; keep evaluating
+        graph = onnx.load(str(tmp))
+        problems = [p for p in graph_problems(graph) if "computed at run time" not in p]
+        if problems:
+            raise ExportVerificationError("the exported graph is not deployable: " + "; ".join(problems[:5]))
+        meta = {"source_config": cfg.MODEL.META_ARCHITECTURE, "backbone": cfg.MODEL.BACKBONE.NAME,
+                "nasnet": cfg.MODEL.NASNET.GENOTYPE or cfg.MODEL.NASNET.ARCH, "weights": weights or "",
+                "input": f"CHW float 0-255, {cfg.INPUT.FORMAT}, resized to shortest side {cfg.INPUT.MIN_SIZE_TEST}",
+                "min_size_test": json.dumps(cfg.INPUT.MIN_SIZE_TEST), "max_size_test": json.dumps(cfg.INPUT.MAX_SIZE_TEST)}
+        for key, value in meta.items():
+            graph.metadata_props.append(onnx.StringStringEntryProto(key=key, value=str(value)))
+        onnx.checker.check_model(graph, full_check=True)
+        onnx.save(graph, str(tmp))
+        session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+        got = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"image": check.numpy()})))
+        with torch.no_grad():
+            expected = dict(zip([*OUTPUTS, "image_size"], (t.numpy() for t in adapter(check))))
+        max_abs = _compare(got, expected, score_atol, box_rtol * max(check.shape[1:]))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        tmp.replace(path)
+    except onnx.checker.ValidationError as exc:
+        raise ExportVerificationError(f"onnx.checker rejected the graph: {exc}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    report = ExportReport(str(path), [3, "height", "width"], OUTPUTS, [list(check.shape)], max_abs,
+                          max_abs / max(check.shape[1:]), box_rtol, score_atol, metadata=meta)
+    logger.info("%s", report.summary())
+    return report
+
+
+def _compare(got: dict[str, np.ndarray], expected: dict[str, np.ndarray], score_atol: float, box_atol: float) -> float:
+    if got["scores"].shape != expected["scores"].shape:
+        raise ExportVerificationError(f"onnxruntime found {len(got['scores'])} detections, PyTorch "
+                                      f"{len(expected['scores'])}")
+    if not np.array_equal(got["classes"], expected["classes"]):
+        raise ExportVerificationError("onnxruntime and PyTorch disagree on the detected classes")
+    score_err = float(np.abs(got["scores"] - expected["scores"]).max(initial=0.0))
+    box_err = float(np.abs(got["boxes"] - expected["boxes"]).max(initial=0.0))
+    if score_err > score_atol or box_err > box_atol:
+        raise ExportVerificationError(f"onnxruntime differs from PyTorch: scores by {score_err:.2e} (tolerance "
+                                      f"{score_atol:g}), boxes by {box_err:.3f} px (tolerance {box_atol:.3f} px)")
+    return box_err
+
+
+def export_detector_from_args(args: Any) -> ExportReport:
+    from detection.engine import merge_overrides
+    from detection.model_zoo import get_config
+
+    cfg = get_config(args.config_file)
+    merge_overrides(cfg, args.opts)
+    return export_detector(cfg, args.weights, args.output, tuple(args.image_size))
