@@ -35,11 +35,15 @@ class QuantizationReport:
     calibration_images: int
     held_out_images: int
     top1_agreement: float | None  # classifiers
-    max_rel_error: float  # worst output, relative to its FP32 scale
+    max_rel_error: float  # worst output, relative to its FP32 scale (classifiers, backbones)
+    mean_box_iou: float | None  # detectors: FP32 detections (score >= 0.5) against INT8's, same class
     per_channel: bool
 
     def summary(self) -> str:
         agreement = f", top-1 agreement with FP32 {100 * self.top1_agreement:.1f}%" if self.top1_agreement is not None else ""
+        if self.mean_box_iou is not None:
+            return (f"{self.path}: {self.int8_bytes / 1e6:.2f} MB ({self.size_ratio:.1f}x smaller than FP32), mean IoU "
+                    f"of matched boxes with FP32 {self.mean_box_iou:.3f} on {self.held_out_images} held-out images")
         return (f"{self.path}: {self.int8_bytes / 1e6:.2f} MB ({self.size_ratio:.1f}x smaller than FP32){agreement}, "
                 f"max relative output error {self.max_rel_error:.3f} on {self.held_out_images} held-out inputs")
 
@@ -54,8 +58,63 @@ def _input_shape(model: onnx.ModelProto) -> tuple[int, int, int]:
     return channels, height, width
 
 
+def is_detector(model: onnx.ModelProto) -> bool:
+    """A whole-detector graph from ``export_detector``: one CHW image in, boxes out."""
+    return len(model.graph.input[0].type.tensor_type.shape.dim) == 3
+
+
+def detector_inputs(model: onnx.ModelProto, source: str | Path, count: int, seed: int = 0) -> Iterator[np.ndarray]:
+    """Images for a detector graph, resized as detectron2's test transform does (shortest side
+    MIN_SIZE_TEST, longest at most MAX_SIZE_TEST): drawn shapes for ``"synthetic"``, else a folder."""
+    from PIL import Image
+
+    meta = _metadata(model)
+    short, longest = int(json.loads(meta.get("min_size_test", "800"))), int(json.loads(meta.get("max_size_test", "1333")))
+    bgr = "BGR" in meta.get("input", "")
+    if str(source) == "synthetic":
+        from detection.synthetic import _image
+
+        rng = np.random.default_rng(seed)
+        images = (_image(rng, short)[0] for _ in range(count))
+    else:
+        folder = Path(source)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"calibration folder {folder} does not exist (or pass 'synthetic')")
+        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if len(files) < count:
+            raise ValueError(f"{folder} has {len(files)} images; calibration and the held-out check need {count}")
+        images = (Image.open(f).convert("RGB") for f in files[:count])
+    for img in images:
+        w, h = img.size
+        scale = min(short / min(h, w), longest / max(h, w))
+        img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
+        arr = np.asarray(img, dtype=np.float32)[:, :, ::-1 if bgr else 1]
+        yield np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    lt, rb = np.maximum(a[:, None, :2], b[None, :, :2]), np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(-1)
+    area = lambda x: (x[:, 2:] - x[:, :2]).clip(0).prod(-1)  # noqa: E731
+    return inter / np.maximum(area(a)[:, None] + area(b)[None, :] - inter, 1e-9)
+
+
+def matched_box_iou(fp32: list[list[np.ndarray]], int8: list[list[np.ndarray]], min_score: float = 0.5) -> float:
+    """Mean, over FP32 detections scoring at least ``min_score``, of the best IoU with an INT8
+    detection of the same class (0 when there is none)."""
+    ious = []
+    for (boxes, classes, scores, *_), (qboxes, qclasses, *_rest) in zip(fp32, int8):
+        for box, cls in zip(boxes[scores >= min_score], classes[scores >= min_score]):
+            same = qboxes[qclasses == cls]
+            ious.append(float(_box_iou(box[None], same).max()) if len(same) else 0.0)
+    return float(np.mean(ious)) if ious else float("nan")
+
+
 def calibration_inputs(model: onnx.ModelProto, source: str | Path, count: int, seed: int = 0) -> Iterator[np.ndarray]:
     """``count`` preprocessed (1, C, H, W) float32 inputs from an image folder or ``"synthetic"``."""
+    if is_detector(model):
+        yield from detector_inputs(model, source, count, seed)
+        return
     channels, height, width = _input_shape(model)
     meta = _metadata(model)
     rng = np.random.default_rng(seed)
@@ -109,8 +168,10 @@ def _run(path: str | Path, inputs: list[np.ndarray]) -> list[list[np.ndarray]]:
 
 
 def quantize_onnx(fp32_path: str | Path, output: str | Path, calibration: str | Path = "synthetic",
-                  per_channel: bool = True, num_calibration: int = 32, num_held_out: int = 16) -> QuantizationReport:
-    """Static INT8 (QDQ, u8 activations / s8 weights) with MinMax calibration; writes atomically."""
+                  per_channel: bool = True, num_calibration: int = 32, num_held_out: int = 16,
+                  box_score_threshold: float = 0.5) -> QuantizationReport:
+    """Static INT8 (QDQ, u8 activations / s8 weights) with MinMax calibration; writes atomically.
+    For detectors, FP32 detections scoring at least ``box_score_threshold`` are matched to INT8's."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -125,9 +186,12 @@ def quantize_onnx(fp32_path: str | Path, output: str | Path, calibration: str | 
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
         quantized = Path(tmp) / "int8.onnx"
+        # Detectors: only the convolutions and linear layers (NMS, RoIAlign and box arithmetic stay FP32).
+        op_types = ["Conv", "Gemm", "MatMul"] if is_detector(model) else None
         quantize_static(str(prepared), str(quantized), _Reader(model.graph.input[0].name, calib),
                         quant_format=QuantFormat.QDQ, per_channel=per_channel, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
+                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+                        op_types_to_quantize=op_types)
         int8 = onnx.load(str(quantized))
         del int8.graph.value_info[:]  # shape annotations from pre-processing; onnxruntime infers them
         int8.metadata_props.extend(model.metadata_props)
@@ -137,14 +201,17 @@ def quantize_onnx(fp32_path: str | Path, output: str | Path, calibration: str | 
         fp32_out, int8_out = _run(fp32_path, held_out), _run(quantized, held_out)
         os.replace(quantized, output)
     names = [o.name for o in model.graph.output]
-    agreement = None
-    if names == ["logits"]:
-        agreement = float(np.mean([a[0].argmax(1) == b[0].argmax(1) for a, b in zip(fp32_out, int8_out)]))
-    rel = max(float(np.abs(b - a).max() / max(np.abs(a).max(), 1e-12))
-              for fa, fb in zip(fp32_out, int8_out) for a, b in zip(fa, fb))
+    agreement = iou = None
+    if is_detector(model):
+        iou, rel = matched_box_iou(fp32_out, int8_out, box_score_threshold), float("nan")
+    else:
+        if names == ["logits"]:
+            agreement = float(np.mean([a[0].argmax(1) == b[0].argmax(1) for a, b in zip(fp32_out, int8_out)]))
+        rel = max(float(np.abs(b - a).max() / max(np.abs(a).max(), 1e-12))
+                  for fa, fb in zip(fp32_out, int8_out) for a, b in zip(fa, fb))
     report = QuantizationReport(str(output), fp32_path.stat().st_size, output.stat().st_size,
                                 fp32_path.stat().st_size / output.stat().st_size, len(calib), len(held_out), agreement,
-                                rel, per_channel)
+                                rel, iou, per_channel)
     logger.info("%s", report.summary())
     return report
 

@@ -231,3 +231,25 @@ def test_detector_export_matches_pytorch_at_another_size(tmp_path, capsys):
     boxes, classes, scores, _ = session.run(None, {"image": np.random.default_rng(0).uniform(0, 255, (3, 100, 140))
                                                    .astype(np.float32)})
     assert boxes.shape[1] == 4 and len(classes) == len(scores) > 0
+
+
+def test_detector_int8_reports_box_agreement(tmp_path, capsys):
+    pytest.importorskip("detectron2")
+    import detection
+    from export.detector import export_detector
+    from export.quantize import quantize_onnx
+
+    cell = tmp_path / "cell.json"
+    nb.genotypes.NASNET_A.to_json(cell)
+    cfg = detection.get_config("faster_rcnn_nasnet_a_mobile_FPN_1x")
+    cfg.MODEL.NASNET.GENOTYPE, cfg.MODEL.NASNET.CELLS, cfg.MODEL.NASNET.FILTERS = str(cell), 1, 8
+    cfg.MODEL.NASNET.NORM, cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = "BN", 0.0
+    cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST = 96, 128
+    export_detector(cfg, None, tmp_path / "det.onnx", (96, 96))
+    # Random weights score nothing highly; match every FP32 detection.
+    report = quantize_onnx(tmp_path / "det.onnx", tmp_path / "det.int8.onnx", "synthetic", True, 4, 2,
+                           box_score_threshold=0.0)
+    assert report.size_ratio > 1.5 and report.top1_agreement is None
+    assert 0.0 <= report.mean_box_iou <= 1.0  # random weights: the value itself means little here
+    graph = onnx.load(str(tmp_path / "det.int8.onnx"))
+    assert {"RoiAlign", "QuantizeLinear"} <= {n.op_type for n in graph.graph.node}  # RoIAlign stays FP32
