@@ -49,7 +49,7 @@ def _adapter(model: torch.nn.Module, image: torch.Tensor):
 
 
 def export_detector(cfg, weights: str | None, path: str | Path, image_size: tuple[int, int] = (320, 416),
-                    opset: int = 17, score_atol: float = 1e-4, box_rtol: float = 5e-3) -> ExportReport:
+                    opset: int = 17, score_atol: float = 1e-3, box_rtol: float = 5e-3) -> ExportReport:
     """Build the detector ``cfg`` describes, load ``weights``, export and verify (see module doc)."""
     import onnxruntime as ort
     from detectron2.modeling import build_model
@@ -131,4 +131,5 @@ def export_detector_from_args(args: Any) -> ExportReport:
 
     cfg = get_config(args.config_file)
     merge_overrides(cfg, args.opts)
-    return export_detector(cfg, args.weights, args.output, tuple(args.image_size))
+    return export_detector(cfg, args.weights, args.output, tuple(args.image_size), score_atol=args.score_atol,
+                           box_rtol=args.box_rtol)
