@@ -88,6 +88,13 @@ def export_detector(cfg, weights: str | None, path: str | Path, image_size: tupl
                 "nasnet": cfg.MODEL.NASNET.GENOTYPE or cfg.MODEL.NASNET.ARCH, "weights": weights or "",
                 "input": f"CHW float 0-255, {cfg.INPUT.FORMAT}, resized to shortest side {cfg.INPUT.MIN_SIZE_TEST}",
                 "min_size_test": json.dumps(cfg.INPUT.MIN_SIZE_TEST), "max_size_test": json.dumps(cfg.INPUT.MAX_SIZE_TEST)}
+        names = cfg.DATASETS.TEST or cfg.DATASETS.TRAIN
+        if names:
+            from detectron2.data import MetadataCatalog
+
+            classes = getattr(MetadataCatalog.get(names[0]), "thing_classes", None)
+            if classes:
+                meta["class_names"] = json.dumps(list(classes))
         for key, value in meta.items():
             graph.metadata_props.append(onnx.StringStringEntryProto(key=key, value=str(value)))
         onnx.checker.check_model(graph, full_check=True)

@@ -51,10 +51,14 @@ def test_classifier_with_reference_weights_matches_pytorch(mobile_weights, caden
     assert not ops & {"Dropout", "RandomUniformLike", "Bernoulli"}
 
 
-def test_backbone_outputs_are_named_by_stride(tmp_path):
+@pytest.mark.parametrize("weights", ["random", "converted"])
+def test_backbone_outputs_are_named_by_stride(tmp_path, weights, mobile_weights):
     torch.manual_seed(0)
-    model = nb.create_model("nasnet_a_mobile", features_only=True).eval()
-    randomize_batchnorm(model)
+    if weights == "converted":  # Cadene's checkpoint converted on loading
+        model = nb.create_model("nasnet_a_mobile", features_only=True, pretrained=mobile_weights).eval()
+    else:
+        model = nb.create_model("nasnet_a_mobile", features_only=True).eval()
+        randomize_batchnorm(model)
     report = export_backbone(model, tmp_path / "bb.onnx", input_size=128, batch=2)
     assert report.outputs == ["stride2", "stride4", "stride8", "stride16", "stride32"]
     session = ort.InferenceSession(str(tmp_path / "bb.onnx"), providers=["CPUExecutionProvider"])
@@ -228,6 +232,8 @@ def test_detector_export_matches_pytorch_at_another_size(tmp_path, capsys):
     assert "verified with onnxruntime on inputs [[3, 161, 129]]" in capsys.readouterr().out
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     assert [o.name for o in session.get_outputs()][:3] == ["boxes", "classes", "scores"]
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert json.loads(meta["class_names"])[0] == "person"  # the config's COCO test set names the classes
     boxes, classes, scores, _ = session.run(None, {"image": np.random.default_rng(0).uniform(0, 255, (3, 100, 140))
                                                    .astype(np.float32)})
     assert boxes.shape[1] == 4 and len(classes) == len(scores) > 0
