@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -61,7 +60,9 @@ def measure(kind: str, config: str, size: int, runs: int, threads: int) -> dict:
             model(inputs)
             times.append(time.perf_counter() - start)
     params = sum(p.numel() for p in model.parameters())
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    from export.bench import peak_rss_mb
+
+    peak_mb = peak_rss_mb()
     return {"median_ms": 1000 * statistics.median(times), "peak_rss_mb": peak_mb, "params_m": params / 1e6,
             "input": f"{size}x{width}"}
 
