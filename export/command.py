@@ -51,6 +51,8 @@ def add_parser(subparsers: Any) -> None:
     d.add_argument("--weights", help="detector checkpoint (default: the config's MODEL.WEIGHTS)")
     d.add_argument("--image-size", type=int, nargs=2, default=[320, 416], metavar=("H", "W"),
                    help="size of the traced image (any size works in the graph)")
+    d.add_argument("--verify-image", help="an image with objects the model detects, for the onnxruntime check "
+                   "(default: drawn shapes)")
     d.add_argument("--score-atol", type=float, default=1e-3, help="verification: max score difference")
     d.add_argument("--box-rtol", type=float, default=5e-3, help="verification: max box difference / image size")
     d.add_argument("-o", "--output", required=True)

@@ -48,8 +48,26 @@ def _adapter(model: torch.nn.Module, image: torch.Tensor):
     return TracingAdapter(model, [{"image": image}], inference).eval()
 
 
+def _check_image(size: tuple[int, int], image: str | Path | None, bgr: bool) -> torch.Tensor:
+    """The verification image at ``size``: the user's, or drawn shapes (something a detector may find;
+    pure noise usually yields no detections, and comparing no boxes proves nothing)."""
+    from PIL import Image
+
+    if image is not None:
+        if not Path(image).is_file():
+            raise FileNotFoundError(f"verification image {image} does not exist")
+        img = Image.open(image).convert("RGB")
+    else:
+        from detection.synthetic import _image
+
+        img = _image(np.random.default_rng(0), max(size))[0]
+    arr = np.asarray(img.resize((size[1], size[0]), Image.BILINEAR), dtype=np.float32)[:, :, ::-1 if bgr else 1]
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+
+
 def export_detector(cfg, weights: str | None, path: str | Path, image_size: tuple[int, int] = (320, 416),
-                    opset: int = 17, score_atol: float = 1e-3, box_rtol: float = 5e-3) -> ExportReport:
+                    opset: int = 17, score_atol: float = 1e-3, box_rtol: float = 5e-3,
+                    verify_image: str | Path | None = None) -> ExportReport:
     """Build the detector ``cfg`` describes, load ``weights``, export and verify (see module doc)."""
     import onnxruntime as ort
     from detectron2.modeling import build_model
@@ -66,7 +84,7 @@ def export_detector(cfg, weights: str | None, path: str | Path, image_size: tupl
     g = torch.Generator().manual_seed(0)
     h, w = image_size
     traced = torch.randint(0, 256, (3, h, w), generator=g).float()
-    check = torch.randint(0, 256, (3, h + 33, w - 31), generator=g).float()  # other size and parity
+    check = _check_image((h + 33, w - 31), verify_image, cfg.INPUT.FORMAT == "BGR")  # other size and parity
     adapter = _adapter(model, traced)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -104,6 +122,9 @@ def export_detector(cfg, weights: str | None, path: str | Path, image_size: tupl
         with torch.no_grad():
             expected = dict(zip([*OUTPUTS, "image_size"], (t.numpy() for t in adapter(check))))
         max_abs = _compare(got, expected, score_atol, box_rtol * max(check.shape[1:]))
+        if len(expected["scores"]) == 0:
+            logger.warning("verification compared no detections (the model found nothing in the check image); "
+                           "pass an image with objects it detects (--verify-image) for a meaningful check")
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
@@ -114,6 +135,7 @@ def export_detector(cfg, weights: str | None, path: str | Path, image_size: tupl
         tmp.unlink(missing_ok=True)
     report = ExportReport(str(path), [3, "height", "width"], OUTPUTS, [list(check.shape)], max_abs,
                           max_abs / max(check.shape[1:]), box_rtol, score_atol, metadata=meta)
+    report.metadata = {**meta, "verified_detections": str(len(expected["scores"]))}
     logger.info("%s", report.summary())
     return report
 
@@ -139,4 +161,4 @@ def export_detector_from_args(args: Any) -> ExportReport:
     cfg = get_config(args.config_file)
     merge_overrides(cfg, args.opts)
     return export_detector(cfg, args.weights, args.output, tuple(args.image_size), score_atol=args.score_atol,
-                           box_rtol=args.box_rtol)
+                           box_rtol=args.box_rtol, verify_image=args.verify_image)
