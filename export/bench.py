@@ -86,10 +86,28 @@ def _child(backend: str, target: str, args: argparse.Namespace) -> dict[str, Any
     # Run as a plain script, so an onnxruntime child never imports torch (it would count in its memory).
     cmd = [sys.executable, str(Path(__file__).resolve()), backend, target, str(args.batch), str(args.input_size),
            str(args.threads), str(args.runs), str(args.warmup)]
-    out = subprocess.run(cmd, capture_output=True, text=True)
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=max(600, 20 * args.runs))
+    except subprocess.TimeoutExpired:
+        raise ValueError(f"benchmarking {backend} {target} did not finish in time") from None
     if out.returncode != 0:
-        raise ValueError(f"benchmarking {backend} {target} failed: {out.stderr.strip().splitlines()[-1:]}")
+        tail = " | ".join(out.stderr.strip().splitlines()[-3:])
+        raise ValueError(f"benchmarking {backend} {target} failed: {tail}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _recorded_size(path: str) -> int:
+    """The square input size of an .onnx or .ort file: its fixed height, or the size its export recorded."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    shape = session.get_inputs()[0].shape
+    height = shape[-2] if isinstance(shape[-2], int) and shape[-2] > 0 else None
+    recorded = session.get_modelmeta().custom_metadata_map.get("input_size")
+    size = height or (int(json.loads(recorded)) if recorded else None)
+    if not size:
+        raise ValueError(f"{path} takes any input size and records none; pass --input-size")
+    return size
 
 
 def run_backends(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -112,9 +130,7 @@ def run_backends(args: argparse.Namespace) -> list[dict[str, Any]]:
                 quantize_onnx(fp32, int8, args.calib, per_channel=True, num_calibration=16, num_held_out=8)
         if fp32:
             if not args.input_size:
-                import onnx
-
-                args.input_size = onnx.load(fp32).graph.input[0].type.tensor_type.shape.dim[2].dim_value
+                args.input_size = _recorded_size(fp32)
             rows.append({"backend": "onnxruntime FP32", **_child("ort", fp32, args)})
         if int8:
             rows.append({"backend": "onnxruntime INT8", **_child("ort", int8, args)})

@@ -62,7 +62,8 @@ def add_parser(subparsers: Any) -> None:
     q = sub.add_parser("quantize", help="static INT8 (QDQ) with calibration, checked against FP32")
     q.add_argument("model", help="an FP32 .onnx from `nasnet export`")
     q.add_argument("--calib", required=True, help="a folder of images (searched recursively) or 'synthetic'")
-    q.add_argument("--per-channel", action="store_true", help="per-channel weight scales")
+    q.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=True,
+                   help="per-channel weight scales (default; --no-per-channel for per-tensor)")
     q.add_argument("--num-calibration", type=int, default=32, help="calibration images")
     q.add_argument("--num-held-out", type=int, default=16, help="held-out images for the FP32 agreement check")
     q.add_argument("-o", "--output", required=True, help="the INT8 .onnx file to write")
@@ -119,9 +120,5 @@ def _ort(args: argparse.Namespace) -> int:
 def _detector(args: argparse.Namespace) -> int:
     from .detector import export_detector_from_args
 
-    if args.weights is None:
-        from detection.model_zoo import get_config
-
-        args.weights = get_config(args.config_file).MODEL.WEIGHTS or None
     print(export_detector_from_args(args).summary())
     return 0

@@ -117,8 +117,11 @@ def export_detector(cfg, weights: str | None, path: str | Path, image_size: tupl
             graph.metadata_props.append(onnx.StringStringEntryProto(key=key, value=str(value)))
         onnx.checker.check_model(graph, full_check=True)
         onnx.save(graph, str(tmp))
-        session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-        got = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"image": check.numpy()})))
+        try:
+            session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+            got = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"image": check.numpy()})))
+        except Exception as exc:  # onnxruntime's own error types
+            raise ExportVerificationError(f"onnxruntime failed on the exported detector: {exc}") from None
         with torch.no_grad():
             expected = dict(zip([*OUTPUTS, "image_size"], (t.numpy() for t in adapter(check))))
         max_abs = _compare(got, expected, score_atol, box_rtol * max(check.shape[1:]))
@@ -129,10 +132,11 @@ def export_detector(cfg, weights: str | None, path: str | Path, image_size: tupl
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         tmp.replace(path)
-    except onnx.checker.ValidationError as exc:
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise ExportVerificationError(f"onnx.checker rejected the graph: {exc}") from None
     finally:
         tmp.unlink(missing_ok=True)
+    # Here "abs" is the box error in pixels and "rel" that error over the image size (box_rtol).
     report = ExportReport(str(path), [3, "height", "width"], OUTPUTS, [list(check.shape)], max_abs,
                           max_abs / max(check.shape[1:]), box_rtol, score_atol, metadata=meta)
     report.metadata = {**meta, "verified_detections": str(len(expected["scores"]))}
@@ -146,9 +150,11 @@ def _compare(got: dict[str, np.ndarray], expected: dict[str, np.ndarray], score_
                                       f"{len(expected['scores'])}")
     if not np.array_equal(got["classes"], expected["classes"]):
         raise ExportVerificationError("onnxruntime and PyTorch disagree on the detected classes")
+    if not all(np.isfinite(got[k]).all() for k in ("boxes", "scores")):
+        raise ExportVerificationError("onnxruntime gives NaN or inf boxes or scores")
     score_err = float(np.abs(got["scores"] - expected["scores"]).max(initial=0.0))
     box_err = float(np.abs(got["boxes"] - expected["boxes"]).max(initial=0.0))
-    if score_err > score_atol or box_err > box_atol:
+    if not (score_err <= score_atol and box_err <= box_atol):
         raise ExportVerificationError(f"onnxruntime differs from PyTorch: scores by {score_err:.2e} (tolerance "
                                       f"{score_atol:g}), boxes by {box_err:.3f} px (tolerance {box_atol:.3f} px)")
     return box_err
@@ -160,5 +166,6 @@ def export_detector_from_args(args: Any) -> ExportReport:
 
     cfg = get_config(args.config_file)
     merge_overrides(cfg, args.opts)
-    return export_detector(cfg, args.weights, args.output, tuple(args.image_size), score_atol=args.score_atol,
+    weights = args.weights if args.weights is not None else (cfg.MODEL.WEIGHTS or None)
+    return export_detector(cfg, weights, args.output, tuple(args.image_size), score_atol=args.score_atol,
                            box_rtol=args.box_rtol, verify_image=args.verify_image)

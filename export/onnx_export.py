@@ -150,15 +150,20 @@ def verify_onnx(path: str | Path, model: nn.Module, inputs: Sequence[torch.Tenso
         with torch.no_grad():
             expected = model(x)
         expected = [expected] if isinstance(expected, torch.Tensor) else list(expected)
-        got = session.run(None, {input_name: x.numpy()})
+        try:
+            got = session.run(None, {input_name: x.numpy()})
+        except Exception as exc:  # onnxruntime's own error types
+            raise ExportVerificationError(f"onnxruntime failed on input {list(x.shape)}: {exc}") from None
         for name, ours, ref in zip([o.name for o in session.get_outputs()], got, expected):
             ref = ref.numpy()
             if ours.shape != ref.shape:
                 raise ExportVerificationError(f"output {name}: onnxruntime shape {ours.shape}, PyTorch {ref.shape} "
                                               f"for input {list(x.shape)}")
+            if not np.isfinite(ours).all():
+                raise ExportVerificationError(f"output {name} for input {list(x.shape)}: onnxruntime gives NaN or inf")
             abs_err, rel_err = float(np.abs(ours - ref).max()), _rel_error(ours, ref)
             worst_abs, worst_rel = max(worst_abs, abs_err), max(worst_rel, rel_err)
-            if abs_err > atol and rel_err > rtol:
+            if not (abs_err <= atol or rel_err <= rtol):  # NaN fails too
                 raise ExportVerificationError(
                     f"output {name} for input {list(x.shape)}: onnxruntime differs from PyTorch by {abs_err:.3e} "
                     f"(relative {rel_err:.3e}), over the tolerance (rtol {rtol:g}, atol {atol:g})")
@@ -169,6 +174,7 @@ def _export(module: nn.Module, path: str | Path, input_size: int, batch: int | s
             opset: int, metadata: dict[str, str], rtol: float, atol: float, in_chans: int = 3,
             dynamic_size: bool = False) -> ExportReport:
     path = Path(path)
+    modes = {m: m.training for m in module.modules()}  # restored afterwards: the caller's model is theirs
     module = module.eval()
     dynamic_batch = batch == "dynamic"
     if not dynamic_batch and (not isinstance(batch, int) or batch < 1):
@@ -208,10 +214,12 @@ def _export(module: nn.Module, path: str | Path, input_size: int, batch: int | s
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it private; the result is an ordinary file
         tmp.replace(path)
-    except onnx.checker.ValidationError as exc:
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise ExportVerificationError(f"onnx.checker rejected the graph: {exc}") from None
     finally:
         tmp.unlink(missing_ok=True)
+        for m, training in modes.items():
+            m.training = training
     report = ExportReport(
         path=str(path),
         input_shape=["batch" if dynamic_batch else traced_batch, in_chans,
@@ -258,7 +266,7 @@ def export_classifier(model: nn.Module, path: str | Path, input_size: int | None
 def export_backbone(model: nn.Module, path: str | Path, input_size: int | None = None, batch: int | str = "dynamic",
                     opset: int = DEFAULT_OPSET, metadata: dict[str, Any] | None = None, rtol: float = 1e-4,
                     atol: float = 1e-5, dynamic_size: bool = False) -> ExportReport:
-    """Export a ``features_only`` model: one output per stride, named ``stride4`` .. ``stride32``."""
+    """Export a ``features_only`` model: one output per stride it has, named ``stride2`` .. ``stride32``."""
     if not getattr(model, "features_only", False):
         raise ValueError("export_backbone needs a features_only model: create_model(name, features_only=True)")
     size = input_size or getattr(model, "default_img_size", 224)

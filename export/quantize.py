@@ -52,10 +52,17 @@ def _metadata(model: onnx.ModelProto) -> dict[str, str]:
     return {p.key: p.value for p in model.metadata_props}
 
 
-def _input_shape(model: onnx.ModelProto) -> tuple[int, int, int]:
-    dims = model.graph.input[0].type.tensor_type.shape.dim
-    channels, height, width = (d.dim_value for d in dims[1:])
-    return channels, height, width
+def _input_shape(model: onnx.ModelProto) -> tuple[int, int, int, int]:
+    """(batch, channels, height, width) to feed: a dynamic batch becomes 1, a dynamic size the
+    ``input_size`` the export recorded."""
+    dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    batch, channels, height, width = dims
+    if not height or not width:
+        recorded = _metadata(model).get("input_size")
+        if not recorded:
+            raise ValueError("the model's input size is dynamic and its metadata does not record one")
+        height = width = int(json.loads(recorded))
+    return batch or 1, channels, height, width
 
 
 def is_detector(model: onnx.ModelProto) -> bool:
@@ -115,7 +122,7 @@ def calibration_inputs(model: onnx.ModelProto, source: str | Path, count: int, s
     if is_detector(model):
         yield from detector_inputs(model, source, count, seed)
         return
-    channels, height, width = _input_shape(model)
+    batch, channels, height, width = _input_shape(model)
     meta = _metadata(model)
     rng = np.random.default_rng(seed)
     if str(source) == "synthetic":
@@ -123,15 +130,15 @@ def calibration_inputs(model: onnx.ModelProto, source: str | Path, count: int, s
         import torch.nn.functional as F
 
         for _ in range(count):
-            low = torch.from_numpy(rng.uniform(-1, 1, (1, channels, 8, 8)).astype(np.float32))
+            low = torch.from_numpy(rng.uniform(-1, 1, (batch, channels, 8, 8)).astype(np.float32))
             yield F.interpolate(low, size=(height, width), mode="bilinear", align_corners=False).numpy()
         return
     folder = Path(source)
     if not folder.is_dir():
         raise FileNotFoundError(f"calibration folder {folder} does not exist (or pass 'synthetic')")
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if len(files) < count:
-        raise ValueError(f"{folder} has {len(files)} images; calibration and the held-out check need {count}")
+    if len(files) < count * batch:
+        raise ValueError(f"{folder} has {len(files)} images; calibration and the held-out check need {count * batch}")
     from PIL import Image
 
     from nasnet_backbones.transforms import ClassificationEval
@@ -140,9 +147,13 @@ def calibration_inputs(model: onnx.ModelProto, source: str | Path, count: int, s
     std = json.loads(meta.get("std", "[0.5, 0.5, 0.5]"))
     resize = int(json.loads(meta.get("resize_size", str(int(height / 0.875)))))
     transform = ClassificationEval(height, resize, json.loads(meta.get("interpolation", '"bilinear"')), mean, std)
-    for index in rng.permutation(len(files))[:count]:
-        with Image.open(files[index]) as img:
-            yield transform(img).unsqueeze(0).numpy()
+    order = rng.permutation(len(files))
+    for start in range(0, count * batch, batch):
+        images = []
+        for index in order[start : start + batch]:
+            with Image.open(files[index]) as img:
+                images.append(transform(img).numpy())
+        yield np.stack(images)
 
 
 class _Reader:
@@ -178,6 +189,8 @@ def quantize_onnx(fp32_path: str | Path, output: str | Path, calibration: str | 
     fp32_path, output = Path(fp32_path), Path(output)
     if not fp32_path.is_file():
         raise FileNotFoundError(f"{fp32_path} does not exist")
+    if num_calibration < 1 or num_held_out < 1:
+        raise ValueError("calibration and the held-out check each need at least one image")
     model = onnx.load(str(fp32_path))
     inputs = list(calibration_inputs(model, calibration, num_calibration + num_held_out))
     calib, held_out = inputs[:num_calibration], inputs[num_calibration:]
@@ -194,9 +207,10 @@ def quantize_onnx(fp32_path: str | Path, output: str | Path, calibration: str | 
                         op_types_to_quantize=op_types)
         int8 = onnx.load(str(quantized))
         del int8.graph.value_info[:]  # shape annotations from pre-processing; onnxruntime infers them
-        int8.metadata_props.extend(model.metadata_props)
-        int8.metadata_props.append(onnx.StringStringEntryProto(key="quantization", value="static INT8 QDQ, MinMax, "
-                                   f"{'per-channel' if per_channel else 'per-tensor'}, {num_calibration} images"))
+        props = {**_metadata(int8), **_metadata(model), "quantization": "static INT8 QDQ, MinMax, "
+                 f"{'per-channel' if per_channel else 'per-tensor'}, {num_calibration} calibration inputs"}
+        onnx.helper.set_model_props(int8, props)
+        onnx.checker.check_model(int8)
         onnx.save(int8, str(quantized))
         fp32_out, int8_out = _run(fp32_path, held_out), _run(quantized, held_out)
         os.replace(quantized, output)
@@ -225,7 +239,10 @@ def convert_to_ort(onnx_path: str | Path, output: str | Path | None = None) -> t
     if not onnx_path.is_file():
         raise FileNotFoundError(f"{onnx_path} does not exist")
     output = Path(output) if output else onnx_path.with_suffix(".ort")
-    tmp = output.with_name(output.stem + ".tmp.ort")  # onnxruntime tells the format by the suffix
+    if output.suffix != ".ort":
+        raise ValueError(f"{output}: ORT-format files must end in .ort (onnxruntime tells the format by the suffix)")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(output.stem + ".tmp.ort")
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     options.optimized_model_filepath = str(tmp)

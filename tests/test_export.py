@@ -259,3 +259,23 @@ def test_detector_int8_reports_box_agreement(tmp_path, capsys):
     assert 0.0 <= report.mean_box_iou <= 1.0  # random weights: the value itself means little here
     graph = onnx.load(str(tmp_path / "det.int8.onnx"))
     assert {"RoiAlign", "QuantizeLinear"} <= {n.op_type for n in graph.graph.node}  # RoIAlign stays FP32
+
+
+def test_quantize_ort_and_bench_accept_every_export_shape(tmp_path, tiny_imagenet_model, capsys):
+    from export.quantize import convert_to_ort, quantize_onnx
+
+    model = tiny_imagenet_model.eval()
+    export_classifier(model, tmp_path / "any_size.onnx", input_size=96, dynamic_size=True)
+    export_classifier(model, tmp_path / "batch2.onnx", input_size=96, batch=2)
+    for name in ("any_size", "batch2"):
+        report = quantize_onnx(tmp_path / f"{name}.onnx", tmp_path / f"{name}.int8.onnx", "synthetic", True, 4, 2)
+        onnx.checker.check_model(onnx.load(str(tmp_path / f"{name}.int8.onnx")), full_check=True)
+        assert report.top1_agreement is not None
+    ort_file, _ = convert_to_ort(tmp_path / "any_size.onnx")
+    assert main(["bench", "--onnx", str(ort_file), "--runs", "2", "--warmup", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["backend"] == "onnxruntime FP32"
+    with pytest.raises(ValueError, match="must end in .ort"):
+        convert_to_ort(tmp_path / "any_size.onnx", tmp_path / "model.bin")
+    with pytest.raises(ValueError, match="at least one image"):
+        quantize_onnx(tmp_path / "batch2.onnx", tmp_path / "x.onnx", "synthetic", True, 4, 0)
+    assert not (tmp_path / "x.onnx").exists()
