@@ -51,6 +51,18 @@ def test_classifier_with_reference_weights_matches_pytorch(mobile_weights, caden
     assert not ops & {"Dropout", "RandomUniformLike", "Bernoulli"}
 
 
+def test_mobile_classifier_with_random_weights_and_dynamic_batch(tmp_path):
+    torch.manual_seed(0)
+    model = nb.create_model("nasnet_a_mobile").eval()
+    randomize_batchnorm(model)
+    export_classifier(model, tmp_path / "random.onnx")
+    x = torch.randn(5, 3, 224, 224)
+    with torch.no_grad():
+        expected = model(x).numpy()
+    (logits,) = _run(tmp_path / "random.onnx", x)
+    assert logits.shape == (5, 1000) and np.abs(logits - expected).max() <= 1e-4 * np.abs(expected).max()
+
+
 @pytest.mark.parametrize("weights", ["random", "converted"])
 def test_backbone_outputs_are_named_by_stride(tmp_path, weights, mobile_weights):
     torch.manual_seed(0)
