@@ -11,7 +11,6 @@ are run on each cropped region as the box head.
 from __future__ import annotations
 
 import logging
-import math
 
 import torch
 from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
@@ -106,7 +105,13 @@ class NASNetBackbone(Backbone):
         self._positions = {name: deepest[name][0] for name in out_features}
         self._out_feature_channels = {name: deepest[name][1] for name in out_features}
         self._out_feature_strides = {name: int(name[6:]) for name in out_features}
-        _prune_cells(model, range(0, max(self._positions.values()) + 1))
+        last = max(self._positions.values())
+        _prune_cells(model, range(0, last + 1))
+        # Position -> the last position whose cell reads it (memory is released after that).
+        self._last_read: dict[int, int] = {}
+        for pos in range(1, last + 1):
+            for p in model.cell_inputs(pos):
+                self._last_read[p] = max(self._last_read.get(p, p), pos)
         self.body = _apply_norm(model, _check_norm(norm))
         self._freeze_stages(freeze_at)
 
@@ -125,27 +130,19 @@ class NASNetBackbone(Backbone):
     def size_divisibility(self) -> int:
         return 32
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _run_trunk(self, x: torch.Tensor, keep: set[int]) -> dict[int, torch.Tensor]:
+        """Outputs of the stem and cells up to ``max(keep)``; each dropped once its last reader
+        has run, except the positions in ``keep``."""
         states = {0: self.body.stem(x)}
-        last = max(self._positions.values())
-        out = {}
-        for name, pos in self._positions.items():
-            if pos == 0:
-                out[name] = torch.relu(states[0])
-        for pos in range(1, last + 1):
+        for pos in range(1, max(keep) + 1):
             states[pos] = self.body.run_cells(states, pos, pos + 1)
-            for name, p in self._positions.items():
-                if p == pos:
-                    out[name] = torch.relu(states[pos])
-            self._release(states, pos, last)
-        return out
+            for p in [p for p in states if p not in keep and self._last_read.get(p, p) <= pos]:
+                del states[p]
+        return states
 
-    def _release(self, states: dict[int, torch.Tensor], pos: int, last: int) -> None:
-        needed = set(self._positions.values())
-        for later in range(pos + 1, last + 1):
-            needed.update(self.body.cell_inputs(later))
-        for p in [p for p in states if p not in needed and p != pos]:
-            del states[p]
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        states = self._run_trunk(x, set(self._positions.values()))
+        return {name: torch.relu(states[pos]) for name, pos in self._positions.items()}
 
     def output_shape(self) -> dict[str, ShapeSpec]:
         return {name: ShapeSpec(channels=self._out_feature_channels[name], stride=self._out_feature_strides[name])
@@ -178,13 +175,8 @@ class NASNetC4Backbone(NASNetBackbone):
         self._out_feature_channels = {"stride16": channels[prev][1] + channels[last][1]}
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        states = {0: self.body.stem(x)}
         last = self._positions["stride16"]
-        for pos in range(1, last + 1):
-            states[pos] = self.body.run_cells(states, pos, pos + 1)
-            needed = {self._prev, last}.union(*(self.body.cell_inputs(p) for p in range(pos + 1, last + 1)))
-            for p in [p for p in states if p not in needed and p != pos]:
-                del states[p]
+        states = self._run_trunk(x, {self._prev, last})
         # Not ReLU'd: the box head's cells start with their own ReLU, as in TF.
         return {"stride16": torch.cat([states[self._prev], states[last]], dim=1)}
 
@@ -271,7 +263,3 @@ def _check_input_channels(input_shape: ShapeSpec) -> None:
     if input_shape.channels != 3:
         raise ValueError(f"NASNet backbones take 3-channel images; MODEL.PIXEL_MEAN has {input_shape.channels} values")
 
-
-def expected_feature_size(size: int, stride: int) -> int:
-    """Spatial size of a stride-``stride`` feature for an input padded to a multiple of 32."""
-    return math.ceil(size / stride)
