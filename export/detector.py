@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +27,7 @@ import torch
 
 from nasnet_backbones.padding import traceable_padding
 
-from .onnx_export import ExportReport, ExportVerificationError, graph_problems
+from .onnx_export import ExportReport, ExportVerificationError, graph_problems, save_checked, verified_output
 
 __all__ = ["export_detector"]
 
@@ -87,11 +85,7 @@ def export_detector(cfg, weights: str | None, path: str | Path, image_size: tupl
     check = _check_image((h + 33, w - 31), verify_image, cfg.INPUT.FORMAT == "BGR")  # other size and parity
     adapter = _adapter(model, traced)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(suffix=".onnx.tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with verified_output(path) as tmp:
         axes = {"image": {1: "height", 2: "width"}, **{name: {0: "detections"} for name in OUTPUTS}}
         with torch.no_grad(), traceable_padding():
             torch.onnx.export(adapter, adapter.flattened_inputs, str(tmp), dynamo=False, opset_version=opset,
@@ -113,10 +107,7 @@ def export_detector(cfg, weights: str | None, path: str | Path, image_size: tupl
             classes = getattr(MetadataCatalog.get(names[0]), "thing_classes", None)
             if classes:
                 meta["class_names"] = json.dumps(list(classes))
-        for key, value in meta.items():
-            graph.metadata_props.append(onnx.StringStringEntryProto(key=key, value=str(value)))
-        onnx.checker.check_model(graph, full_check=True)
-        onnx.save(graph, str(tmp))
+        save_checked(graph, meta, tmp)
         try:
             session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
             got = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"image": check.numpy()})))
@@ -128,14 +119,6 @@ def export_detector(cfg, weights: str | None, path: str | Path, image_size: tupl
         if len(expected["scores"]) == 0:
             logger.warning("verification compared no detections (the model found nothing in the check image); "
                            "pass an image with objects it detects (--verify-image) for a meaningful check")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        tmp.replace(path)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise ExportVerificationError(f"onnx.checker rejected the graph: {exc}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
     # Here "abs" is the box error in pixels and "rel" that error over the image size (box_rtol).
     report = ExportReport(str(path), [3, "height", "width"], OUTPUTS, [list(check.shape)], max_abs,
                           max_abs / max(check.shape[1:]), box_rtol, score_atol, metadata=meta)

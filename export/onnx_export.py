@@ -22,11 +22,11 @@ import json
 import logging
 import os
 import tempfile
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import onnx
@@ -36,7 +36,7 @@ from torch import nn
 from nasnet_backbones.padding import traceable_padding
 
 __all__ = ["ExportReport", "ExportVerificationError", "export_classifier", "export_backbone", "verify_onnx",
-           "graph_problems"]
+           "graph_problems", "verified_output", "save_checked"]
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +128,35 @@ def _fold_constants(path: Path) -> onnx.ModelProto:
     return model
 
 
+@contextmanager
+def verified_output(path: Path, suffix: str = ".onnx.tmp") -> Iterator[Path]:
+    """A private temporary file next to ``path``. When the block finishes (its checks passed), the
+    file becomes ``path`` with ordinary permissions; on any error it is removed and nothing is
+    left. ``onnx.checker`` and shape-inference failures become :class:`ExportVerificationError`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(suffix=suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it private; the result is an ordinary file
+        tmp.replace(path)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise ExportVerificationError(f"onnx.checker rejected the graph: {exc}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_checked(graph: onnx.ModelProto, metadata: dict[str, str], path: Path) -> None:
+    """Add ``metadata``, run the full ``onnx.checker`` and save."""
+    for key, value in metadata.items():
+        graph.metadata_props.append(onnx.StringStringEntryProto(key=key, value=str(value)))
+    onnx.checker.check_model(graph, full_check=True)
+    onnx.save(graph, str(path))
+
+
 def _rel_error(ours: np.ndarray, ref: np.ndarray) -> float:
     return float(np.abs(ours - ref).max() / max(np.abs(ref).max(), 1e-12))
 
@@ -188,36 +217,24 @@ def _export(module: nn.Module, path: str | Path, input_size: int, batch: int | s
         checks.append(torch.randn(3, in_chans, input_size, input_size, generator=g))
     if dynamic_size:  # another size, of the other parity in each dimension
         checks.append(torch.randn(traced_batch, in_chans, input_size + 33, input_size + 31, generator=g))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(suffix=".onnx.tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
     try:
-        batch_axis = {0: "batch"} if dynamic_batch else {}
-        dynamic_axes = {"input": batch_axis | ({2: "height", 3: "width"} if dynamic_size else {})}
-        for name in output_names:  # feature maps have their own spatial size per stride
-            maps = dynamic_size and isinstance(module, _Features)
-            dynamic_axes[name] = batch_axis | ({2: f"{name}_height", 3: f"{name}_width"} if maps else {})
-        with torch.no_grad(), (traceable_padding() if dynamic_size else nullcontext()):
-            torch.onnx.export(module, (traced,), str(tmp), dynamo=False, opset_version=opset, input_names=["input"],
-                              output_names=output_names, dynamic_axes=dynamic_axes, do_constant_folding=True)
-        graph = _fold_constants(tmp)
-        problems = graph_problems(graph)
-        if problems:
-            raise ExportVerificationError("the exported graph is not deployable: " + "; ".join(problems[:5]))
-        for key, value in metadata.items():
-            graph.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
-        onnx.checker.check_model(graph, full_check=True)
-        onnx.save(graph, str(tmp))
-        max_abs, max_rel = verify_onnx(tmp, module, checks, rtol, atol)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it private; the result is an ordinary file
-        tmp.replace(path)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise ExportVerificationError(f"onnx.checker rejected the graph: {exc}") from None
+        with verified_output(path) as tmp:
+            batch_axis = {0: "batch"} if dynamic_batch else {}
+            dynamic_axes = {"input": batch_axis | ({2: "height", 3: "width"} if dynamic_size else {})}
+            for name in output_names:  # feature maps have their own spatial size per stride
+                maps = dynamic_size and isinstance(module, _Features)
+                dynamic_axes[name] = batch_axis | ({2: f"{name}_height", 3: f"{name}_width"} if maps else {})
+            with torch.no_grad(), (traceable_padding() if dynamic_size else nullcontext()):
+                torch.onnx.export(module, (traced,), str(tmp), dynamo=False, opset_version=opset,
+                                  input_names=["input"], output_names=output_names, dynamic_axes=dynamic_axes,
+                                  do_constant_folding=True)
+            graph = _fold_constants(tmp)
+            problems = graph_problems(graph)
+            if problems:
+                raise ExportVerificationError("the exported graph is not deployable: " + "; ".join(problems[:5]))
+            save_checked(graph, metadata, tmp)
+            max_abs, max_rel = verify_onnx(tmp, module, checks, rtol, atol)
     finally:
-        tmp.unlink(missing_ok=True)
         for m, training in modes.items():
             m.training = training
     report = ExportReport(

@@ -19,6 +19,8 @@ from typing import Iterator
 import numpy as np
 import onnx
 
+from .onnx_export import verified_output
+
 __all__ = ["QuantizationReport", "calibration_inputs", "quantize_onnx", "convert_to_ort"]
 
 logger = logging.getLogger(__name__)
@@ -241,13 +243,11 @@ def convert_to_ort(onnx_path: str | Path, output: str | Path | None = None) -> t
     output = Path(output) if output else onnx_path.with_suffix(".ort")
     if output.suffix != ".ort":
         raise ValueError(f"{output}: ORT-format files must end in .ort (onnxruntime tells the format by the suffix)")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.stem + ".tmp.ort")
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    options.optimized_model_filepath = str(tmp)
-    options.add_session_config_entry("session.save_model_format", "ORT")
-    try:
+    with verified_output(output, suffix=".tmp.ort") as tmp:  # onnxruntime tells the format by the suffix
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        options.optimized_model_filepath = str(tmp)
+        options.add_session_config_entry("session.save_model_format", "ORT")
         ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         x = next(calibration_inputs(onnx.load(str(onnx_path)), "synthetic", 1, seed=1))
         (reference,), (loaded,) = _run(onnx_path, [x]), _run(tmp, [x])
@@ -255,9 +255,6 @@ def convert_to_ort(onnx_path: str | Path, output: str | Path | None = None) -> t
         scale = max(float(np.abs(a).max()) for a in reference)
         if diff > 1e-4 * max(scale, 1.0):
             raise ValueError(f"the .ort file computes something else (max difference {diff:.3e})")
-        tmp.replace(output)
-    finally:
-        tmp.unlink(missing_ok=True)
     return output, diff
 
 
