@@ -12,10 +12,10 @@ from typing import Any
 
 from .genotype import Genotype
 from .nasnet import NASNet, build_nasnet
-from .registry import create_model, get_model_entry, split_model_tag
+from .registry import create_model, split_model_tag
 from .checkpoint import read_metadata
 from .transforms import CIFAR10_MEAN, CIFAR10_STD, ClassificationEval, cifar10_eval_transform, resize_for_crop
-from .weights import get_weights, list_weights
+from .weights import get_weights
 
 __all__ = ["add_model_arguments", "build_model_from_args", "eval_transform_for", "stored_labels"]
 
@@ -90,10 +90,9 @@ def eval_transform_for(model: NASNet, img_size: int | None = None, weights_file:
             img_size, img_size, "bilinear", CIFAR10_MEAN, CIFAR10_STD)
     if weights is None and getattr(model, "model_name", None):
         try:
-            tags = list_weights(get_model_entry(model.model_name).name)
-        except ValueError:
-            tags = []
-        weights = get_weights(*tags[0].split(".", 1)) if tags else None
+            weights = get_weights(model.model_name)  # the model's default weights
+        except ValueError:  # not a registered model, or one without weights
+            weights = None
     if weights is not None and img_size in (None, weights.input_size):
         return weights.transforms()
     size = img_size or getattr(model, "default_img_size", 224)
