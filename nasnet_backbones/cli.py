@@ -7,25 +7,26 @@ import logging
 import sys
 from typing import Sequence
 
-from . import evaluate, info, predict
+from . import draw, evaluate, info, predict
 from .training import command as train
 
 __all__ = ["main", "build_parser"]
 
 # Each module contributes ``add_parser(subparsers)``; the search, detection and export packages
 # add theirs here as they land.
-_COMMAND_MODULES = [info, predict, evaluate, train]
+_COMMAND_MODULES = [info, predict, evaluate, train, draw]
 try:  # the detectron2 commands; the core package works without detectron2
     from detection import command as detect
 except ImportError as exc:  # pragma: no cover - detectron2 is a declared dependency
     logging.getLogger(__name__).debug("nasnet detect unavailable: %s", exc)
 else:
     _COMMAND_MODULES.append(detect)
+from search import command as search_command  # noqa: E402
 from export import bench as bench_command  # noqa: E402
 from export import command as export_command  # noqa: E402
 from export.onnx_export import ExportVerificationError  # noqa: E402
 
-_COMMAND_MODULES += [export_command, bench_command]
+_COMMAND_MODULES += [search_command, export_command, bench_command]
 
 
 def build_parser() -> argparse.ArgumentParser:

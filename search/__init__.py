@@ -1,5 +1,22 @@
-"""Cell search on CIFAR-10 (the paper's controller, random search, regularized evolution).
+"""Cell search in the paper's space (Zoph et al., 2018, Sec. 3): the PPO-trained LSTM controller,
+random search and regularized evolution, with children trained as Ray tasks.
 
-Not implemented yet: this package is filled by the search issue. Genotypes it will emit are
-:class:`nasnet_backbones.Genotype` JSON files, buildable today with ``nasnet_backbones.build_nasnet``.
+>>> from search import SearchSpace, create_strategy
+>>> space = SearchSpace()                      # B = 5, the 13 ops, addition
+>>> strategy = create_strategy("evolution", space, seed=0)
+>>> proposal = strategy.propose()
+>>> genotype = space.decode(proposal.decisions)  # a nasnet_backbones.Genotype
+>>> strategy.observe(proposal, reward=0.91)
+
+``nasnet search`` drives a whole search (:class:`SearchRun`): resumable, logged, deduplicated, and
+writing ``best_genotype.json`` for ``nasnet_backbones.build_nasnet`` / ``nasnet info --genotype``.
 """
+
+from .child import CHILD_PRESETS, ChildSettings, evaluate_child
+from .run import SearchConfig, SearchError, SearchRun
+from .space import Decision, SearchSpace, SearchSpaceError
+from .strategies import STRATEGIES, PPOController, Proposal, RandomSearch, RegularizedEvolution, Strategy, create_strategy
+
+__all__ = ["CHILD_PRESETS", "ChildSettings", "Decision", "PPOController", "Proposal", "RandomSearch",
+           "RegularizedEvolution", "STRATEGIES", "SearchConfig", "SearchError", "SearchRun", "SearchSpace",
+           "SearchSpaceError", "Strategy", "create_strategy", "evaluate_child"]

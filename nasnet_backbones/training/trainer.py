@@ -130,8 +130,10 @@ class Trainer:
         sync_bn: bool = False,
         run_info: dict[str, Any] | None = None,
         export_metadata: dict[str, str] | None = None,
+        progress: bool = True,
     ) -> None:
         self.recipe, self.ctx, self.seed = recipe, ctx, seed
+        self.progress = progress and ctx.is_main
         self.export_metadata = export_metadata or {}
         self.output_dir = Path(output_dir)
         self.run_info = run_info or {}
@@ -308,7 +310,7 @@ class Trainer:
         self.sampler.set_epoch(s.epoch, s.batch_in_epoch)
         self.net.train()
         bar = tqdm(total=self.steps_per_epoch, initial=s.batch_in_epoch, desc=f"epoch {s.epoch + 1}/{self.recipe.epochs}",
-                   disable=not self.ctx.is_main, unit="step", dynamic_ncols=True)
+                   disable=not self.progress, unit="step", dynamic_ncols=True)
         start, seen, loss_sum, batches = time.perf_counter(), 0, 0.0, 0
         for images, target in self.train_loader:
             loss = self._train_step(images, target)

@@ -1,0 +1,174 @@
+"""``nasnet search``: run, resume and compare cell searches.
+
+    nasnet search --strategy ppo --dataset cifar10 --data-dir ~/data --trials 500 --out runs/ppo
+    nasnet search --out runs/ppo --resume            # continues with the settings it was started with
+    nasnet search compare runs/ppo runs/random -o compare.png
+    nasnet search report runs/ppo                    # rewrite top_k.md, rewards.png, cell diagrams
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nasnet_backbones.data import default_workers
+from nasnet_backbones.ops import NASNET_SEARCH_OPS
+
+from .child import CHILD_PRESETS, ChildSettings, default_preset
+from .data import DATASETS, search_splits
+from .executor import EXECUTORS
+from .report import load_run, plot_runs, top_k_table, write_report
+from .run import SEARCH_FILE, SearchConfig, SearchError, SearchRun
+from .space import SearchSpace
+from .strategies import STRATEGIES
+
+__all__ = ["add_parser", "run"]
+
+logger = logging.getLogger(__name__)
+
+# (flag, ChildSettings field, type, help)
+_CHILD_FLAGS = [
+    ("--child-cells", "cells", int, "N: normal cells per stack of each child (paper: 2)"),
+    ("--child-filters", "filters", int, "F: first-stack width of each child"),
+    ("--child-epochs", "epochs", int, "training epochs per child (paper: 20)"),
+    ("--child-batch-size", "batch_size", int, "child training batch size"),
+    ("--child-lr", "lr", float, "child learning rate (cosine decay)"),
+    ("--train-size", "train_size", int, "train children on this many images (default: all not held out)"),
+    ("--val-size", "val_size", int, "images held out of the training set to score children (paper: 5000)"),
+    ("--img-size", "img_size", int, "synthetic dataset: image side"),
+]
+# (flag, strategy, option, type, help)
+_STRATEGY_FLAGS = [
+    ("--controller-lr", "ppo", "lr", float, "ppo: controller learning rate (paper: 0.00035)"),
+    ("--controller-batch", "ppo", "batch_size", int, "ppo: rewards per PPO update (paper: 20)"),
+    ("--entropy-weight", "ppo", "entropy_weight", float, "ppo: entropy bonus weight (paper: 0.00001)"),
+    ("--population-size", "evolution", "population_size", int, "evolution: population P (AmoebaNet: 100)"),
+    ("--sample-size", "evolution", "sample_size", int, "evolution: tournament sample S (AmoebaNet: 25)"),
+]
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "search", help="search NASNet cells on CIFAR-10 (PPO controller, random, regularized evolution)",
+        description="Search normal and reduction cells in the paper's space. Each candidate is a small CIFAR-stem "
+        "network trained on CIFAR-10 minus a held-out split (its accuracy there is the reward), as Ray tasks. "
+        "Subcommands: 'compare RUN_DIR...' plots runs together; 'report RUN_DIR' rewrites a run's outputs.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", help="run directory (results.jsonl, state.pt, best_genotype.json, plots)")
+    p.add_argument("--resume", action="store_true", help="continue the search in --out with its saved settings")
+    p.add_argument("--strategy", choices=sorted(STRATEGIES), help="search strategy (default: ppo)")
+    p.add_argument("--dataset", choices=DATASETS, help="cifar10, or synthetic (generated; for tests and demos) "
+                   "(default: cifar10)")
+    p.add_argument("--data-dir", help="cifar10: the folder that holds (or will get) cifar-10-batches-py")
+    p.add_argument("--no-download", action="store_true", help="cifar10: never try to download")
+    p.add_argument("--trials", type=int, default=100, help="children to evaluate in all (resume may raise it)")
+    p.add_argument("--workers", type=int, default=torch.cuda.device_count() or default_workers(),
+                   help="children evaluated at once")
+    p.add_argument("--seed", type=int, help="strategy seed; child k trains with seed + k (default: 0)")
+    p.add_argument("--executor", choices=sorted(EXECUTORS), default="ray",
+                   help="ray: children as Ray tasks; inprocess: one at a time in this process (debugging)")
+    p.add_argument("--ray-address", help="join this Ray cluster ('auto', 'ray://head:10001'); default: start a "
+                   "local one")
+    p.add_argument("--preset", choices=sorted(CHILD_PRESETS), help="child size and schedule: gpu (the paper's), cpu "
+                   "(a proxy for a few cores), tiny (synthetic data); default: tiny for synthetic, else gpu when "
+                   "CUDA is present, else cpu")
+    for flag, dest, typ, text in _CHILD_FLAGS:
+        p.add_argument(flag, dest=f"child_{dest}", type=typ, help=text)
+    p.add_argument("--blocks", type=int, help="B: blocks per cell (default: 5)")
+    p.add_argument("--ops", help="comma-separated op names (default: the paper's 13: " + ",".join(NASNET_SEARCH_OPS) + ")")
+    p.add_argument("--combine", help="comma-separated combine ops: add, concat (default: add)")
+    for flag, _, option, typ, text in _STRATEGY_FLAGS:
+        p.add_argument(flag, dest=f"strategy_{option}", type=typ, help=text)
+    p.add_argument("--top-k", type=int, default=10, help="rows of the top-k table")
+    p.set_defaults(func=run)
+
+    sub = p.add_subparsers(dest="search_command", metavar="{compare,report}")
+    compare = sub.add_parser("compare", help="plot several runs' reward curves on one figure")
+    compare.add_argument("runs", nargs="+", help="search run directories")
+    compare.add_argument("-o", "--output", default="search_compare.png", help="figure to write (png, svg, pdf)")
+    compare.set_defaults(func=run_compare)
+    report = sub.add_parser("report", help="rewrite a run's top-k table, reward plot and cell diagrams")
+    report.add_argument("run_dir")
+    report.add_argument("--top-k", type=int, default=10)
+    report.set_defaults(func=run_report)
+
+
+def _split_names(text: str | None) -> tuple[str, ...] | None:
+    return None if text is None else tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def _config(args: argparse.Namespace, saved: dict[str, Any] | None) -> SearchConfig:
+    """The search's settings: the flags given, over the saved run's settings on --resume, over defaults."""
+    saved_space = saved["space"] if saved else {}
+    space = SearchSpace(
+        num_blocks=args.blocks if args.blocks is not None else saved_space.get("num_blocks", 5),
+        ops=_split_names(args.ops) or tuple(saved_space.get("ops", NASNET_SEARCH_OPS)),
+        combine_ops=_split_names(args.combine) or tuple(saved_space.get("combine_ops", ("add",))))
+    strategy = args.strategy or (saved["strategy"] if saved else "ppo")
+    options = dict(saved["strategy_settings"]) if saved and saved["strategy"] == strategy else {}
+    for flag, owner, option, _, _ in _STRATEGY_FLAGS:
+        value = getattr(args, f"strategy_{option}")
+        if value is not None:
+            if owner != strategy:
+                raise ValueError(f"{flag} is a setting of the {owner} strategy, not of {strategy}")
+            options[option] = value
+    dataset = args.dataset or (saved["child"]["dataset"] if saved else "cifar10")
+    if saved and args.preset is None:
+        child = ChildSettings.from_dict(saved["child"])
+    else:
+        child = CHILD_PRESETS[args.preset or default_preset(dataset)].with_overrides(dataset=dataset)
+    child = child.with_overrides(data_dir=args.data_dir, **{dest: getattr(args, f"child_{dest}") for _, dest, _, _ in _CHILD_FLAGS})
+    if child.dataset == "cifar10" and child.data_dir is None:
+        raise ValueError("--dataset cifar10 needs --data-dir (the folder that holds, or will get, cifar-10-batches-py); "
+                         "--dataset synthetic needs no data")
+    seed = args.seed if args.seed is not None else (saved["seed"] if saved else 0)
+    return SearchConfig(strategy, space, child, options, seed)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.out:
+        raise ValueError("nasnet search needs --out DIR (where results, state and plots go)")
+    out = Path(args.out).expanduser()
+    saved = None
+    if args.resume:
+        if not (out / SEARCH_FILE).is_file():
+            raise SearchError(f"nothing to resume: {out / SEARCH_FILE} does not exist")
+        saved = json.loads((out / SEARCH_FILE).read_text())
+    config = _config(args, saved)
+    # Read (or fetch) the data once here: a missing dataset fails now, before anything is written.
+    child = config.child
+    search_splits(child.dataset, child.data_dir, child.val_size, child.train_size, child.img_size,
+                  download=not args.no_download)
+    search = SearchRun(out, config, resume=args.resume)
+    logger.info("search space: %s; strategy %s; children: %s", config.space.describe(), config.strategy, child)
+    executor_cls = EXECUTORS[args.executor]
+    search.run(args.trials, args.workers, lambda: executor_cls(args.workers, args.ray_address))
+    written = write_report(out, k=args.top_k)
+    print((out / "top_k.md").read_text())
+    print(f"best genotype: {out / 'best_genotype.json'}")
+    for name, path in written.items():
+        logger.info("wrote %s: %s", name, path)
+    return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    runs = [load_run(d) for d in args.runs]
+    empty = [label for label, rows in runs if not rows]
+    if empty:
+        raise ValueError(f"no finished children in {', '.join(empty)}")
+    path = plot_runs(runs, args.output, title=f"{len(runs)} searches")
+    for label, rows in runs:
+        print(f"{label}: {len(rows)} models, best {max(r['reward'] for r in rows):.4f}")
+    print(path)
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    write_report(args.run_dir, k=args.top_k)
+    print(top_k_table(load_run(args.run_dir)[1], args.top_k))
+    return 0

@@ -1,0 +1,106 @@
+"""What a search leaves behind for people: the top-k table, the reward curves and cell diagrams.
+
+The curves follow the paper's Fig. 6 (RL against random search): for each run, the mean reward of
+the best 1, 5 and 25 distinct models found so far, against the number of models evaluated. Several
+runs on one figure (``nasnet search compare``) show which strategy finds good cells sooner.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from nasnet_backbones.draw import draw_genotype
+from nasnet_backbones.genotype import Genotype
+
+__all__ = ["load_run", "top_k_table", "top_k_curve", "plot_runs", "write_report"]
+
+logger = logging.getLogger(__name__)
+
+TOP_KS = (1, 5, 25)
+
+
+def load_run(run_dir: str | Path) -> tuple[str, list[dict[str, Any]]]:
+    """(label, result rows) of a search directory; the label names the strategy and the folder."""
+    run_dir = Path(run_dir).expanduser()
+    results = run_dir / "results.jsonl"
+    if not results.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a search directory: {results} does not exist")
+    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    meta_file = run_dir / "search.json"
+    strategy = json.loads(meta_file.read_text()).get("strategy", "?") if meta_file.is_file() else "?"
+    return f"{strategy} ({run_dir.name})", rows
+
+
+def top_k_curve(rewards: Sequence[float], k: int) -> np.ndarray:
+    """Mean of the ``k`` best rewards among the first ``n`` models, for n = k..len(rewards)."""
+    out, best = [], []
+    for r in rewards:
+        best = sorted([*best, r], reverse=True)[:k]
+        out.append(np.mean(best) if len(best) == k else np.nan)
+    return np.array(out, dtype=np.float64)
+
+
+def top_k_table(rows: Sequence[dict[str, Any]], k: int = 10) -> str:
+    """A Markdown table of the ``k`` best children."""
+    ranked = sorted(rows, key=lambda r: r["reward"], reverse=True)[:k]
+    lines = ["| rank | reward | hash | params | mult-adds | child | seconds |", "|---:|---:|---|---:|---:|---:|---:|"]
+    for rank, r in enumerate(ranked, 1):
+        lines.append(f"| {rank} | {r['reward']:.4f} | `{r['hash']}` | {r.get('params', 0):,} | {r.get('madds', 0):,} | "
+                     f"{r['index']} | {r.get('wall_time', float('nan')):.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_runs(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], path: str | Path, title: str = "") -> Path:
+    """Reward against models evaluated: top-1/5/25 mean curves per run (points too for one run)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    styles = {1: "-", 5: "--", 25: ":"}
+    for index, (label, rows) in enumerate(runs):
+        colour = f"C{index % 10}"
+        rewards = [r["reward"] for r in rows]
+        x = np.arange(1, len(rewards) + 1)
+        if len(runs) == 1:
+            ax.scatter(x, rewards, s=8, color="0.6", label="each model", zorder=1)
+        for k in TOP_KS:
+            curve = top_k_curve(rewards, k)
+            if np.isfinite(curve).any():
+                ax.plot(x, curve, styles[k], color=colour, label=f"{label}: top-{k} mean", zorder=2)
+    ax.set_xlabel("models evaluated")
+    ax.set_ylabel("validation accuracy (reward)")
+    ax.set_title(title or "Reward of the best models found so far")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return path
+
+
+def write_report(run_dir: str | Path, k: int = 10) -> dict[str, Path]:
+    """Write ``top_k.md``, ``rewards.png`` and the best cells' diagrams into a search directory."""
+    run_dir = Path(run_dir).expanduser()
+    label, rows = load_run(run_dir)
+    if not rows:
+        raise ValueError(f"{run_dir}: no child has finished yet")
+    written = {"top_k": run_dir / "top_k.md"}
+    written["top_k"].write_text(f"# Top {min(k, len(rows))} of {len(rows)} children: {label}\n\n" + top_k_table(rows, k))
+    written["plot"] = plot_runs([(label, rows)], run_dir / "rewards.png", title=f"{label}: {len(rows)} models")
+    best_file = run_dir / "best_genotype.json"
+    if best_file.is_file():
+        best = Genotype.from_json(best_file)
+    else:
+        best = Genotype.from_dict(max(rows, key=lambda r: r["reward"])["genotype"])
+    for cell in ("normal", "reduce"):
+        for suffix in ("png", "svg"):
+            written[f"{cell}_{suffix}"] = draw_genotype(best, run_dir / f"best_{cell}.{suffix}", cells=(cell,))
+    return written

@@ -1,0 +1,290 @@
+"""The search loop: propose, evaluate on workers, observe, and never lose a finished child.
+
+A run directory holds:
+
+* ``search.json``: what defines the search (space, strategy and its settings, child settings, seed);
+  a resumed search must match it.
+* ``results.jsonl``: one line per finished child (genotype, hash, reward, params, mult-adds, wall
+  time, seed), appended and flushed to disk as each child finishes. It is the record of truth and
+  the cache: a genotype whose hash is in it is never trained again.
+* ``state.pt``: the strategy's state and the proposals in flight, rewritten (atomically) after
+  every proposal and every result.
+* outputs: ``best_genotype.json`` (kept current), and at the end ``top_k.md``, ``rewards.png``,
+  ``best_normal.{png,svg}``, ``best_reduce.{png,svg}``; TensorBoard scalars in ``tensorboard/``.
+
+Resuming after any crash, ``kill -9`` included: the log is read (a half-written last line is cut
+off), results that finished after the last state save are observed, and the proposals still in
+flight are submitted again under their own ids and seeds. Nothing else is re-evaluated.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from tqdm import tqdm
+
+from nasnet_backbones.genotype import Genotype, GenotypeError
+
+from .child import ChildSettings
+from .executor import ChildFailed, Executor
+from .space import SearchSpace
+from .strategies import Proposal, create_strategy
+
+__all__ = ["SearchConfig", "SearchRun", "SearchError", "ResultsLog", "SEARCH_FILE", "RESULTS_FILE", "STATE_FILE",
+           "BEST_FILE"]
+
+logger = logging.getLogger(__name__)
+
+SEARCH_FILE = "search.json"
+RESULTS_FILE = "results.jsonl"
+STATE_FILE = "state.pt"
+BEST_FILE = "best_genotype.json"
+FORMAT_VERSION = 1
+MAX_REPEATS_IN_A_ROW = 1000  # a strategy that only re-proposes evaluated cells has converged
+
+
+class SearchError(ValueError):
+    """A search that cannot start or continue as asked; nothing on disk was changed."""
+
+
+@dataclass
+class SearchConfig:
+    """Everything that defines a search: two runs with equal configs are comparable."""
+
+    strategy: str
+    space: SearchSpace = field(default_factory=SearchSpace)
+    child: ChildSettings = field(default_factory=ChildSettings)
+    strategy_options: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+
+    def to_dict(self, strategy_settings: dict[str, Any]) -> dict[str, Any]:
+        return {"format_version": FORMAT_VERSION, "strategy": self.strategy, "strategy_settings": strategy_settings,
+                "space": self.space.to_dict(), "child": self.child.to_dict(), "seed": self.seed}
+
+
+def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    tmp.replace(path)
+
+
+class ResultsLog:
+    """``results.jsonl``: append-only, one JSON object per line, each flushed and fsynced."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rows: list[dict[str, Any]] = []
+
+    def read(self, space: SearchSpace) -> None:
+        """Load existing rows; cut off a torn last line; refuse rows outside ``space``."""
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        complete = data[: data.rfind(b"\n") + 1]
+        if len(complete) != len(data):
+            logger.warning("%s: dropping a half-written last line (a child that was being recorded when the search "
+                           "stopped; it is still in flight and runs again)", self.path)
+            with open(self.path, "r+b") as f:
+                f.truncate(len(complete))
+        for number, line in enumerate(complete.decode().splitlines(), 1):
+            try:
+                row = json.loads(line)
+                genotype = Genotype.from_dict(row["genotype"])
+            except (json.JSONDecodeError, KeyError, TypeError, GenotypeError) as exc:
+                raise SearchError(f"{self.path}, line {number}: not a result of this tool ({exc}); move the file "
+                                  "aside or start a new search with another --out") from None
+            if not space.contains(genotype):
+                raise SearchError(f"{self.path}, line {number}: genotype {row.get('hash')} is not in this search space "
+                                  f"({space.describe()}); the log is from a different search. Resume it with its own "
+                                  "settings or start a new search with another --out")
+            self.rows.append(row)
+
+    def append(self, row: dict[str, Any]) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.rows.append(row)
+
+
+def _differences(saved: Any, now: Any, prefix: str = "") -> list[str]:
+    if isinstance(saved, dict) and isinstance(now, dict):
+        out = []
+        for key in sorted(set(saved) | set(now)):
+            out += _differences(saved.get(key), now.get(key), f"{prefix}{key}.")
+        return out
+    if saved != now and not (isinstance(saved, list) and isinstance(now, tuple) and saved == list(now)):
+        return [f"{prefix.rstrip('.')}: {saved!r} -> {now!r}"]
+    return []
+
+
+class SearchRun:
+    """One search in ``out_dir``: ``run(trials)`` evaluates children until ``trials`` have finished."""
+
+    def __init__(self, out_dir: str | Path, config: SearchConfig, resume: bool = False) -> None:
+        self.out = Path(out_dir).expanduser()
+        self.config = config
+        self.space = config.space
+        self.strategy = create_strategy(config.strategy, config.space, seed=config.seed, **config.strategy_options)
+        self.log = ResultsLog(self.out / RESULTS_FILE)
+        self.in_flight: dict[int, Proposal] = {}
+        self.waiting: dict[str, list[Proposal]] = {}  # repeats of a genotype that is still training
+        self.requeue: list[Proposal] = []
+        self.repeats = 0
+        self._prepare(resume)
+        self.cache = {row["hash"]: row["reward"] for row in self.log.rows}
+
+    # -- start / resume ------------------------------------------------------------------------
+
+    def _prepare(self, resume: bool) -> None:
+        search_file = self.out / SEARCH_FILE
+        wanted = self.config.to_dict(self.strategy.settings())
+        if not resume:
+            if search_file.exists() or (self.out / RESULTS_FILE).exists():
+                raise SearchError(f"{self.out} already holds a search; pass --resume to continue it, or choose another --out")
+            self.out.mkdir(parents=True, exist_ok=True)
+            _write_atomic(search_file, lambda p: p.write_text(json.dumps(wanted, indent=2) + "\n"))
+            return
+        if not search_file.is_file():
+            raise SearchError(f"nothing to resume: {search_file} does not exist")
+        saved = json.loads(search_file.read_text())
+        comparable = lambda d: {**d, "child": ChildSettings.from_dict(d["child"]).reward_defining()}  # noqa: E731
+        changed = _differences(comparable(saved), comparable(wanted))
+        if changed:
+            raise SearchError(f"{self.out} holds a search with other settings ({'; '.join(changed)}). Resume it with "
+                              "the same settings, or start a new search with another --out")
+        self.log.read(self.space)
+        state_file = self.out / STATE_FILE
+        if state_file.is_file():
+            state = torch.load(state_file, map_location="cpu", weights_only=True)
+            self.strategy.load_state_dict(state["strategy"])
+            self.repeats = int(state["repeats"])
+            pending = [Proposal.from_dict(p) for p in state["in_flight"]]
+            pending += [Proposal.from_dict(p) for group in state["waiting"] for p in group]
+        else:
+            pending = []
+        logged = {row["proposal"]: row for row in self.log.rows}
+        late = [p for p in pending if p.id in logged]  # finished after the last state save
+        for proposal in late:
+            self.strategy.observe(proposal, logged[proposal.id]["reward"])
+        self.requeue = [p for p in pending if p.id not in logged]
+        logger.info("resuming %s: %d children finished, %d observed late, %d re-queued", self.out, len(self.log.rows),
+                    len(late), len(self.requeue))
+
+    def _save_state(self) -> None:
+        state = {"strategy": self.strategy.state_dict(), "repeats": self.repeats,
+                 "in_flight": [p.to_dict() for p in self.in_flight.values()],
+                 "waiting": [[p.to_dict() for p in group] for group in self.waiting.values()]}
+        _write_atomic(self.out / STATE_FILE, lambda p: torch.save(state, p))
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def _next_proposal(self) -> Proposal:
+        return self.requeue.pop(0) if self.requeue else self.strategy.propose()
+
+    def _submit_more(self, executor: Executor, trials: int, workers: int) -> bool:
+        """Fill the free workers; False when the strategy only repeats evaluated genotypes."""
+        in_flight_hashes = {self.space.decode(p.decisions).hash(): p for p in self.in_flight.values()}
+        repeats_in_a_row = 0
+        while executor.pending < workers and len(self.log.rows) + executor.pending < trials:
+            proposal = self._next_proposal()
+            genotype = self.space.decode(proposal.decisions)
+            key = genotype.hash()
+            if key in self.cache or key in in_flight_hashes:
+                self.repeats += 1
+                repeats_in_a_row += 1
+                if key in self.cache:
+                    self.strategy.observe(proposal, self.cache[key])
+                else:
+                    self.waiting.setdefault(key, []).append(proposal)
+                if repeats_in_a_row >= MAX_REPEATS_IN_A_ROW:
+                    self._save_state()
+                    return False
+                continue
+            repeats_in_a_row = 0
+            self.in_flight[proposal.id] = proposal
+            in_flight_hashes[key] = proposal
+            self._save_state()  # before submitting: a crash now re-queues it
+            executor.submit(proposal.id, genotype, self.config.child, self.config.seed + proposal.id)
+        self._save_state()
+        return True
+
+    def _record(self, proposal: Proposal, result: dict[str, Any]) -> dict[str, Any]:
+        genotype = self.space.decode(proposal.decisions)
+        row = {"index": len(self.log.rows), "proposal": proposal.id, "hash": genotype.hash(),
+               "reward": float(result["reward"]), **{k: v for k, v in result.items() if k != "reward"},
+               "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+               "decisions": proposal.decisions, "genotype": genotype.to_dict()}
+        best_before = max((r["reward"] for r in self.log.rows), default=-math.inf)
+        self.log.append(row)  # the commit point
+        self.cache[row["hash"]] = row["reward"]
+        self.strategy.observe(proposal, row["reward"])
+        for repeat in self.waiting.pop(row["hash"], []):
+            self.strategy.observe(repeat, row["reward"])
+        if row["reward"] > best_before:
+            self.write_best()
+        return row
+
+    def write_best(self) -> Genotype | None:
+        if not self.log.rows:
+            return None
+        best = max(self.log.rows, key=lambda r: r["reward"])
+        genotype = Genotype.from_dict({**best["genotype"], "name": f"search-{self.config.strategy}-{best['hash']}",
+                                       "source": f"nasnet search {self.config.strategy} in {self.out}: child "
+                                                 f"{best['index']}, reward {best['reward']:.4f}"})
+        genotype.to_json(self.out / BEST_FILE)
+        return genotype
+
+    def run(self, trials: int, workers: int, executor_factory: Callable[[], Executor]) -> list[dict[str, Any]]:
+        """Evaluate children until ``trials`` have finished; return the results log."""
+        if trials < 1 or workers < 1:
+            raise SearchError(f"--trials and --workers must be >= 1, got {trials} and {workers}")
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(self.out / "tensorboard"), purge_step=len(self.log.rows) or None)
+        bar = tqdm(total=trials, initial=min(len(self.log.rows), trials), desc=f"search ({self.config.strategy})",
+                   unit="child", dynamic_ncols=True)
+        executor = executor_factory() if len(self.log.rows) < trials else None
+        start = time.perf_counter()
+        try:
+            while executor is not None:
+                if not self._submit_more(executor, trials, workers):
+                    logger.warning("the %s strategy proposed only evaluated genotypes %d times in a row: it has "
+                                   "converged; stopping at %d children", self.config.strategy, MAX_REPEATS_IN_A_ROW,
+                                   len(self.log.rows))
+                if executor.pending == 0:
+                    break
+                for key, outcome in executor.wait():
+                    proposal = self.in_flight[key]
+                    if isinstance(outcome, ChildFailed):
+                        raise SearchError(f"child {proposal.id} ({self.space.decode(proposal.decisions).hash()}) "
+                                          f"failed: {outcome}. Fix the cause and continue with --resume; it will run again")
+                    del self.in_flight[key]
+                    row = self._record(proposal, outcome)
+                    self._save_state()
+                    step = len(self.log.rows)
+                    best = max(r["reward"] for r in self.log.rows)
+                    writer.add_scalar("search/reward", row["reward"], step)
+                    writer.add_scalar("search/best_reward", best, step)
+                    writer.add_scalar("search/child_seconds", row["wall_time"], step)
+                    for tag, value in self.strategy.metrics().items():
+                        writer.add_scalar(tag, value, step)
+                    bar.update(1)
+                    bar.set_postfix(best=f"{best:.4f}", last=f"{row['reward']:.4f}")
+        finally:
+            bar.close()
+            writer.close()
+            if executor is not None:
+                executor.shutdown()
+        elapsed = time.perf_counter() - start
+        logger.info("%d children in %s (%.1f s of this session)", len(self.log.rows), self.out, elapsed)
+        return self.log.rows
