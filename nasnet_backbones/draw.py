@@ -99,15 +99,17 @@ def draw_genotype(genotype: Genotype, path: str | Path, cells: Sequence[str] = (
         raise ValueError(f"cells must be 'normal' and/or 'reduce', got {list(cells)}")
     specs = [(c, getattr(genotype, c)) for c in cells]
     width = sum(2.5 + 1.8 * _layout(s)[2] / 2 for _, s in specs)
-    fig, axes = plt.subplots(1, len(specs), figsize=(min(24.0, width), 3.6 + 0.3 * genotype.num_blocks), squeeze=False)
-    name = genotype.name or genotype.hash()
-    for ax, (cell_name, spec) in zip(axes[0], specs):
-        draw_cell(spec, ax, f"{name}: {'normal' if cell_name == 'normal' else 'reduction'} cell")
-    fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
+    with plt.rc_context({"svg.fonttype": "none"}):  # SVG text stays text: searchable and editable
+        fig, axes = plt.subplots(1, len(specs), figsize=(min(24.0, width), 3.6 + 0.3 * genotype.num_blocks),
+                                 squeeze=False)
+        name = genotype.name or genotype.hash()
+        for ax, (cell_name, spec) in zip(axes[0], specs):
+            draw_cell(spec, ax, f"{name}: {'normal' if cell_name == 'normal' else 'reduction'} cell")
+        fig.tight_layout()
+        fig.savefig(path, dpi=150)
+        plt.close(fig)
     return path
 
 

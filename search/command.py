@@ -57,8 +57,7 @@ def add_parser(subparsers: Any) -> None:
         "search", help="search NASNet cells on CIFAR-10 (PPO controller, random, regularized evolution)",
         description="Search normal and reduction cells in the paper's space. Each candidate is a small CIFAR-stem "
         "network trained on CIFAR-10 minus a held-out split (its accuracy there is the reward), as Ray tasks. "
-        "Subcommands: 'compare RUN_DIR...' plots runs together; 'report RUN_DIR' rewrites a run's outputs.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        "Subcommands: 'compare RUN_DIR...' plots runs together; 'report RUN_DIR' rewrites a run's outputs.")
     p.add_argument("--out", help="run directory (results.jsonl, state.pt, best_genotype.json, plots)")
     p.add_argument("--resume", action="store_true", help="continue the search in --out with its saved settings")
     p.add_argument("--strategy", choices=sorted(STRATEGIES), help="search strategy (default: ppo)")
@@ -66,7 +65,8 @@ def add_parser(subparsers: Any) -> None:
                    "(default: cifar10)")
     p.add_argument("--data-dir", help="cifar10: the folder that holds (or will get) cifar-10-batches-py")
     p.add_argument("--no-download", action="store_true", help="cifar10: never try to download")
-    p.add_argument("--trials", type=int, default=100, help="children to evaluate in all (resume may raise it)")
+    p.add_argument("--trials", type=int, help="children to evaluate in all (default: 100; on --resume, the run's own "
+                   "target, which this raises)")
     p.add_argument("--workers", type=int, default=torch.cuda.device_count() or default_workers(),
                    help="children evaluated at once")
     p.add_argument("--seed", type=int, help="strategy seed; child k trains with seed + k (default: 0)")
@@ -147,7 +147,8 @@ def run(args: argparse.Namespace) -> int:
     search = SearchRun(out, config, resume=args.resume)
     logger.info("search space: %s; strategy %s; children: %s", config.space.describe(), config.strategy, child)
     executor_cls = EXECUTORS[args.executor]
-    search.run(args.trials, args.workers, lambda: executor_cls(args.workers, args.ray_address))
+    trials = args.trials if args.trials is not None else (None if args.resume else 100)
+    search.run(trials, args.workers, lambda: executor_cls(args.workers, args.ray_address))
     written = write_report(out, k=args.top_k)
     print((out / "top_k.md").read_text())
     print(f"best genotype: {out / 'best_genotype.json'}")

@@ -140,6 +140,7 @@ class SearchRun:
         self.waiting: dict[str, list[Proposal]] = {}  # repeats of a genotype that is still training
         self.requeue: list[Proposal] = []
         self.repeats = 0
+        self.trials: int | None = None  # the target of the run, saved so --resume can keep it
         self._prepare(resume)
         self.cache = {row["hash"]: row["reward"] for row in self.log.rows}
 
@@ -168,6 +169,7 @@ class SearchRun:
             state = torch.load(state_file, map_location="cpu", weights_only=True)
             self.strategy.load_state_dict(state["strategy"])
             self.repeats = int(state["repeats"])
+            self.trials = state.get("trials")
             pending = [Proposal.from_dict(p) for p in state["in_flight"]]
             pending += [Proposal.from_dict(p) for group in state["waiting"] for p in group]
         else:
@@ -181,7 +183,7 @@ class SearchRun:
                     len(late), len(self.requeue))
 
     def _save_state(self) -> None:
-        state = {"strategy": self.strategy.state_dict(), "repeats": self.repeats,
+        state = {"strategy": self.strategy.state_dict(), "repeats": self.repeats, "trials": self.trials,
                  "in_flight": [p.to_dict() for p in self.in_flight.values()],
                  "waiting": [[p.to_dict() for p in group] for group in self.waiting.values()]}
         _write_atomic(self.out / STATE_FILE, lambda p: torch.save(state, p))
@@ -244,10 +246,14 @@ class SearchRun:
         genotype.to_json(self.out / BEST_FILE)
         return genotype
 
-    def run(self, trials: int, workers: int, executor_factory: Callable[[], Executor]) -> list[dict[str, Any]]:
-        """Evaluate children until ``trials`` have finished; return the results log."""
+    def run(self, trials: int | None, workers: int, executor_factory: Callable[[], Executor]) -> list[dict[str, Any]]:
+        """Evaluate children until ``trials`` (default: a resumed run's own target) have finished."""
+        trials = trials if trials is not None else self.trials
+        if trials is None:
+            raise SearchError("--trials is needed: how many children to evaluate")
         if trials < 1 or workers < 1:
             raise SearchError(f"--trials and --workers must be >= 1, got {trials} and {workers}")
+        self.trials = trials
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(self.out / "tensorboard"), purge_step=len(self.log.rows) or None)

@@ -1,11 +1,17 @@
-"""Shared fixtures: small models and reference-model helpers."""
+"""Shared fixtures: small models, reference-model helpers, a tiny CIFAR-10 on disk."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import pickle
+from pathlib import Path
+
+import numpy as np
 
 import pytest
 import torch
+from torchvision import datasets
 
 # Under pytest-xdist each worker gets one core's worth of threads: two workers with two OpenMP
 # threads each on a 2-core machine spin against each other and run small models several times slower.
@@ -50,3 +56,36 @@ def cadene_mobile():
     ref = pretrainedmodels.nasnetamobile(num_classes=1000, pretrained=None)
     randomize_batchnorm(ref)
     return ref.eval()
+
+
+# -- CIFAR-10 in its real python-pickle format ------------------------------------------------
+
+def _write_cifar(root: Path, per_batch: int = 8) -> dict[str, str]:
+    """Write cifar-10-batches-py as the official archive lays it out; return each file's md5."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    md5 = {}
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for name in names:
+        labels = [int(v) for v in rng.integers(0, 10, per_batch)]
+        entry = {"batch_label": name, "labels": labels,
+                 "data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+                 "filenames": [f"{name}_{i}.png" for i in range(per_batch)]}
+        (folder / name).write_bytes(pickle.dumps(entry, protocol=2))
+    meta = {"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+            "num_cases_per_batch": per_batch, "num_vis": 3072}
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
+    for path in folder.iterdir():
+        md5[path.name] = hashlib.md5(path.read_bytes()).hexdigest()
+    return md5
+
+
+@pytest.fixture
+def tiny_cifar(tmp_path, monkeypatch):
+    """A tiny CIFAR-10 whose md5s torchvision's reader is told, so its integrity check runs for real."""
+    md5 = _write_cifar(tmp_path / "cifar")
+    monkeypatch.setattr(datasets.CIFAR10, "train_list", [[f"data_batch_{i}", md5[f"data_batch_{i}"]] for i in range(1, 6)])
+    monkeypatch.setattr(datasets.CIFAR10, "test_list", [["test_batch", md5["test_batch"]]])
+    monkeypatch.setattr(datasets.CIFAR10, "meta", {**datasets.CIFAR10.meta, "md5": md5["batches.meta"]})
+    return tmp_path / "cifar"

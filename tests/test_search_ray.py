@@ -1,0 +1,120 @@
+"""Search on a real local Ray cluster: a whole (tiny) search writes every output, and a search
+killed with SIGKILL resumes without losing or repeating a child."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from nasnet_backbones import Genotype
+from nasnet_backbones.cli import main
+from search import ChildSettings, SearchConfig, SearchRun, SearchSpace
+
+# Children of a few seconds each: 8x8 synthetic images, one epoch on 200 of them.
+TINY_CHILD = ["--dataset", "synthetic", "--child-epochs", "1", "--train-size", "200", "--val-size", "100",
+              "--img-size", "8", "--child-batch-size", "25"]
+
+
+@pytest.fixture
+def ray_shutdown():
+    yield
+    import ray
+
+    ray.shutdown()
+
+
+def _rows(out: Path) -> list[dict]:
+    path = out / "results.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
+
+
+def test_three_child_search_on_ray_writes_every_output(tmp_path, capsys, ray_shutdown):
+    out = tmp_path / "ppo"
+    assert main(["search", "--strategy", "ppo", "--trials", "3", "--workers", "2", "--seed", "3", "--out", str(out),
+                 *TINY_CHILD]) == 0
+    printed = capsys.readouterr().out
+    rows = _rows(out)
+    assert len(rows) == 3 and len({r["hash"] for r in rows}) == 3
+    for row in rows:
+        assert 0.0 <= row["reward"] <= 1.0 and row["params"] > 0 and row["madds"] > 0 and row["wall_time"] > 0
+        assert row["status"] == "ok" and row["seed"] == 3 + row["proposal"]
+    best = Genotype.from_json(out / "best_genotype.json")
+    assert best.hash() == max(rows, key=lambda r: r["reward"])["hash"]
+    assert "| 1 |" in printed and "| 3 |" in printed and "best genotype" in printed
+    for name in ("top_k.md", "rewards.png", "best_normal.png", "best_normal.svg", "best_reduce.png", "best_reduce.svg"):
+        assert (out / name).stat().st_size > 0, name
+    # the best cell builds through the model command
+    assert main(["info", "--genotype", str(out / "best_genotype.json"), "--stem", "cifar", "--cells", "3",
+                 "--filters", "8"]) == 0
+    # TensorBoard scalars: reward, and the controller's entropy and baseline
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"search/reward", "search/best_reward", "ppo/entropy", "ppo/baseline"} <= tags
+    assert [e.step for e in events.Scalars("search/reward")] == [1, 2, 3]
+
+    # compare against a second run (random search, scored instantly) on one figure
+    other = tmp_path / "random"
+    SearchRun(other, SearchConfig("random", SearchSpace(), ChildSettings(dataset="synthetic"))).run(
+        5, 1, lambda: _ConstantExecutor())
+    figure = tmp_path / "compare.png"
+    assert main(["search", "compare", str(out), str(other), "-o", str(figure)]) == 0
+    assert figure.read_bytes()[:4] == b"\x89PNG"
+    assert "ppo (ppo): 3 models" in capsys.readouterr().out
+
+
+class _ConstantExecutor:
+    def __init__(self):
+        self.queue = []
+
+    def submit(self, key, genotype, settings, seed):
+        self.queue.append((key, seed))
+
+    def wait(self):
+        key, seed = self.queue.pop(0)
+        return [(key, {"reward": 0.1 * (key % 7), "params": 1, "madds": 1, "wall_time": 0.0, "seed": seed})]
+
+    @property
+    def pending(self):
+        return len(self.queue)
+
+    def shutdown(self):
+        pass
+
+
+def _search(out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "nasnet_backbones.cli", "search", "--out", str(out), *extra]
+
+
+def test_sigkill_and_resume_keep_every_child_exactly_once(tmp_path):
+    out = tmp_path / "evo"
+    trials = 6
+    cmd = _search(out, "--strategy", "evolution", "--population-size", "3", "--sample-size", "2", "--trials",
+                  str(trials), "--workers", "2", *TINY_CHILD)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not _rows(out) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, f"the search ended before it could be killed: {proc.stderr.read()[-2000:]}"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = _rows(out)
+    assert 1 <= len(before) < trials
+    done = subprocess.run(_search(out, "--resume"), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = _rows(out)
+    assert len(rows) == trials and [r["index"] for r in rows] == list(range(trials))
+    assert len({r["hash"] for r in rows}) == trials and len({r["proposal"] for r in rows}) == trials
+    assert rows[: len(before)] == before
+    assert (out / "best_genotype.json").is_file() and (out / "rewards.png").is_file()
