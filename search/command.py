@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 # (flag, ChildSettings field, type, help)
 _CHILD_FLAGS = [
     ("--child-cells", "cells", int, "N: normal cells per stack of each child (paper: 2)"),
-    ("--child-filters", "filters", int, "F: first-stack width of each child"),
+    ("--child-filters", "filters", int, "base width (num_filters) of each child's first stack"),
     ("--child-epochs", "epochs", int, "training epochs per child (paper: 20)"),
     ("--child-batch-size", "batch_size", int, "child training batch size"),
     ("--child-lr", "lr", float, "child learning rate (cosine decay)"),
@@ -122,7 +122,7 @@ def _config(args: argparse.Namespace, saved: dict[str, Any] | None) -> SearchCon
         child = ChildSettings.from_dict(saved["child"])
     else:
         child = CHILD_PRESETS[args.preset or default_preset(dataset)].with_overrides(dataset=dataset)
-    child = child.with_overrides(data_dir=args.data_dir, **{dest: getattr(args, f"child_{dest}") for _, dest, _, _ in _CHILD_FLAGS})
+    child = child.with_overrides(dataset=args.dataset, data_dir=args.data_dir, **{dest: getattr(args, f"child_{dest}") for _, dest, _, _ in _CHILD_FLAGS})
     if child.dataset == "cifar10" and child.data_dir is None:
         raise ValueError("--dataset cifar10 needs --data-dir (the folder that holds, or will get, cifar-10-batches-py); "
                          "--dataset synthetic needs no data")

@@ -90,11 +90,7 @@ class ResultsLog:
             return
         data = self.path.read_bytes()
         complete = data[: data.rfind(b"\n") + 1]
-        if len(complete) != len(data):
-            logger.warning("%s: dropping a half-written last line (a child that was being recorded when the search "
-                           "stopped; it is still in flight and runs again)", self.path)
-            with open(self.path, "r+b") as f:
-                f.truncate(len(complete))
+        rows = []
         for number, line in enumerate(complete.decode().splitlines(), 1):
             try:
                 row = json.loads(line)
@@ -106,7 +102,13 @@ class ResultsLog:
                 raise SearchError(f"{self.path}, line {number}: genotype {row.get('hash')} is not in this search space "
                                   f"({space.describe()}); the log is from a different search. Resume it with its own "
                                   "settings or start a new search with another --out")
-            self.rows.append(row)
+            rows.append(row)
+        if len(complete) != len(data):  # only once the log is known to be this search's
+            logger.warning("%s: dropping a half-written last line (a child that was being recorded when the search "
+                           "stopped; it is still in flight and runs again)", self.path)
+            with open(self.path, "r+b") as f:
+                f.truncate(len(complete))
+        self.rows = rows
 
     def append(self, row: dict[str, Any]) -> None:
         with open(self.path, "a") as f:

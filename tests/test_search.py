@@ -259,18 +259,20 @@ def _digest(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
-def test_resume_refuses_another_search_and_changes_nothing(tmp_path):
-    config = SearchConfig("random", SMALL, ChildSettings(dataset="synthetic"))
+def test_resume_refuses_another_search_and_changes_nothing(tmp_path, capsys):
+    config = SearchConfig("random", SMALL, ChildSettings(dataset="synthetic", epochs=2))
     out = tmp_path / "run"
     SearchRun(out, config).run(5, workers=1, executor_factory=lambda: InstantExecutor(SMALL))
     before = _digest(out)
-    other = SearchConfig("random", SearchSpace(num_blocks=2, ops=SMALL.ops), ChildSettings(dataset="synthetic"))
+    other = SearchConfig("random", SearchSpace(num_blocks=2, ops=SMALL.ops), config.child)
     with pytest.raises(SearchError, match=r"other settings \(space.num_blocks: 1 -> 2\)"):
         SearchRun(out, other, resume=True)
     with pytest.raises(SearchError, match="other settings.*strategy: 'random' -> 'ppo'"):
-        SearchRun(out, SearchConfig("ppo", SMALL, ChildSettings(dataset="synthetic")), resume=True)
+        SearchRun(out, SearchConfig("ppo", SMALL, config.child), resume=True)
     with pytest.raises(SearchError, match="already holds a search; pass --resume"):
         SearchRun(out, config)
+    assert main(["search", "--out", str(out), "--resume", "--child-epochs", "7"]) == 2
+    assert "child.epochs: 2 -> 7" in capsys.readouterr().err
     # search.json edited by hand to match, but the log holds genotypes of the other space
     meta = json.loads((out / "search.json").read_text())
     meta["space"] = other.space.to_dict()
