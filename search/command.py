@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from .child import CHILD_PRESETS, ChildSettings, default_preset
 from .data import DATASETS, search_splits
 from .executor import EXECUTORS
 from .report import load_run, plot_runs, top_k_table, write_report
-from .run import SEARCH_FILE, SearchConfig, SearchError, SearchRun
+from .run import SEARCH_FILE, SearchConfig, SearchError, SearchRun, read_search_file
 from .space import SearchSpace
 from .strategies import STRATEGIES
 
@@ -138,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         if not (out / SEARCH_FILE).is_file():
             raise SearchError(f"nothing to resume: {out / SEARCH_FILE} does not exist")
-        saved = json.loads((out / SEARCH_FILE).read_text())
+        saved = read_search_file(out / SEARCH_FILE)
     config = _config(args, saved)
     # Read (or fetch) the data once here: a missing dataset fails now, before anything is written.
     child = config.child

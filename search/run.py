@@ -39,7 +39,7 @@ from .executor import ChildFailed, Executor
 from .space import SearchSpace
 from .strategies import Proposal, create_strategy
 
-__all__ = ["SearchConfig", "SearchRun", "SearchError", "ResultsLog", "SEARCH_FILE", "RESULTS_FILE", "STATE_FILE",
+__all__ = ["SearchConfig", "SearchRun", "SearchError", "ResultsLog", "read_search_file", "SEARCH_FILE", "RESULTS_FILE", "STATE_FILE",
            "BEST_FILE"]
 
 logger = logging.getLogger(__name__)
@@ -118,6 +118,19 @@ class ResultsLog:
         self.rows.append(row)
 
 
+def read_search_file(path: Path) -> dict[str, Any]:
+    """A run's ``search.json``, with one clear error when it is not one."""
+    try:
+        saved = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise SearchError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); restore it, or start a new "
+                          "search with another --out") from None
+    missing = [k for k in ("strategy", "strategy_settings", "space", "child", "seed") if k not in saved]
+    if missing:
+        raise SearchError(f"{path}: not a search file of this tool (missing {', '.join(missing)})")
+    return saved
+
+
 def _differences(saved: Any, now: Any, prefix: str = "") -> list[str]:
     if isinstance(saved, dict) and isinstance(now, dict):
         out = []
@@ -159,7 +172,7 @@ class SearchRun:
             return
         if not search_file.is_file():
             raise SearchError(f"nothing to resume: {search_file} does not exist")
-        saved = json.loads(search_file.read_text())
+        saved = read_search_file(search_file)
         comparable = lambda d: {**d, "child": ChildSettings.from_dict(d["child"]).reward_defining()}  # noqa: E731
         changed = _differences(comparable(saved), comparable(wanted))
         if changed:

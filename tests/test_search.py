@@ -273,6 +273,11 @@ def test_resume_refuses_another_search_and_changes_nothing(tmp_path, capsys):
         SearchRun(out, config)
     assert main(["search", "--out", str(out), "--resume", "--child-epochs", "7"]) == 2
     assert "child.epochs: 2 -> 7" in capsys.readouterr().err
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "search.json").write_text('{"strategy": ')
+    assert main(["search", "--out", str(broken), "--resume"]) == 2
+    assert "search.json: not valid JSON" in capsys.readouterr().err
     # search.json edited by hand to match, but the log holds genotypes of the other space
     meta = json.loads((out / "search.json").read_text())
     meta["space"] = other.space.to_dict()
