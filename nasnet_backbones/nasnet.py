@@ -26,7 +26,8 @@ from .genotype import Genotype
 from .ops import OpContext
 from .padding import PADDING_MODES, Conv2dSame
 
-__all__ = ["NASNetConfig", "NASNet", "NASNetOutputs", "build_nasnet", "calc_reduction_layers", "split_model_kwargs"]
+__all__ = ["NASNetConfig", "NASNet", "NASNetOutputs", "CellLink", "build_nasnet", "calc_reduction_layers", "cell_links",
+           "split_model_kwargs"]
 
 logger = logging.getLogger(__name__)
 
@@ -89,12 +90,55 @@ class NASNetOutputs(NamedTuple):
 
 
 @dataclass(frozen=True)
-class _CellLink:
+class CellLink:
     name: str
     input: int  # position in the outputs list
     prev: int | None  # None: the cell reads its raw input as state 1
     reduction: bool
     filters: int
+
+
+def cell_links(c: NASNetConfig) -> list[CellLink]:
+    """Which cells the network has and what each reads: TF-slim's ``cell_outputs`` bookkeeping.
+
+    Output position 0 is the stem, position ``k`` the ``k``-th cell's output; a link's ``input``
+    and ``prev`` are positions. The layout depends on the configuration only, not on the cells.
+    """
+    links: list[CellLink] = []
+    first_prev = None if c.stem_prev == "raw" else 0
+
+    def prev_of(pos: int) -> int | None:
+        return pos if pos >= 0 else first_prev
+
+    def add(name: str, reduction: bool, filters: int, prev: int | None) -> None:
+        links.append(CellLink(name, len(links), prev, reduction, filters))
+
+    if c.stem == "imagenet":
+        scaling = 1.0 / c.filter_scaling_rate**c.num_stem_cells
+        for i in range(c.num_stem_cells):
+            add(f"stem_{i}", True, int(c.num_filters * scaling), prev_of(len(links) - 1))
+            scaling *= c.filter_scaling_rate
+    reductions = calc_reduction_layers(c.num_cells, c.num_reduction_layers)
+    scaling, n_red = 1.0, 0
+    for cell_num in range(c.num_cells):
+        if c.reductions_in_num_cells:
+            is_red = cell_num in reductions
+            if is_red:
+                scaling *= c.filter_scaling_rate
+                name = f"reduction_{n_red}"
+                n_red += 1
+            else:
+                name = f"cell_{cell_num}"
+            add(name, is_red, int(c.num_filters * scaling), prev_of(len(links) - 1))
+            continue
+        skip_prev = prev_of(len(links) - 1)
+        if cell_num in reductions:
+            scaling *= c.filter_scaling_rate
+            add(f"reduction_{n_red}", True, int(c.num_filters * scaling), prev_of(len(links) - 1))
+            n_red += 1
+        prev = skip_prev if c.skip_reduction_layer_input else prev_of(len(links) - 1)
+        add(f"cell_{cell_num}", False, int(c.num_filters * scaling), prev)
+    return links
 
 
 class AuxHead(nn.Module):
@@ -173,42 +217,8 @@ class NASNet(nn.Module):
             stem_shape = StateShape(stem_filters, 1)
 
         # -- layout: TF's cell_outputs list; position 0 is the stem ------------------------------
-        shapes: list[StateShape] = [stem_shape]
-        links: list[_CellLink] = []
-        first_prev = None if c.stem_prev == "raw" else 0
-
-        def prev_of(pos: int) -> int | None:
-            return pos if pos >= 0 else first_prev
-
-        def add(name: str, reduction: bool, filters: int, prev: int | None) -> None:
-            links.append(_CellLink(name, len(shapes) - 1, prev, reduction, filters))
-            shapes.append(StateShape(-1, -1))  # filled in when the cell is built
-
-        if c.stem == "imagenet":
-            scaling = 1.0 / c.filter_scaling_rate**c.num_stem_cells
-            for i in range(c.num_stem_cells):
-                add(f"stem_{i}", True, int(c.num_filters * scaling), prev_of(len(shapes) - 2))
-                scaling *= c.filter_scaling_rate
-        reductions = calc_reduction_layers(c.num_cells, c.num_reduction_layers)
-        scaling, n_red = 1.0, 0
-        for cell_num in range(c.num_cells):
-            if c.reductions_in_num_cells:
-                is_red = cell_num in reductions
-                if is_red:
-                    scaling *= c.filter_scaling_rate
-                    name = f"reduction_{n_red}"
-                    n_red += 1
-                else:
-                    name = f"cell_{cell_num}"
-                add(name, is_red, int(c.num_filters * scaling), prev_of(len(shapes) - 2))
-                continue
-            skip_prev = prev_of(len(shapes) - 2)
-            if cell_num in reductions:
-                scaling *= c.filter_scaling_rate
-                add(f"reduction_{n_red}", True, int(c.num_filters * scaling), prev_of(len(shapes) - 2))
-                n_red += 1
-            prev = skip_prev if c.skip_reduction_layer_input else prev_of(len(shapes) - 2)
-            add(f"cell_{cell_num}", False, int(c.num_filters * scaling), prev)
+        links = cell_links(c)
+        shapes: list[StateShape] = [stem_shape] + [StateShape(-1, -1)] * len(links)  # filled in as cells are built
 
         # -- cells ---------------------------------------------------------------------------------
         self.cells = nn.ModuleDict()
@@ -269,7 +279,7 @@ class NASNet(nn.Module):
 
     # -- construction helpers ------------------------------------------------------------------
 
-    def _aux_position(self, links: list[_CellLink]) -> int:
+    def _aux_position(self, links: list[CellLink]) -> int:
         reductions = [i for i, link in enumerate(links) if link.reduction and not link.name.startswith("stem")]
         if len(reductions) < 2:
             raise ValueError("the auxiliary head sits at the second reduction; this network has fewer than two")
