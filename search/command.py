@@ -20,6 +20,7 @@ from nasnet_backbones.ops import NASNET_SEARCH_OPS
 
 from .child import CHILD_PRESETS, ChildSettings, default_preset
 from .data import DATASETS, search_splits
+from .enas import SupernetTrainer
 from .executor import EXECUTORS
 from .report import load_run, plot_runs, top_k_table, write_report
 from .run import SEARCH_FILE, SearchConfig, SearchError, SearchRun, read_search_file
@@ -41,19 +42,26 @@ _CHILD_FLAGS = [
     ("--val-size", "val_size", int, "images held out of the training set to score children (paper: 5000)"),
     ("--img-size", "img_size", int, "synthetic dataset: image side"),
 ]
-# (flag, strategy, option, type, help)
+# (flag, {strategy: its option}, type, help)
 _STRATEGY_FLAGS = [
-    ("--controller-lr", "ppo", "lr", float, "ppo: controller learning rate (paper: 0.00035)"),
-    ("--controller-batch", "ppo", "batch_size", int, "ppo: rewards per PPO update (paper: 20)"),
-    ("--entropy-weight", "ppo", "entropy_weight", float, "ppo: entropy bonus weight (paper: 0.00001)"),
-    ("--population-size", "evolution", "population_size", int, "evolution: population P (AmoebaNet: 100)"),
-    ("--sample-size", "evolution", "sample_size", int, "evolution: tournament sample S (AmoebaNet: 25)"),
+    ("--controller-lr", {"ppo": "lr", "enas": "controller_lr"}, float,
+     "ppo, enas: controller learning rate (paper: 0.00035; ENAS: 0.0035)"),
+    ("--controller-batch", {"ppo": "batch_size", "enas": "controller_batch"}, int,
+     "ppo, enas: rewards per PPO update (paper: 20; enas default 10)"),
+    ("--entropy-weight", {"ppo": "entropy_weight", "enas": "entropy_weight"}, float,
+     "ppo, enas: entropy bonus weight (paper: 0.00001; ENAS: 0.0001)"),
+    ("--population-size", {"evolution": "population_size"}, int, "evolution: population P (AmoebaNet: 100)"),
+    ("--sample-size", {"evolution": "sample_size"}, int, "evolution: tournament sample S (AmoebaNet: 25)"),
+    ("--enas-epochs", {"enas": "epochs"}, int, "enas: supernet training epochs (default 50; ENAS: 150)"),
+    ("--controller-steps", {"enas": "controller_steps"}, int, "enas: controller proposals per epoch (default 20)"),
+    ("--derive-samples", {"enas": "derive_samples"}, int,
+     "enas: cells drawn from the trained controller and ranked with shared weights (default 100)"),
 ]
 
 
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
-        "search", help="search NASNet cells on CIFAR-10 (PPO controller, random, regularized evolution)",
+        "search", help="search NASNet cells on CIFAR-10 (PPO controller, random, regularized evolution, ENAS)",
         description="Search normal and reduction cells in the paper's space. Each candidate is a small CIFAR-stem "
         "network trained on CIFAR-10 minus a held-out split (its accuracy there is the reward), as Ray tasks. "
         "Subcommands: 'compare RUN_DIR...' plots runs together; 'report RUN_DIR' rewrites a run's outputs.")
@@ -81,8 +89,10 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--blocks", type=int, help="B: blocks per cell (default: 5)")
     p.add_argument("--ops", help="comma-separated op names (default: the paper's 13: " + ",".join(NASNET_SEARCH_OPS) + ")")
     p.add_argument("--combine", help="comma-separated combine ops: add, concat (default: add)")
-    for flag, _, option, typ, text in _STRATEGY_FLAGS:
-        p.add_argument(flag, dest=f"strategy_{option}", type=typ, help=text)
+    for flag, _, typ, text in _STRATEGY_FLAGS:
+        p.add_argument(flag, dest=f"strategy_{flag[2:].replace('-', '_')}", type=typ, help=text)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="enas: where the supernet trains (the search process's device)")
     p.add_argument("--top-k", type=int, default=10, help="rows of the top-k table")
     p.set_defaults(func=run)
 
@@ -110,12 +120,12 @@ def _config(args: argparse.Namespace, saved: dict[str, Any] | None) -> SearchCon
         combine_ops=_split_names(args.combine) or tuple(saved_space.get("combine_ops", ("add",))))
     strategy = args.strategy or (saved["strategy"] if saved else "ppo")
     options = dict(saved["strategy_settings"]) if saved and saved["strategy"] == strategy else {}
-    for flag, owner, option, _, _ in _STRATEGY_FLAGS:
-        value = getattr(args, f"strategy_{option}")
+    for flag, owners, _, _ in _STRATEGY_FLAGS:
+        value = getattr(args, f"strategy_{flag[2:].replace('-', '_')}")
         if value is not None:
-            if owner != strategy:
-                raise ValueError(f"{flag} is a setting of the {owner} strategy, not of {strategy}")
-            options[option] = value
+            if strategy not in owners:
+                raise ValueError(f"{flag} is a setting of the {' and '.join(owners)} strategy, not of {strategy}")
+            options[owners[strategy]] = value
     dataset = args.dataset or (saved["child"]["dataset"] if saved else "cifar10")
     if saved and args.preset is None:
         child = ChildSettings.from_dict(saved["child"])
@@ -145,9 +155,15 @@ def run(args: argparse.Namespace) -> int:
                   download=not args.no_download)
     search = SearchRun(out, config, resume=args.resume)
     logger.info("search space: %s; strategy %s; children: %s", config.space.describe(), config.strategy, child)
+    if args.trials is not None or not args.resume:
+        search.trials = args.trials if args.trials is not None else 100
+    if search.trials is None:
+        raise SearchError("--trials is needed: how many children to evaluate")
+    search.save_state()  # the target survives a crash in any phase
+    if config.strategy == "enas":
+        SupernetTrainer(search, args.device).run()  # phase 1; the derived cells are the children
     executor_cls = EXECUTORS[args.executor]
-    trials = args.trials if args.trials is not None else (None if args.resume else 100)
-    search.run(trials, args.workers, lambda: executor_cls(args.workers, args.ray_address))
+    search.run(None, args.workers, lambda: executor_cls(args.workers, args.ray_address))
     written = write_report(out, k=args.top_k)
     print((out / "top_k.md").read_text())
     print(f"best genotype: {out / 'best_genotype.json'}")

@@ -39,7 +39,7 @@ from .executor import ChildFailed, Executor
 from .space import SearchSpace
 from .strategies import Proposal, create_strategy
 
-__all__ = ["SearchConfig", "SearchRun", "SearchError", "ResultsLog", "read_search_file", "SEARCH_FILE", "RESULTS_FILE", "STATE_FILE",
+__all__ = ["SearchConfig", "SearchRun", "SearchError", "ResultsLog", "read_search_file", "write_atomic", "SEARCH_FILE", "RESULTS_FILE", "STATE_FILE",
            "BEST_FILE"]
 
 logger = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ class SearchConfig:
                 "space": self.space.to_dict(), "child": self.child.to_dict(), "seed": self.seed}
 
 
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     write(tmp)
     tmp.replace(path)
@@ -156,6 +156,8 @@ class SearchRun:
         self.requeue: list[Proposal] = []
         self.repeats = 0
         self.trials: int | None = None  # the target of the run, saved so --resume can keep it
+        self.elapsed_before = 0.0  # seconds the search ran in earlier sessions
+        self._session_start = time.perf_counter()
         self._prepare(resume)
         self.cache = {row["hash"]: row["reward"] for row in self.log.rows}
 
@@ -168,7 +170,7 @@ class SearchRun:
             if search_file.exists() or (self.out / RESULTS_FILE).exists():
                 raise SearchError(f"{self.out} already holds a search; pass --resume to continue it, or choose another --out")
             self.out.mkdir(parents=True, exist_ok=True)
-            _write_atomic(search_file, lambda p: p.write_text(json.dumps(wanted, indent=2) + "\n"))
+            write_atomic(search_file, lambda p: p.write_text(json.dumps(wanted, indent=2) + "\n"))
             return
         if not search_file.is_file():
             raise SearchError(f"nothing to resume: {search_file} does not exist")
@@ -185,6 +187,7 @@ class SearchRun:
             self.strategy.load_state_dict(state["strategy"])
             self.repeats = int(state["repeats"])
             self.trials = state.get("trials")
+            self.elapsed_before = float(state.get("elapsed", 0.0))
             pending = [Proposal.from_dict(p) for p in state["in_flight"]]
             pending += [Proposal.from_dict(p) for group in state["waiting"] for p in group]
         else:
@@ -197,11 +200,17 @@ class SearchRun:
         logger.info("resuming %s: %d children finished, %d observed late, %d re-queued", self.out, len(self.log.rows),
                     len(late), len(self.requeue))
 
-    def _save_state(self) -> None:
+    def save_state(self) -> None:
         state = {"strategy": self.strategy.state_dict(), "repeats": self.repeats, "trials": self.trials,
+                 "elapsed": self.elapsed,
                  "in_flight": [p.to_dict() for p in self.in_flight.values()],
                  "waiting": [[p.to_dict() for p in group] for group in self.waiting.values()]}
-        _write_atomic(self.out / STATE_FILE, lambda p: torch.save(state, p))
+        write_atomic(self.out / STATE_FILE, lambda p: torch.save(state, p))
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds this search has run, over all its sessions (for reward-against-time plots)."""
+        return self.elapsed_before + time.perf_counter() - self._session_start
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -224,23 +233,23 @@ class SearchRun:
                 else:
                     self.waiting.setdefault(key, []).append(proposal)
                 if repeats_in_a_row >= MAX_REPEATS_IN_A_ROW:
-                    self._save_state()
+                    self.save_state()
                     return False
                 continue
             repeats_in_a_row = 0
             self.in_flight[proposal.id] = proposal
             in_flight_hashes[key] = proposal
-            self._save_state()  # before submitting: a crash now re-queues it
+            self.save_state()  # before submitting: a crash now re-queues it
             executor.submit(proposal.id, genotype, self.config.child, self.config.seed + proposal.id)
-        self._save_state()
+        self.save_state()
         return True
 
     def _record(self, proposal: Proposal, result: dict[str, Any]) -> dict[str, Any]:
         genotype = self.space.decode(proposal.decisions)
         row = {"index": len(self.log.rows), "proposal": proposal.id, "hash": genotype.hash(),
                "reward": float(result["reward"]), **{k: v for k, v in result.items() if k != "reward"},
-               "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-               "decisions": proposal.decisions, "genotype": genotype.to_dict()}
+               "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "elapsed": self.elapsed,
+               "info": proposal.info, "decisions": proposal.decisions, "genotype": genotype.to_dict()}
         best_before = max((r["reward"] for r in self.log.rows), default=-math.inf)
         self.log.append(row)  # the commit point
         self.cache[row["hash"]] = row["reward"]
@@ -291,7 +300,7 @@ class SearchRun:
                                           f"failed: {outcome}. Fix the cause and continue with --resume; it will run again")
                     del self.in_flight[key]
                     row = self._record(proposal, outcome)
-                    self._save_state()
+                    self.save_state()
                     step = len(self.log.rows)
                     best = max(r["reward"] for r in self.log.rows)
                     writer.add_scalar("search/reward", row["reward"], step)

@@ -152,7 +152,7 @@ def test_strategy_state_restores_exactly(name, tmp_path):
 
 
 def test_unknown_strategy_and_bad_options():
-    with pytest.raises(ValueError, match="unknown search strategy 'bayes'; choose one of evolution, ppo, random"):
+    with pytest.raises(ValueError, match="unknown search strategy .bayes.; choose one of enas, evolution, ppo, random"):
         create_strategy("bayes", SearchSpace())
     with pytest.raises(ValueError, match="strategy 'random'.*population_size"):
         create_strategy("random", SearchSpace(), population_size=3)

@@ -118,3 +118,50 @@ def test_sigkill_and_resume_keep_every_child_exactly_once(tmp_path):
     assert len({r["hash"] for r in rows}) == trials and len({r["proposal"] for r in rows}) == trials
     assert rows[: len(before)] == before
     assert (out / "best_genotype.json").is_file() and (out / "rewards.png").is_file()
+
+
+# -- weight-sharing (ENAS) search ---------------------------------------------------------------
+
+# A small space in which shared weights learn within a few epochs on a CPU.
+ENAS_SMALL = ["--strategy", "enas", "--dataset", "synthetic", "--blocks", "1", "--ops",
+              "sep_conv_3x3,max_pool_3x3,identity", "--controller-steps", "10", "--derive-samples", "12",
+              "--child-epochs", "1", "--train-size", "1600", "--val-size", "400", "--img-size", "16"]
+
+
+def _shared(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "shared_rewards.jsonl").read_text().splitlines()]
+
+
+def test_short_enas_run_learns_and_writes_the_standard_outputs(tmp_path, capsys):
+    out = tmp_path / "enas"
+    assert main(["search", *ENAS_SMALL, "--enas-epochs", "4", "--trials", "2", "--executor", "inprocess",
+                 "--out", str(out)]) == 0
+    shared = _shared(out)
+    assert [r["epoch"] for r in shared] == [1, 2, 3, 4]
+    assert shared[-1]["shared_reward"] > shared[0]["shared_reward"] + 0.1  # shared weights and controller learn
+    rows = _rows(out)
+    assert len(rows) == 2 and all(r["info"]["origin"] == "derived" for r in rows)
+    assert rows[0]["info"]["shared_reward"] >= rows[1]["info"]["shared_reward"]  # best derived cell first
+    for name in ("best_genotype.json", "top_k.md", "rewards.png", "best_normal.svg", "best_reduce.png", "supernet.pt"):
+        assert (out / name).is_file(), name
+    assert "best genotype" in capsys.readouterr().out
+
+
+def test_enas_resumes_after_sigkill(tmp_path):
+    out = tmp_path / "enas"
+    cmd = _search(out, *ENAS_SMALL, "--enas-epochs", "5", "--trials", "2", "--executor", "inprocess")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    shared = out / "shared_rewards.jsonl"
+    while not (shared.exists() and shared.read_text().count("\n") >= 2) and proc.poll() is None \
+            and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, f"the search ended before it could be killed: {proc.stderr.read()[-2000:]}"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not _rows(out)  # killed during phase 1
+    done = subprocess.run(_search(out, "--resume"), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resuming the supernet at epoch" in done.stderr
+    assert [r["epoch"] for r in _shared(out)] == [1, 2, 3, 4, 5]
+    assert len(_rows(out)) == 2
