@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
