@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["add_parser", "measure", "run_backends"]
+__all__ = ["add_parser", "measure", "run_backends", "timed"]
 
 
 def peak_rss_mb() -> float:
@@ -35,7 +35,7 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _timed(fn, runs: int, warmup: int) -> list[float]:
+def timed(fn, runs: int, warmup: int) -> list[float]:
     for _ in range(warmup):
         fn()
     times = []
@@ -76,7 +76,7 @@ def measure(backend: str, target: str, batch: int, size: int, threads: int, runs
         def step() -> None:
             session.run(None, {name: x})
 
-    times = _timed(step, runs, warmup)
+    times = timed(step, runs, warmup)
     median = statistics.median(times)
     return {"median_ms": 1000 * median, "p90_ms": 1000 * float(np.percentile(times, 90)),
             "images_per_s": batch / median, "peak_rss_mb": peak_rss_mb()}

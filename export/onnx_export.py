@@ -35,7 +35,7 @@ from torch import nn
 
 from nasnet_backbones.padding import traceable_padding
 
-__all__ = ["ExportReport", "ExportVerificationError", "export_classifier", "export_backbone", "verify_onnx",
+__all__ = ["ExportReport", "ExportVerificationError", "export_classifier", "export_backbone", "export_module", "verify_onnx",
            "graph_problems", "verified_output", "save_checked"]
 
 logger = logging.getLogger(__name__)
@@ -278,6 +278,12 @@ def export_classifier(model: nn.Module, path: str | Path, input_size: int | None
 
         meta["class_names"] = json.dumps([c.name for c in imagenet_classes()])
     return _export(model, path, size, batch, ["logits"], opset, meta, rtol, atol, dynamic_size=dynamic_size)
+
+
+def export_module(module: nn.Module, path: str | Path, input_size: int, in_chans: int = 3, batch: int | str = 1,
+                  opset: int = DEFAULT_OPSET, rtol: float = 1e-4, atol: float = 1e-5) -> ExportReport:
+    """Export any module with one image input and one output (an op, a block), verified the same way."""
+    return _export(module, path, input_size, batch, ["output"], opset, {}, rtol, atol, in_chans=in_chans)
 
 
 def export_backbone(model: nn.Module, path: str | Path, input_size: int | None = None, batch: int | str = "dynamic",

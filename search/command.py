@@ -22,6 +22,7 @@ from .child import CHILD_PRESETS, ChildSettings, default_preset
 from .data import DATASETS, search_splits
 from .enas import SupernetTrainer
 from .executor import EXECUTORS
+from .latency import DEVICES, LatencySettings
 from .report import load_run, plot_runs, top_k_table, write_report
 from .run import SEARCH_FILE, SearchConfig, SearchError, SearchRun, read_search_file
 from .space import SearchSpace
@@ -93,6 +94,18 @@ def add_parser(subparsers: Any) -> None:
         p.add_argument(flag, dest=f"strategy_{flag[2:].replace('-', '_')}", type=typ, help=text)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="enas: where the supernet trains (the search process's device)")
+    lat = p.add_argument_group("latency-aware reward (accuracy x (latency / target) ^ weight, MnasNet's form)")
+    lat.add_argument("--latency-target", type=float, help="target latency in ms; turns the latency-aware reward on")
+    lat.add_argument("--latency-device", choices=DEVICES, default="onnxruntime-cpu", help="where latency is measured")
+    lat.add_argument("--latency-weight", type=float, help="the exponent w (default -0.07)")
+    lat.add_argument("--latency-cells", type=int, help="N of the deployed network (default 4, NASNet-A mobile)")
+    lat.add_argument("--latency-filters", type=int, help="base width of the deployed network (default 44)")
+    lat.add_argument("--latency-size", type=int, help="deployed input size (default 224)")
+    lat.add_argument("--latency-stem", choices=("imagenet", "cifar"), help="deployed stem (default imagenet)")
+    lat.add_argument("--latency-threads", type=int, help="onnxruntime intra-op threads (default 1)")
+    lat.add_argument("--latency-table", choices=("auto", "build", "off"), default="auto",
+                     help="time each op once and predict latency from the table when it is within 10%% of measured "
+                     "networks: auto (for enas; multi-trial measures each child), build (always), off")
     p.add_argument("--top-k", type=int, default=10, help="rows of the top-k table")
     p.set_defaults(func=run)
 
@@ -136,7 +149,17 @@ def _config(args: argparse.Namespace, saved: dict[str, Any] | None) -> SearchCon
         raise ValueError("--dataset cifar10 needs --data-dir (the folder that holds, or will get, cifar-10-batches-py); "
                          "--dataset synthetic needs no data")
     seed = args.seed if args.seed is not None else (saved["seed"] if saved else 0)
-    return SearchConfig(strategy, space, child, options, seed)
+    latency = dict(saved["latency"]) if saved and saved.get("latency") else {}
+    for flag, field_name in (("latency_target", "target_ms"), ("latency_weight", "weight"), ("latency_cells", "cells"),
+                             ("latency_filters", "filters"), ("latency_size", "img_size"), ("latency_stem", "stem"),
+                             ("latency_threads", "threads")):
+        if getattr(args, flag) is not None:
+            latency[field_name] = getattr(args, flag)
+    if latency and "target_ms" not in latency:
+        raise ValueError("the latency flags need --latency-target MS (the latency the reward is measured against)")
+    if latency:
+        latency["device"] = args.latency_device
+    return SearchConfig(strategy, space, child, options, seed, LatencySettings(**latency) if latency else None)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -160,8 +183,13 @@ def run(args: argparse.Namespace) -> int:
     if search.trials is None:
         raise SearchError("--trials is needed: how many children to evaluate")
     search.save_state()  # the target survives a crash in any phase
+    model = search.latency
+    if model is not None and model.table is None and (
+            args.latency_table == "build" or (args.latency_table == "auto" and config.strategy == "enas")):
+        model.build_table()
     if config.strategy == "enas":
-        SupernetTrainer(search, args.device).run()  # phase 1; the derived cells are the children
+        reward_fn = None if model is None else (lambda genotype, accuracy: model.reward(genotype, accuracy)[0])
+        SupernetTrainer(search, args.device, reward_fn).run()  # phase 1; the derived cells are the children
     executor_cls = EXECUTORS[args.executor]
     search.run(None, args.workers, lambda: executor_cls(args.workers, args.ray_address))
     written = write_report(out, k=args.top_k)

@@ -36,6 +36,7 @@ from nasnet_backbones.genotype import Genotype, GenotypeError
 
 from .child import ChildSettings
 from .executor import ChildFailed, Executor
+from .latency import LatencyModel, LatencySettings
 from .space import SearchSpace
 from .strategies import Proposal, create_strategy
 
@@ -65,10 +66,12 @@ class SearchConfig:
     child: ChildSettings = field(default_factory=ChildSettings)
     strategy_options: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
+    latency: LatencySettings | None = None  # a latency-aware reward (MnasNet form) when given
 
     def to_dict(self, strategy_settings: dict[str, Any]) -> dict[str, Any]:
         return {"format_version": FORMAT_VERSION, "strategy": self.strategy, "strategy_settings": strategy_settings,
-                "space": self.space.to_dict(), "child": self.child.to_dict(), "seed": self.seed}
+                "space": self.space.to_dict(), "child": self.child.to_dict(), "seed": self.seed,
+                "latency": self.latency.to_dict() if self.latency else None}
 
 
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
@@ -160,6 +163,7 @@ class SearchRun:
         self._session_start = time.perf_counter()
         self._prepare(resume)
         self.cache = {row["hash"]: row["reward"] for row in self.log.rows}
+        self.latency = LatencyModel(config.latency, config.space, self.out) if config.latency else None
 
     # -- start / resume ------------------------------------------------------------------------
 
@@ -175,7 +179,8 @@ class SearchRun:
         if not search_file.is_file():
             raise SearchError(f"nothing to resume: {search_file} does not exist")
         saved = read_search_file(search_file)
-        comparable = lambda d: {**d, "child": ChildSettings.from_dict(d["child"]).reward_defining()}  # noqa: E731
+        comparable = lambda d: {"latency": None, **d,  # noqa: E731 - runs from before latency-aware rewards
+                                "child": ChildSettings.from_dict(d["child"]).reward_defining()}
         changed = _differences(comparable(saved), comparable(wanted))
         if changed:
             raise SearchError(f"{self.out} holds a search with other settings ({'; '.join(changed)}). Resume it with "
@@ -246,8 +251,12 @@ class SearchRun:
 
     def _record(self, proposal: Proposal, result: dict[str, Any]) -> dict[str, Any]:
         genotype = self.space.decode(proposal.decisions)
+        scores = {"reward": float(result["reward"])}
+        if self.latency is not None:  # the child's accuracy, weighed by the deployed network's latency
+            reward, latency_ms = self.latency.reward(genotype, scores["reward"])
+            scores = {"reward": reward, "accuracy": scores["reward"], "latency_ms": latency_ms}
         row = {"index": len(self.log.rows), "proposal": proposal.id, "hash": genotype.hash(),
-               "reward": float(result["reward"]), **{k: v for k, v in result.items() if k != "reward"},
+               **scores, **{k: v for k, v in result.items() if k != "reward"},
                "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "elapsed": self.elapsed,
                "info": proposal.info, "decisions": proposal.decisions, "genotype": genotype.to_dict()}
         best_before = max((r["reward"] for r in self.log.rows), default=-math.inf)
