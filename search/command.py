@@ -23,7 +23,7 @@ from .data import DATASETS, search_splits
 from .enas import SupernetTrainer
 from .executor import EXECUTORS
 from .latency import DEVICES, LatencySettings
-from .report import load_run, plot_runs, top_k_table, write_report
+from .report import best_over_time, load_run, plot_runs, plot_runs_over_time, top_k_table, write_report
 from .run import SEARCH_FILE, SearchConfig, SearchError, SearchRun, read_search_file
 from .space import SearchSpace
 from .strategies import STRATEGIES
@@ -75,6 +75,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--no-download", action="store_true", help="cifar10: never try to download")
     p.add_argument("--trials", type=int, help="children to evaluate in all (default: 100; on --resume, the run's own "
                    "target, which this raises)")
+    p.add_argument("--budget-hours", type=float, help="start no child after the search has run this long "
+                   "(wall clock over all sessions); the running ones finish")
     p.add_argument("--workers", type=int, default=torch.cuda.device_count() or default_workers(),
                    help="children evaluated at once")
     p.add_argument("--seed", type=int, help="strategy seed; child k trains with seed + k (default: 0)")
@@ -113,6 +115,9 @@ def add_parser(subparsers: Any) -> None:
     compare = sub.add_parser("compare", help="plot several runs' reward curves on one figure")
     compare.add_argument("runs", nargs="+", help="search run directories")
     compare.add_argument("-o", "--output", default="search_compare.png", help="figure to write (png, svg, pdf)")
+    compare.add_argument("--by", choices=("models", "time"), default="models",
+                         help="x axis: models evaluated (the paper's Fig. 6), or wall-clock time")
+    compare.add_argument("--budget-hours", type=float, help="--by time: cut every run at this many hours")
     compare.set_defaults(func=run_compare)
     report = sub.add_parser("report", help="rewrite a run's top-k table, reward plot and cell diagrams")
     report.add_argument("run_dir")
@@ -191,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
         reward_fn = None if model is None else (lambda genotype, accuracy: model.reward(genotype, accuracy)[0])
         SupernetTrainer(search, args.device, reward_fn).run()  # phase 1; the derived cells are the children
     executor_cls = EXECUTORS[args.executor]
-    search.run(None, args.workers, lambda: executor_cls(args.workers, args.ray_address))
+    search.run(None, args.workers, lambda: executor_cls(args.workers, args.ray_address), args.budget_hours)
     written = write_report(out, k=args.top_k)
     print((out / "top_k.md").read_text())
     print(f"best genotype: {out / 'best_genotype.json'}")
@@ -205,9 +210,14 @@ def run_compare(args: argparse.Namespace) -> int:
     empty = [label for label, rows in runs if not rows]
     if empty:
         raise ValueError(f"no finished children in {', '.join(empty)}")
-    path = plot_runs(runs, args.output, title=f"{len(runs)} searches")
+    if args.by == "time":
+        path = plot_runs_over_time(runs, args.output, args.budget_hours, title=f"{len(runs)} searches")
+    else:
+        path = plot_runs(runs, args.output, title=f"{len(runs)} searches")
     for label, rows in runs:
-        print(f"{label}: {len(rows)} models, best {max(r['reward'] for r in rows):.4f}")
+        hours, best = best_over_time(rows) if args.by == "time" else (None, None)
+        within = "" if hours is None else f" in {hours[-1]:.2f} h"
+        print(f"{label}: {len(rows)} models, best {max(r['reward'] for r in rows):.4f}{within}")
     print(path)
     return 0
 

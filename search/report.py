@@ -2,7 +2,10 @@
 
 The curves follow the paper's Fig. 6 (RL against random search): for each run, the mean reward of
 the best 1, 5 and 25 distinct models found so far, against the number of models evaluated. Several
-runs on one figure (``nasnet search compare``) show which strategy finds good cells sooner.
+runs on one figure (``nasnet search compare``) show which strategy finds good cells sooner;
+``--by time`` plots the best reward found against wall-clock time instead, which is the fair axis
+between strategies whose "models" cost different amounts (a weight-sharing search evaluates
+thousands of cells with shared weights and trains only a few).
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ import numpy as np
 from nasnet_backbones.draw import draw_genotype
 from nasnet_backbones.genotype import Genotype
 
-__all__ = ["load_run", "top_k_table", "top_k_curve", "plot_runs", "write_report"]
+__all__ = ["load_run", "top_k_table", "top_k_curve", "plot_runs", "best_over_time", "plot_runs_over_time",
+           "write_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +81,49 @@ def plot_runs(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], path: str | 
     ax.set_xlabel("models evaluated")
     ax.set_ylabel("validation accuracy (reward)")
     ax.set_title(title or "Reward of the best models found so far")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return path
+
+
+def best_over_time(rows: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """(hours since the search started, best reward so far) at each finished child, in time order."""
+    missing = [r["index"] for r in rows if "elapsed" not in r]
+    if missing:
+        raise ValueError(f"children {missing[:5]} have no elapsed time (a log from an older version); "
+                         "compare them by models evaluated instead")
+    ordered = sorted(rows, key=lambda r: r["elapsed"])
+    hours = np.array([r["elapsed"] / 3600 for r in ordered])
+    return hours, np.maximum.accumulate([r["reward"] for r in ordered])
+
+
+def plot_runs_over_time(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], path: str | Path,
+                        budget_hours: float | None = None, title: str = "") -> Path:
+    """Best reward found against wall-clock time, one step curve per run, cut at ``budget_hours``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for index, (label, rows) in enumerate(runs):
+        hours, best = best_over_time(rows)
+        if budget_hours is not None:
+            keep = hours <= budget_hours
+            hours, best = hours[keep], best[keep]
+        if len(hours):
+            ax.step(np.r_[0.0, hours], np.r_[np.nan, best], where="post", color=f"C{index % 10}",
+                    label=f"{label}: best {best[-1]:.4f}")
+            ax.plot(hours[:1], best[:1], "o", color=f"C{index % 10}")  # when the run had its first result
+    if budget_hours is not None:
+        ax.set_xlim(0, budget_hours)
+    ax.set_xlabel("wall-clock hours since the search started")
+    ax.set_ylabel("best reward so far")
+    ax.set_title(title or "Best reward found against time")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()

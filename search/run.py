@@ -222,11 +222,12 @@ class SearchRun:
     def _next_proposal(self) -> Proposal:
         return self.requeue.pop(0) if self.requeue else self.strategy.propose()
 
-    def _submit_more(self, executor: Executor, trials: int, workers: int) -> bool:
+    def _submit_more(self, executor: Executor, trials: int, workers: int, budget_s: float | None) -> bool:
         """Fill the free workers; False when the strategy only repeats evaluated genotypes."""
         in_flight_hashes = {self.space.decode(p.decisions).hash(): p for p in self.in_flight.values()}
         repeats_in_a_row = 0
-        while executor.pending < workers and len(self.log.rows) + executor.pending < trials:
+        while executor.pending < workers and len(self.log.rows) + executor.pending < trials and (
+                budget_s is None or self.elapsed < budget_s):
             proposal = self._next_proposal()
             genotype = self.space.decode(proposal.decisions)
             key = genotype.hash()
@@ -279,8 +280,10 @@ class SearchRun:
         genotype.to_json(self.out / BEST_FILE)
         return genotype
 
-    def run(self, trials: int | None, workers: int, executor_factory: Callable[[], Executor]) -> list[dict[str, Any]]:
-        """Evaluate children until ``trials`` (default: a resumed run's own target) have finished."""
+    def run(self, trials: int | None, workers: int, executor_factory: Callable[[], Executor],
+            budget_hours: float | None = None) -> list[dict[str, Any]]:
+        """Evaluate children until ``trials`` (default: a resumed run's own target) have finished, or
+        until the search has run ``budget_hours`` (no child starts after that; those running finish)."""
         trials = trials if trials is not None else self.trials
         if trials is None:
             raise SearchError("--trials is needed: how many children to evaluate")
@@ -296,7 +299,7 @@ class SearchRun:
         start = time.perf_counter()
         try:
             while executor is not None:
-                if not self._submit_more(executor, trials, workers):
+                if not self._submit_more(executor, trials, workers, budget_hours and budget_hours * 3600):
                     logger.warning("the %s strategy proposed only evaluated genotypes %d times in a row: it has "
                                    "converged; stopping at %d children", self.config.strategy, MAX_REPEATS_IN_A_ROW,
                                    len(self.log.rows))

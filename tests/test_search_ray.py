@@ -72,6 +72,11 @@ def test_three_child_search_on_ray_writes_every_output(tmp_path, capsys, ray_shu
     assert main(["search", "compare", str(out), str(other), "-o", str(figure)]) == 0
     assert figure.read_bytes()[:4] == b"\x89PNG"
     assert "ppo (ppo): 3 models" in capsys.readouterr().out
+    by_time = tmp_path / "by_time.svg"
+    assert main(["search", "compare", str(out), str(other), "--by", "time", "-o", str(by_time)]) == 0
+    assert "best reward so far" in by_time.read_text()
+    elapsed = [r["elapsed"] for r in _rows(out)]
+    assert elapsed == sorted(elapsed) and elapsed[0] > 0
 
 
 class _ConstantExecutor:
