@@ -1,5 +1,6 @@
 """Cell search in the paper's space (Zoph et al., 2018, Sec. 3): the PPO-trained LSTM controller,
-random search and regularized evolution, with children trained as Ray tasks.
+random search, regularized evolution and weight-sharing (ENAS) search, with children trained as
+Ray tasks and, optionally, a latency-aware reward measured in onnxruntime.
 
 >>> from search import SearchSpace, create_strategy
 >>> space = SearchSpace()                      # B = 5, the 13 ops, addition
@@ -13,10 +14,14 @@ writing ``best_genotype.json`` for ``nasnet_backbones.build_nasnet`` / ``nasnet 
 """
 
 from .child import CHILD_PRESETS, ChildSettings, evaluate_child
+from .latency import LatencyModel, LatencySettings
 from .run import SearchConfig, SearchError, SearchRun
 from .space import Decision, SearchSpace, SearchSpaceError
-from .strategies import STRATEGIES, PPOController, Proposal, RandomSearch, RegularizedEvolution, Strategy, create_strategy
+from .strategies import (STRATEGIES, ENASStrategy, PPOController, Proposal, RandomSearch, RegularizedEvolution, Strategy,
+                         create_strategy)
+from .supernet import Supernet
 
-__all__ = ["CHILD_PRESETS", "ChildSettings", "Decision", "PPOController", "Proposal", "RandomSearch",
-           "RegularizedEvolution", "STRATEGIES", "SearchConfig", "SearchError", "SearchRun", "SearchSpace",
-           "SearchSpaceError", "Strategy", "create_strategy", "evaluate_child"]
+__all__ = ["CHILD_PRESETS", "ChildSettings", "Decision", "ENASStrategy", "LatencyModel", "LatencySettings",
+           "PPOController", "Proposal", "RandomSearch", "RegularizedEvolution", "STRATEGIES", "SearchConfig",
+           "SearchError", "SearchRun", "SearchSpace", "SearchSpaceError", "Strategy", "Supernet", "create_strategy",
+           "evaluate_child"]

@@ -110,18 +110,20 @@ def plot_runs_over_time(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], pa
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for index, (label, rows) in enumerate(runs):
-        hours, best = best_over_time(rows)
+    curves = [(label, *best_over_time(rows)) for label, rows in runs]
+    longest = budget_hours or max((hours[-1] for _, hours, _ in curves if len(hours)), default=1.0)
+    unit, scale = ("hours", 1.0) if longest >= 2 else ("minutes", 60.0)
+    for index, (label, hours, best) in enumerate(curves):
         if budget_hours is not None:
             keep = hours <= budget_hours
             hours, best = hours[keep], best[keep]
         if len(hours):
-            ax.step(np.r_[0.0, hours], np.r_[np.nan, best], where="post", color=f"C{index % 10}",
+            ax.step(np.r_[0.0, hours] * scale, np.r_[np.nan, best], where="post", color=f"C{index % 10}",
                     label=f"{label}: best {best[-1]:.4f}")
-            ax.plot(hours[:1], best[:1], "o", color=f"C{index % 10}")  # when the run had its first result
+            ax.plot(hours[:1] * scale, best[:1], "o", color=f"C{index % 10}")  # the run's first result
     if budget_hours is not None:
-        ax.set_xlim(0, budget_hours)
-    ax.set_xlabel("wall-clock hours since the search started")
+        ax.set_xlim(0, budget_hours * scale)
+    ax.set_xlabel(f"wall-clock {unit} since the search started")
     ax.set_ylabel("best reward so far")
     ax.set_title(title or "Best reward found against time")
     ax.grid(alpha=0.3)

@@ -156,6 +156,8 @@ def test_unknown_strategy_and_bad_options():
         create_strategy("bayes", SearchSpace())
     with pytest.raises(ValueError, match="strategy 'random'.*population_size"):
         create_strategy("random", SearchSpace(), population_size=3)
+    with pytest.raises(ValueError, match="needs 'add' as the only combine op"):
+        create_strategy("enas", SearchSpace(combine_ops=("add", "concat")))
 
 
 # -- the run directory, with an executor that scores instantly ---------------------------------

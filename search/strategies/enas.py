@@ -36,6 +36,9 @@ class ENASStrategy(Strategy):
                  controller_lr: float = 0.0035, controller_batch: int = 10, entropy_weight: float = 0.0001,
                  derive_samples: int = 100) -> None:
         super().__init__(space, seed)
+        if space.combine_ops != ("add",):
+            raise ValueError("weight-sharing search needs 'add' as the only combine op (a concatenating block changes "
+                             "the width every later op reads); use --combine add")
         if epochs < 1 or controller_steps < 1 or derive_samples < 1:
             raise ValueError(f"epochs, controller_steps and derive_samples must be >= 1, got {epochs}, "
                              f"{controller_steps}, {derive_samples}")
