@@ -59,14 +59,33 @@ def top_k_table(rows: Sequence[dict[str, Any]], k: int = 10) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_runs(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], path: str | Path, title: str = "") -> Path:
-    """Reward against models evaluated: top-1/5/25 mean curves per run (points too for one run)."""
+def _figure() -> tuple[Any, Any]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    return plt.subplots(figsize=(7.5, 4.5))
+
+
+def _save(fig: Any, ax: Any, path: str | Path, xlabel: str, ylabel: str, title: str) -> Path:
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return path
+
+
+def plot_runs(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], path: str | Path, title: str = "") -> Path:
+    """Reward against models evaluated: top-1/5/25 mean curves per run (points too for one run)."""
+    fig, ax = _figure()
     styles = {1: "-", 5: "--", 25: ":"}
     for index, (label, rows) in enumerate(runs):
         colour = f"C{index % 10}"
@@ -78,16 +97,8 @@ def plot_runs(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], path: str | 
             curve = top_k_curve(rewards, k)
             if np.isfinite(curve).any():
                 ax.plot(x, curve, styles[k], color=colour, label=f"{label}: top-{k} mean", zorder=2)
-    ax.set_xlabel("models evaluated")
-    ax.set_ylabel("validation accuracy (reward)")
-    ax.set_title(title or "Reward of the best models found so far")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path, "models evaluated", "validation accuracy (reward)",
+                 title or "Reward of the best models found so far")
 
 
 def best_over_time(rows: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
@@ -104,12 +115,7 @@ def best_over_time(rows: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarr
 def plot_runs_over_time(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], path: str | Path,
                         budget_hours: float | None = None, title: str = "") -> Path:
     """Best reward found against wall-clock time, one step curve per run, cut at ``budget_hours``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    fig, ax = _figure()
     curves = [(label, *best_over_time(rows)) for label, rows in runs]
     longest = budget_hours or max((hours[-1] for _, hours, _ in curves if len(hours)), default=1.0)
     unit, scale = ("hours", 1.0) if longest >= 2 else ("minutes", 60.0)
@@ -123,16 +129,8 @@ def plot_runs_over_time(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], pa
             ax.plot(hours[:1] * scale, best[:1], "o", color=f"C{index % 10}")  # the run's first result
     if budget_hours is not None:
         ax.set_xlim(0, budget_hours * scale)
-    ax.set_xlabel(f"wall-clock {unit} since the search started")
-    ax.set_ylabel("best reward so far")
-    ax.set_title(title or "Best reward found against time")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path, f"wall-clock {unit} since the search started", "best reward so far",
+                 title or "Best reward found against time")
 
 
 def write_report(run_dir: str | Path, k: int = 10) -> dict[str, Path]:

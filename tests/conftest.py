@@ -89,3 +89,31 @@ def tiny_cifar(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets.CIFAR10, "test_list", [["test_batch", md5["test_batch"]]])
     monkeypatch.setattr(datasets.CIFAR10, "meta", {**datasets.CIFAR10.meta, "md5": md5["batches.meta"]})
     return tmp_path / "cifar"
+
+
+class ScriptedExecutor:
+    """A search executor that scores each child at once with ``score(genotype, key)`` instead of
+    training it; ``crash_after`` raises after that many results, as a killed search would stop."""
+
+    def __init__(self, score, crash_after: int | None = None) -> None:
+        self.score, self.crash_after = score, crash_after
+        self.queue: list = []
+        self.evaluated: list[str] = []
+
+    def submit(self, key, genotype, settings, seed):
+        self.queue.append((key, genotype, seed))
+
+    def wait(self):
+        if self.crash_after is not None and len(self.evaluated) >= self.crash_after:
+            raise KeyboardInterrupt("simulated crash")
+        key, genotype, seed = self.queue.pop(0)
+        self.evaluated.append(genotype.hash())
+        return [(key, {"reward": self.score(genotype, key), "params": 1, "madds": 1, "wall_time": 0.0, "seed": seed,
+                       "status": "ok"})]
+
+    @property
+    def pending(self):
+        return len(self.queue)
+
+    def shutdown(self):
+        self.queue.clear()

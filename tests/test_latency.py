@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from conftest import ScriptedExecutor
 from nasnet_backbones.cli import main
 from search import ChildSettings, SearchConfig, SearchRun, SearchSpace
 from search.latency import LatencyModel, LatencySettings
@@ -54,29 +55,10 @@ def test_latency_settings_refuse_nonsense():
         LatencySettings(target_ms=0)
 
 
-class _Accuracy:
-    def __init__(self):
-        self.queue = []
-
-    def submit(self, key, genotype, settings, seed):
-        self.queue.append((key, seed))
-
-    def wait(self):
-        key, seed = self.queue.pop(0)
-        return [(key, {"reward": 0.5, "params": 1, "madds": 1, "wall_time": 0.0, "seed": seed})]
-
-    @property
-    def pending(self):
-        return len(self.queue)
-
-    def shutdown(self):
-        pass
-
-
 def test_search_rows_carry_accuracy_latency_and_the_combined_reward(tmp_path, capsys):
     settings = LatencySettings(target_ms=0.5, weight=-0.1, **TINY)
     config = SearchConfig("random", SPACE, ChildSettings(dataset="synthetic"), latency=settings)
-    rows = SearchRun(tmp_path / "run", config).run(3, 1, _Accuracy)
+    rows = SearchRun(tmp_path / "run", config).run(3, 1, lambda: ScriptedExecutor(lambda genotype, key: 0.5))
     for row in rows:
         assert row["accuracy"] == 0.5 and row["latency_ms"] > 0
         assert row["reward"] == pytest.approx(0.5 * (row["latency_ms"] / 0.5) ** -0.1)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import ScriptedExecutor
 from nasnet_backbones import Genotype, build_nasnet, genotypes
 from nasnet_backbones.cli import main
 from search import (ChildSettings, SearchConfig, SearchError, SearchRun, SearchSpace, SearchSpaceError,
@@ -162,31 +163,9 @@ def test_unknown_strategy_and_bad_options():
 
 # -- the run directory, with an executor that scores instantly ---------------------------------
 
-class InstantExecutor:
-    """Scores children by the cheap reward at once; ``crash_after`` simulates a killed search."""
-
-    def __init__(self, space: SearchSpace, crash_after: int | None = None) -> None:
-        self.space, self.crash_after, self.queue, self.done = space, crash_after, [], 0
-        self.evaluated: list[str] = []
-
-    def submit(self, key, genotype, settings, seed):
-        self.queue.append((key, genotype, seed))
-
-    def wait(self):
-        if self.crash_after is not None and self.done >= self.crash_after:
-            raise KeyboardInterrupt("simulated crash")
-        key, genotype, seed = self.queue.pop(0)
-        self.done += 1
-        self.evaluated.append(genotype.hash())
-        reward = _separable_share(self.space, self.space.encode(genotype))
-        return [(key, {"reward": reward, "params": 1, "madds": 1, "wall_time": 0.0, "seed": seed, "status": "ok"})]
-
-    @property
-    def pending(self):
-        return len(self.queue)
-
-    def shutdown(self):
-        self.queue.clear()
+def instant_executor(space: SearchSpace, crash_after: int | None = None) -> ScriptedExecutor:
+    """Scores children by the cheap reward at once."""
+    return ScriptedExecutor(lambda genotype, key: _separable_share(space, space.encode(genotype)), crash_after)
 
 
 SMALL = SearchSpace(num_blocks=1, ops=("sep_conv_3x3", "max_pool_3x3"))  # 4 x 4 genotypes per cell
@@ -198,7 +177,7 @@ def _rows(out: Path) -> list[dict]:
 
 def test_repeated_genotypes_are_never_evaluated_twice(tmp_path):
     config = SearchConfig("random", SMALL, ChildSettings(dataset="synthetic"), seed=0)
-    executor = InstantExecutor(SMALL)
+    executor = instant_executor(SMALL)
     run = SearchRun(tmp_path / "run", config)
     rows = run.run(40, workers=3, executor_factory=lambda: executor)
     assert len(rows) == 40 and len({r["hash"] for r in rows}) == 40
@@ -214,7 +193,7 @@ def test_resume_after_a_crash_keeps_every_result_once(tmp_path, strategy, option
     config = SearchConfig(strategy, space, ChildSettings(dataset="synthetic"), options, seed=1)
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
-        SearchRun(out, config).run(20, workers=3, executor_factory=lambda: InstantExecutor(space, crash_after=7))
+        SearchRun(out, config).run(20, workers=3, executor_factory=lambda: instant_executor(space, crash_after=7))
     before = _rows(out)
     assert len(before) == 7
     # A torn line: the search died while appending a result; that child is still in flight.
@@ -223,7 +202,7 @@ def test_resume_after_a_crash_keeps_every_result_once(tmp_path, strategy, option
     state = torch.load(out / STATE_FILE, weights_only=True)
     in_flight = {p["id"] for p in state["in_flight"]}
     assert len(in_flight) == 3
-    executor = InstantExecutor(space)
+    executor = instant_executor(space)
     resumed = SearchRun(out, config, resume=True)
     assert resumed.trials == 20
     rows = resumed.run(None, workers=3, executor_factory=lambda: executor)
@@ -241,7 +220,7 @@ def test_results_that_finished_after_the_last_state_save_are_observed_not_rerun(
                           {"population_size": 4, "sample_size": 2})
     out = tmp_path / "run"
     run = SearchRun(out, config)
-    run.run(6, workers=2, executor_factory=lambda: InstantExecutor(space))
+    run.run(6, workers=2, executor_factory=lambda: instant_executor(space))
     # Rewind state.pt to before the last result: as if killed between the log append and the save.
     rows = _rows(out)
     last = rows[-1]
@@ -252,7 +231,7 @@ def test_results_that_finished_after_the_last_state_save_are_observed_not_rerun(
     torch.save(state, out / STATE_FILE)
     resumed = SearchRun(out, config, resume=True)
     assert resumed.requeue == [] and resumed.strategy.num_observed == 6
-    executor = InstantExecutor(space)
+    executor = instant_executor(space)
     resumed.run(8, workers=2, executor_factory=lambda: executor)
     assert len(_rows(out)) == 8 and last["hash"] not in executor.evaluated
 
@@ -264,7 +243,7 @@ def _digest(folder: Path) -> dict[str, str]:
 def test_resume_refuses_another_search_and_changes_nothing(tmp_path, capsys):
     config = SearchConfig("random", SMALL, ChildSettings(dataset="synthetic", epochs=2))
     out = tmp_path / "run"
-    SearchRun(out, config).run(5, workers=1, executor_factory=lambda: InstantExecutor(SMALL))
+    SearchRun(out, config).run(5, workers=1, executor_factory=lambda: instant_executor(SMALL))
     before = _digest(out)
     other = SearchConfig("random", SearchSpace(num_blocks=2, ops=SMALL.ops), config.child)
     with pytest.raises(SearchError, match=r"other settings \(space.num_blocks: 1 -> 2\)"):

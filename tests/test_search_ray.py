@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ScriptedExecutor
 from nasnet_backbones import Genotype
 from nasnet_backbones.cli import main
 from search import ChildSettings, SearchConfig, SearchRun, SearchSpace
@@ -67,7 +68,7 @@ def test_three_child_search_on_ray_writes_every_output(tmp_path, capsys, ray_shu
     # compare against a second run (random search, scored instantly) on one figure
     other = tmp_path / "random"
     SearchRun(other, SearchConfig("random", SearchSpace(), ChildSettings(dataset="synthetic"))).run(
-        5, 1, lambda: _ConstantExecutor())
+        5, 1, lambda: ScriptedExecutor(lambda genotype, key: 0.1 * (key % 7)))
     figure = tmp_path / "compare.png"
     assert main(["search", "compare", str(out), str(other), "-o", str(figure)]) == 0
     assert figure.read_bytes()[:4] == b"\x89PNG"
@@ -77,25 +78,6 @@ def test_three_child_search_on_ray_writes_every_output(tmp_path, capsys, ray_shu
     assert "best reward so far" in by_time.read_text()
     elapsed = [r["elapsed"] for r in _rows(out)]
     assert elapsed == sorted(elapsed) and elapsed[0] > 0
-
-
-class _ConstantExecutor:
-    def __init__(self):
-        self.queue = []
-
-    def submit(self, key, genotype, settings, seed):
-        self.queue.append((key, seed))
-
-    def wait(self):
-        key, seed = self.queue.pop(0)
-        return [(key, {"reward": 0.1 * (key % 7), "params": 1, "madds": 1, "wall_time": 0.0, "seed": seed})]
-
-    @property
-    def pending(self):
-        return len(self.queue)
-
-    def shutdown(self):
-        pass
 
 
 def _search(out: Path, *extra: str) -> list[str]:
