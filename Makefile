@@ -29,9 +29,9 @@ $(STAMP): pyproject.toml $(D2_WHEEL)
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
+# The whole product on generated data, offline: search, backbones, detection, export, REPORT.md.
 demo: $(STAMP)
-	$(BIN)/nasnet info --model nasnet_a_mobile
-	$(BIN)/nasnet info --model nasnet_a_large
+	$(BIN)/nasnet demo --out demo_out
 
 clean:
 	rm -rf $(VENV) $(WHEELS) build *.egg-info

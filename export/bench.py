@@ -123,11 +123,12 @@ def run_backends(args: argparse.Namespace) -> list[dict[str, Any]]:
             model = nb.create_model(args.model, pretrained=args.weights or False).eval()
             args.input_size = args.input_size or model.default_img_size
             rows.append({"backend": "PyTorch eager", **_child("eager", f"{args.model}:{args.weights or ''}", args)})
-            fp32 = str(Path(tmp) / "fp32.onnx")
-            export_classifier(model, fp32, input_size=args.input_size)
-            if not args.no_int8:
-                int8 = str(Path(tmp) / "int8.onnx")
-                quantize_onnx(fp32, int8, args.calib, per_channel=True, num_calibration=16, num_held_out=8)
+            if not fp32:  # (callers in Python may pass the model's own exports, as the demo does)
+                fp32 = str(Path(tmp) / "fp32.onnx")
+                export_classifier(model, fp32, input_size=args.input_size)
+                if not args.no_int8:
+                    int8 = str(Path(tmp) / "int8.onnx")
+                    quantize_onnx(fp32, int8, args.calib, per_channel=True, num_calibration=16, num_held_out=8)
         if fp32:
             if not args.input_size:
                 args.input_size = _recorded_size(fp32)

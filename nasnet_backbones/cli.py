@@ -7,7 +7,7 @@ import logging
 import sys
 from typing import Sequence
 
-from . import draw, evaluate, info, predict
+from . import demo, draw, evaluate, info, predict
 from .training import command as train
 
 __all__ = ["main", "build_parser"]
@@ -26,7 +26,7 @@ from export import bench as bench_command  # noqa: E402
 from export import command as export_command  # noqa: E402
 from export.onnx_export import ExportVerificationError  # noqa: E402
 
-_COMMAND_MODULES += [search_command, export_command, bench_command]
+_COMMAND_MODULES += [search_command, export_command, bench_command, demo]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,7 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("fvcore").setLevel(logging.ERROR)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, ExportVerificationError) as exc:  # bad input or a failed check
+    except (ValueError, FileNotFoundError, ExportVerificationError, FloatingPointError) as exc:
+        # bad input, a failed check, or training that diverged (the message says which)
         if args.verbose:
             raise
         print(f"nasnet {args.command}: error: {exc}", file=sys.stderr)

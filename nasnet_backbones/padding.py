@@ -35,9 +35,10 @@ def traceable_padding() -> Iterator[None]:
     """Within this block, size-dependent TF 'SAME' padding is computed from the input's shape with
     tensor ops instead of Python ints, so a traced (ONNX) graph is right at every input size.
 
-    For a stride-2 op with an odd kernel ``k``, TF pads ``(k - 1) // 2`` after, and before either
-    the same (odd size) or one less (even size). The graph pads ``(k - 1) // 2`` on both sides and
-    drops the first row/column when the size is even: one static pad and one shape-dependent slice.
+    For a stride-2 op whose kernel spans an odd ``k`` pixels (``(kernel - 1) x dilation + 1``), TF
+    pads ``(k - 1) // 2`` after, and before either the same (odd size) or one less (even size). The
+    graph pads ``(k - 1) // 2`` on both sides and drops the first row/column when the size is even:
+    one static pad and one shape-dependent slice.
     Eager code does not need this (it is slower); ``export`` uses it for ``--dynamic-size``.
     """
     global _TRACEABLE
@@ -57,15 +58,16 @@ def _traceable_pad(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, 
     """TF 'SAME' padding of ``x`` for a strided op, with the size dependence as graph ops."""
     pads, crops = [], []
     for dim, (k, s, d) in enumerate(zip(kernel, stride, dilation)):
-        if k == 1:
+        span = (k - 1) * d + 1  # a dilated kernel pads as a dense kernel of its span
+        if span == 1:
             pads.append(0)
             crops.append(None)
-        elif s == 2 and k % 2 == 1 and d == 1:
-            pads.append((k - 1) // 2)
+        elif s == 2 and span % 2 == 1:
+            pads.append((span - 1) // 2)
             crops.append(2 + dim)
         else:
-            raise ValueError(f"size-independent export of TF 'SAME' supports stride-2 odd kernels; got kernel {k}, "
-                             f"stride {s}, dilation {d}")
+            raise ValueError(f"size-independent export of TF 'SAME' supports stride-2 kernels of odd span; got kernel "
+                             f"{k}, stride {s}, dilation {d}")
     (ph, pw) = pads
     x = F.pad(x, (pw, pw, ph, ph), value=value)
     shape = torch._shape_as_tensor(x)

@@ -57,7 +57,8 @@ class RayExecutor:
         import ray
 
         self._ray = ray
-        if not ray.is_initialized():
+        self._owns_ray = not ray.is_initialized()  # a cluster this executor starts, it also stops
+        if self._owns_ray:
             options: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING,
                                        "log_to_driver": False, "configure_logging": False}
             if address is None:  # a local cluster sized to the cores this process may use
@@ -104,6 +105,8 @@ class RayExecutor:
         for ref in self._refs:
             self._ray.cancel(ref, force=True)
         self._refs.clear()
+        if self._owns_ray:
+            self._ray.shutdown()
 
 
 class InProcessExecutor:

@@ -58,12 +58,27 @@ def test_pool_matches_tf_same(size, kind, k, s):
 
 
 @pytest.mark.parametrize("size", [6, 7, 10, 11])
-@pytest.mark.parametrize("k, s, d, groups", [(3, 2, 1, 1), (5, 2, 1, 4), (7, 2, 1, 4), (3, 1, 2, 1), ((1, 7), 2, 1, 1), (4, 1, 1, 1)])
+@pytest.mark.parametrize("k, s, d, groups", [(3, 2, 1, 1), (5, 2, 1, 4), (7, 2, 1, 4), (3, 1, 2, 1), ((1, 7), 2, 1, 1), (4, 1, 1, 1),
+                                              (3, 2, 2, 4)])
 def test_conv_matches_tf_same(size, k, s, d, groups):
     torch.manual_seed(size)
     conv = Conv2dSame(4, 4, k, s, d, groups=groups)
     x = torch.randn(1, 4, size, size + 1)
     torch.testing.assert_close(conv(x), tf_conv_reference(x, conv.weight.detach(), s, d, groups), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("size", [6, 7, 10, 11])
+@pytest.mark.parametrize("k, d", [(3, 1), (3, 2), (5, 2), ((1, 7), 1)])
+def test_traceable_padding_matches_tf_same(size, k, d):
+    """The graph-friendly padding of exports (dilated kernels included) is TF 'SAME' at every parity."""
+    from nasnet_backbones.padding import traceable_padding
+
+    torch.manual_seed(size)
+    conv = Conv2dSame(4, 4, k, 2, d, groups=4)
+    x = torch.randn(1, 4, size, size + 1)
+    with traceable_padding():
+        got = conv(x)
+    torch.testing.assert_close(got, tf_conv_reference(x, conv.weight.detach(), 2, d, 4), atol=1e-5, rtol=1e-4)
 
 
 def test_same_padding_examples():
