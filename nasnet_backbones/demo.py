@@ -233,7 +233,8 @@ def _link(out: Path, path: str | Path) -> str:
 
 
 def _report_text(out: Path, m: dict[str, Any]) -> str:
-    lines = ["# nasnet-backbones demo", "", "Every number below was measured by this run; `metrics.json` holds them all.", ""]
+    lines = ["# nasnet-backbones demo", "",
+             "Every number below was measured by this run; [metrics.json](metrics.json) holds them all.", ""]
     if "search" in m:
         s = m["search"]
         lines += ["## 1. Cell search", "",
