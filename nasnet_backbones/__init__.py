@@ -5,6 +5,7 @@
 >>> features = nb.create_model("nasnet_a_mobile", features_only=True)
 >>> classifier = nb.create_model("nasnet_a_mobile", pretrained=True)  # downloads, or $NASNET_WEIGHTS_DIR
 >>> preprocess = classifier.pretrained_weights.transforms()
+>>> backbone = nb.torchvision_backbone("nasnet_a_mobile", pretrained=True)  # for torchvision's FasterRCNN & co.
 """
 
 from .checkpoint import CheckpointError, load_checkpoint, read_state_dict, save_checkpoint
@@ -13,6 +14,7 @@ from .genotype import Block, CellSpec, Genotype, GenotypeError
 from .nasnet import NASNet, NASNetConfig, NASNetOutputs, build_nasnet
 from .ops import NASNET_SEARCH_OPS, OPS
 from .registry import create_model, get_model_entry, list_models
+from .torchvision_backbone import torchvision_backbone
 from .weights import Weights, WeightsNotFoundError, get_weights, list_weights, register_weights
 from . import genotypes
 
@@ -44,4 +46,5 @@ __all__ = [
     "read_state_dict",
     "register_weights",
     "save_checkpoint",
+    "torchvision_backbone",
 ]
