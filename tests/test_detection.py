@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pycocotools.mask as mask_util
 import pytest
 import torch
 from PIL import Image
@@ -205,6 +206,16 @@ def test_synthetic_dataset_is_deterministic_with_exact_boxes(tmp_path):
         # The shape touches all four sides of its box, and nothing of it lies outside.
         assert inside[0].any() and inside[-1].any() and inside[:, 0].any() and inside[:, -1].any()
         assert inside.sum() == ann["area"]
+        # The mask is exactly the shape's pixels, and the semantic map labels them with its category.
+        mask = mask_util.decode(ann["segmentation"]).astype(bool)
+        shape = np.zeros_like(mask)
+        shape[y : y + h, x : x + w] = inside
+        assert (mask == shape).all()
+        semantic = np.asarray(Image.open(tmp_path / "a" / "train_semantic" / image["file_name"]))
+        assert (semantic[mask] == ann["category_id"]).all()
+    semantic = np.asarray(Image.open(tmp_path / "a" / "train_semantic" / data["images"][0]["file_name"]))
+    covered = sum(mask_util.decode(a["segmentation"]).sum() for a in data["annotations"] if a["image_id"] == 1)
+    assert (semantic > 0).sum() == covered  # background elsewhere
 
 
 def test_coco_evaluator_scores_ground_truth_100(synthetic, tmp_path):
