@@ -13,7 +13,8 @@ cells per epoch. :meth:`LatencyModel.build_table` therefore times every op once 
 shape the network gives it (a lookup table per op and shape, each op exported and timed alone),
 and calibrates on measured networks what the ops alone do not capture (the stem, projections,
 concatenations and head; ops running faster or slower inside a whole graph):
-``latency = a + b x (sum of the ops) + c x (states concatenated)``, fitted by least squares.
+``latency = a + b x (sum of the ops) + c x (states concatenated)``, fitted by least squares with
+``a, b, c >= 0``.
 It then predicts further measured networks and keeps the table only when the mean error is
 within ``max_table_error`` (10%); the errors are stored with the table and logged.
 """
@@ -92,6 +93,24 @@ def _fastest_ms(path: Path, shape: tuple[int, ...], threads: int, runs: int) -> 
     name = session.get_inputs()[0].name
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     return 1000 * min(timed(lambda: session.run(None, {name: x}), runs, warmup=3))
+
+
+def _nonnegative_fit(design: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Least squares with every coefficient >= 0 (none of the costs can be negative; on a few noisy
+    networks an unconstrained fit can turn a cost negative and invert the ranking). Exact for a few
+    columns: the best unconstrained fit over every subset of columns whose coefficients are all >= 0."""
+    columns = design.shape[1]
+    best, best_error = np.zeros(columns), float(np.sum(target**2))
+    for subset in range(1, 2**columns):
+        chosen = [c for c in range(columns) if subset >> c & 1]
+        coef, *_ = np.linalg.lstsq(design[:, chosen], target, rcond=None)
+        if (coef < 0).any():
+            continue
+        error = float(np.sum((design[:, chosen] @ coef - target) ** 2))
+        if error < best_error:
+            best, best_error = np.zeros(columns), error
+            best[chosen] = coef
+    return best
 
 
 class LatencyModel:
@@ -222,7 +241,7 @@ class LatencyModel:
         concat = np.array([self._concat_count(g) for g in genotypes], dtype=np.float64)
         fit = slice(0, calibration)
         design = np.stack([np.ones(calibration), ops[fit], concat[fit]], 1)
-        (intercept, ops_scale, per_concat), *_ = np.linalg.lstsq(design, np.array(measured)[fit], rcond=None)
+        intercept, ops_scale, per_concat = _nonnegative_fit(design, np.array(measured)[fit])
         predicted = intercept + ops_scale * ops + per_concat * concat
         errors = np.abs(predicted - np.array(measured)) / np.array(measured)
         held_out = errors[calibration:] if validation else errors
