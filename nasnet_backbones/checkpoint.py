@@ -16,6 +16,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
+from .atomic import write_atomic
 from .convert import checkpoint_num_classes, convert_state_dict, detect_layout, head_fits
 
 __all__ = ["CheckpointError", "read_state_dict", "read_metadata", "load_checkpoint", "save_checkpoint"]
@@ -90,16 +91,14 @@ def save_checkpoint(model: nn.Module, path: str | Path, metadata: Mapping[str, s
     """Save ``model``'s state dict (``.safetensors`` or torch format), atomically. ``metadata``
     (strings, e.g. the eval preprocessing) goes into the safetensors header."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     if path.suffix == ".safetensors":
         from safetensors.torch import save_file
 
         header = {"model": str(getattr(model, "model_name", "")), **(metadata or {})}
-        save_file(state, str(tmp), metadata=header)
+        write_atomic(path, lambda tmp: save_file(state, str(tmp), metadata=header))
     else:
-        torch.save(state, tmp)
-    tmp.replace(path)
+        write_atomic(path, lambda tmp: torch.save(state, tmp))
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:

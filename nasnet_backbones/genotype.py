@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from .atomic import write_atomic
+
 __all__ = ["Block", "CellSpec", "Genotype", "GenotypeError", "COMBINE_OPS", "SCHEMA_VERSION"]
 
 SCHEMA_VERSION = 1
@@ -195,10 +197,7 @@ class Genotype:
         """Return the JSON text; also write it to ``path`` when one is given."""
         text = json.dumps(self.to_dict(), indent=2) + "\n"
         if path is not None:
-            target = Path(path)
-            tmp = target.with_name(target.name + ".tmp")
-            tmp.write_text(text)
-            tmp.replace(target)  # never leave a half-written genotype behind
+            write_atomic(path, lambda tmp: tmp.write_text(text))  # never leave a half-written genotype behind
         return text
 
     @classmethod

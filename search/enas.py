@@ -26,11 +26,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from nasnet_backbones.atomic import write_atomic
 from nasnet_backbones.genotype import Genotype
 
 from .child import NUM_CLASSES, ChildSettings
 from .data import search_splits
-from .run import SearchRun, write_atomic
+from .run import SearchRun
 from .strategies.enas import ENASStrategy
 from .supernet import Supernet
 
@@ -56,14 +57,11 @@ class SupernetTrainer:
         self.workers = workers
         self.path = search.out / SUPERNET_FILE
 
-    def finished(self) -> bool:
-        return self.path.is_file() and bool(torch.load(self.path, map_location="cpu", weights_only=True)["finished"])
-
     def run(self) -> None:
         s, child, space = self.strategy, self.child, self.search.space
         torch.manual_seed(self.search.config.seed)
         net = Supernet(space, 3 * child.cells, child.filters, NUM_CLASSES).to(self.device)
-        params = [p for p in net.parameters()]
+        params = list(net.parameters())
         optimizer = torch.optim.SGD(params, lr=s.lr, momentum=0.9, nesterov=True, weight_decay=s.weight_decay)
         train_set, val_set = search_splits(child.dataset, child.data_dir, child.val_size, child.train_size,
                                            child.img_size, download=False)

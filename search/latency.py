@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from nasnet_backbones.atomic import write_atomic
 from nasnet_backbones.genotype import Genotype
 from nasnet_backbones.nasnet import NASNetConfig, build_nasnet, cell_links
 from nasnet_backbones.ops import OpContext, build_op
@@ -165,8 +166,6 @@ class LatencyModel:
 
     def _write(self, name: str, data: Any) -> None:
         if self.folder is not None:
-            from .run import write_atomic
-
             write_atomic(self.folder / name, lambda p: p.write_text(json.dumps(data, indent=1) + "\n"))
 
     # -- the lookup table -------------------------------------------------------------------

@@ -32,6 +32,7 @@ from typing import Any, Callable
 import torch
 from tqdm import tqdm
 
+from nasnet_backbones.atomic import write_atomic
 from nasnet_backbones.genotype import Genotype, GenotypeError
 
 from .child import ChildSettings
@@ -40,7 +41,7 @@ from .latency import LatencyModel, LatencySettings
 from .space import SearchSpace
 from .strategies import Proposal, create_strategy
 
-__all__ = ["SearchConfig", "SearchRun", "SearchError", "ResultsLog", "read_search_file", "write_atomic", "SEARCH_FILE", "RESULTS_FILE", "STATE_FILE",
+__all__ = ["SearchConfig", "SearchRun", "SearchError", "ResultsLog", "read_search_file", "SEARCH_FILE", "RESULTS_FILE", "STATE_FILE",
            "BEST_FILE"]
 
 logger = logging.getLogger(__name__)
@@ -72,12 +73,6 @@ class SearchConfig:
         return {"format_version": FORMAT_VERSION, "strategy": self.strategy, "strategy_settings": strategy_settings,
                 "space": self.space.to_dict(), "child": self.child.to_dict(), "seed": self.seed,
                 "latency": self.latency.to_dict() if self.latency else None}
-
-
-def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    tmp.replace(path)
 
 
 class ResultsLog:

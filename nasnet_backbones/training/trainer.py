@@ -27,6 +27,7 @@ from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from ..atomic import write_atomic
 from ..checkpoint import save_checkpoint
 from ..evaluate import TopKCounts, evaluate
 from .distributed import DistContext, all_reduce_sum, barrier
@@ -191,9 +192,8 @@ class Trainer:
     def save(self) -> Path:
         path = self.output_dir / RESUME_FILE
         if self.ctx.is_main:
-            tmp = path.with_name(path.name + ".tmp")
-            torch.save(self._checkpoint(), tmp)
-            tmp.replace(path)
+            checkpoint = self._checkpoint()
+            write_atomic(path, lambda tmp: torch.save(checkpoint, tmp))
         barrier(self.ctx)
         return path
 

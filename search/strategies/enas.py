@@ -58,7 +58,7 @@ class ENASStrategy(Strategy):
         if self.num_proposed < len(self.derived):
             decisions, shared = self.derived[self.num_proposed]
             return list(decisions), {"shared_reward": shared, "origin": "derived"}
-        decisions, log_prob, _ = self.controller.controller.sample(self.rng)
+        decisions, _, _ = self.controller.controller.sample(self.rng)
         return decisions, {"origin": "controller"}
 
     def _observe(self, proposal: Proposal, reward: float) -> None:
