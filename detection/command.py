@@ -68,7 +68,8 @@ def _predict(args: argparse.Namespace) -> int:
 
     from detectron2.data import DatasetCatalog
 
-    from .engine import merge_overrides, register_coco_json, set_num_classes_from_json
+    from .datasets import register_coco_json, set_num_classes_from_json
+    from .engine import merge_overrides
     from .model_zoo import get_config
     from .predict import predict_files
 

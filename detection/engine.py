@@ -18,49 +18,20 @@ from typing import Any
 
 import torch
 from detectron2.config import CfgNode
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets import register_coco_instances
+from detectron2.data import MetadataCatalog
 from detectron2.engine import DefaultTrainer, default_setup, hooks, launch
+from detectron2.evaluation import (COCOEvaluator, COCOPanopticEvaluator, DatasetEvaluators, SemSegEvaluator,
+                                   verify_results)
 from detectron2.utils import comm
-from detectron2.evaluation import COCOEvaluator, verify_results
 
 from .checkpoint import NASNetDetectionCheckpointer
+from .datasets import (check_dataset, needs_masks, needs_semantic, register_coco_json,
+                       register_coco_panoptic_separated_json, set_num_classes_from_json, uses_rle_masks)
 from .model_zoo import get_config
 
-__all__ = [
-    "NASNetTrainer", "register_coco_json", "merge_overrides", "set_num_classes_from_json", "setup", "main", "launch_main",
-]
+__all__ = ["NASNetTrainer", "merge_overrides", "setup", "main", "launch_main"]
 
 logger = logging.getLogger(__name__)
-
-
-def register_coco_json(name: str, json_file: str | Path, image_root: str | Path) -> str:
-    """Register a COCO-format dataset under ``name`` (checked now, loaded lazily by detectron2)."""
-    json_file, image_root = Path(json_file), Path(image_root)
-    if not json_file.is_file():
-        raise FileNotFoundError(f"dataset json {json_file} does not exist")
-    if not image_root.is_dir():
-        raise FileNotFoundError(f"image root {image_root} does not exist")
-    if name in DatasetCatalog.list():
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
-    register_coco_instances(name, {}, str(json_file), str(image_root))
-    return name
-
-
-def _check_builtin_dataset(name: str) -> None:
-    """detectron2's builtin COCO names read ``$DETECTRON2_DATASETS`` (default ./datasets)."""
-    if name not in DatasetCatalog.list():
-        raise ValueError(f"dataset {name!r} is not registered; use a detectron2 builtin name (coco_2017_train, ...) "
-                         "or --dataset-json/--image-root")
-    meta = MetadataCatalog.get(name)
-    json_file = getattr(meta, "json_file", None)
-    if json_file and not Path(json_file).is_file():
-        root = os.environ.get("DETECTRON2_DATASETS", "datasets")
-        raise FileNotFoundError(
-            f"dataset {name}: {json_file} does not exist. Put COCO under {root}/coco (annotations/, train2017/, "
-            "val2017/) or set DETECTRON2_DATASETS to the folder that holds coco/"
-        )
 
 
 class NASNetTrainer(DefaultTrainer):
@@ -78,9 +49,21 @@ class NASNetTrainer(DefaultTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_folder: str | None = None):
+        """COCO boxes (and masks, when the model predicts them); for panoptic datasets also
+        semantic segmentation (mIoU) and panoptic quality (PQ), as detectron2's train_net.py."""
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        # The fast (C++) COCOeval lives in detectron2._C, which does not load on every Python.
-        return COCOEvaluator(dataset_name, output_dir=output_folder, use_fast_impl=False)
+        kind = getattr(MetadataCatalog.get(dataset_name), "evaluator_type", "coco")
+        evaluators = []
+        if kind in ("sem_seg", "coco_panoptic_seg"):
+            evaluators.append(SemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder))
+        if kind in ("coco", "coco_panoptic_seg"):
+            # The fast (C++) COCOeval lives in detectron2._C, which does not load on every Python.
+            evaluators.append(COCOEvaluator(dataset_name, output_dir=output_folder, use_fast_impl=False))
+        if kind == "coco_panoptic_seg":
+            evaluators.append(COCOPanopticEvaluator(dataset_name, output_folder))
+        if not evaluators:
+            raise ValueError(f"no evaluator for dataset {dataset_name} (evaluator_type {kind!r})")
+        return evaluators[0] if len(evaluators) == 1 else DatasetEvaluators(evaluators)
 
     def build_hooks(self) -> list:
         hook_list = super().build_hooks()
@@ -95,16 +78,6 @@ class NASNetTrainer(DefaultTrainer):
 
             hook_list.insert(0, hooks.CallbackHook(before_step=ramp))
         return hook_list
-
-
-def set_num_classes_from_json(cfg: CfgNode, json_file: str | Path) -> int:
-    """Size the detector's heads for a COCO json's categories (returns their number)."""
-    import json
-
-    classes = len(json.loads(Path(json_file).read_text()).get("categories", []))
-    if classes:
-        cfg.MODEL.ROI_HEADS.NUM_CLASSES = cfg.MODEL.RETINANET.NUM_CLASSES = classes
-    return classes
 
 
 def merge_overrides(cfg: CfgNode, opts: list[str] | None) -> None:
@@ -133,10 +106,14 @@ def setup(args: argparse.Namespace) -> CfgNode:
         image_root, val_root = args.image_root, args.val_image_root or args.image_root
         if not image_root:
             raise ValueError("--dataset-json needs --image-root (the folder the json's file_name entries are in)")
-        register_coco_json("nasnet_custom_train", train_json, image_root)
-        register_coco_json("nasnet_custom_val", val_json, val_root)
+        register = register_coco_panoptic_separated_json if needs_semantic(cfg) else register_coco_json
+        register("nasnet_custom_train", train_json, image_root)
+        register("nasnet_custom_val", val_json, val_root)
         cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = ("nasnet_custom_train",), ("nasnet_custom_val",)
-        set_num_classes_from_json(cfg, train_json)
+        set_num_classes_from_json(cfg, train_json, "nasnet_custom_train")
+        if needs_masks(cfg) and cfg.INPUT.MASK_FORMAT == "polygon" and uses_rle_masks(train_json):
+            logger.info("%s stores masks as RLE: INPUT.MASK_FORMAT set to bitmask", train_json)
+            cfg.INPUT.MASK_FORMAT = "bitmask"
     if not torch.cuda.is_available() and cfg.MODEL.DEVICE.startswith("cuda"):
         logger.warning("CUDA is not available; running on the CPU")
         cfg.MODEL.DEVICE = "cpu"
@@ -147,7 +124,7 @@ def setup(args: argparse.Namespace) -> CfgNode:
     if args.eval_only and not cfg.MODEL.WEIGHTS:
         raise ValueError("--eval-only with MODEL.WEIGHTS empty would evaluate random weights; give MODEL.WEIGHTS")
     for name in (*(cfg.DATASETS.TEST if args.eval_only else cfg.DATASETS.TRAIN), *cfg.DATASETS.TEST):
-        _check_builtin_dataset(name)
+        check_dataset(cfg, name)
     _check_model(cfg)
     cfg.freeze()
     default_setup(cfg, args)

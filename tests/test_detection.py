@@ -16,12 +16,12 @@ detectron2 = pytest.importorskip("detectron2")
 from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
 from detectron2.evaluation import COCOEvaluator  # noqa: E402
 from detectron2.modeling import build_backbone, build_model  # noqa: E402
-from detectron2.structures import Boxes, ImageList, Instances  # noqa: E402
+from detectron2.structures import BitMasks, Boxes, ImageList, Instances  # noqa: E402
 from detectron2.utils.events import EventStorage  # noqa: E402
 
 import detection  # noqa: E402
 from detection.checkpoint import NASNetDetectionCheckpointer  # noqa: E402
-from detection.engine import register_coco_json  # noqa: E402
+from detection.datasets import register_coco_json  # noqa: E402
 from detection.synthetic import make_synthetic  # noqa: E402
 from nasnet_backbones import build_nasnet, genotypes, save_checkpoint  # noqa: E402
 from nasnet_backbones.cli import main  # noqa: E402
@@ -109,9 +109,16 @@ def test_unused_cells_are_pruned():
 def _batch(size=(96, 128)):
     h, w = size
     inst = Instances((h, w))
-    inst.gt_boxes = Boxes(torch.tensor([[10.0, 12.0, 60.0, 70.0], [50.0, 30.0, 90.0, 80.0]]))
+    boxes = [[10, 12, 60, 70], [50, 30, 90, 80]]
+    inst.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32))
     inst.gt_classes = torch.tensor([1, 3])
-    return [{"image": torch.randint(0, 255, (3, h, w)).float(), "height": h, "width": w, "instances": inst}]
+    masks = torch.zeros(2, h, w, dtype=torch.bool)
+    for mask, (x0, y0, x1, y1) in zip(masks, boxes):
+        mask[y0:y1, x0:x1] = True
+    inst.gt_masks = BitMasks(masks)
+    sem_seg = (~masks.any(0)).long()  # Panoptic FPN's separated labels: 0 things, 1 background
+    return [{"image": torch.randint(0, 255, (3, h, w)).float(), "height": h, "width": w, "instances": inst,
+             "sem_seg": sem_seg}]
 
 
 @pytest.mark.parametrize("name", detection.list_configs())
@@ -121,11 +128,15 @@ def test_shipped_config_trains_and_infers(name):
     cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN = cfg.MODEL.RPN.POST_NMS_TOPK_TEST = 20
     cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 16
     cfg.MODEL.NASNET.NORM = "BN"  # random weights: keep activations normalised
+    cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = 2
     torch.manual_seed(0)
     model = build_model(cfg)
     model.train()
     with EventStorage(0):
         losses = model(_batch())
+    heads = {"loss_mask": cfg.MODEL.MASK_ON, "loss_sem_seg": cfg.MODEL.META_ARCHITECTURE == "PanopticFPN"}
+    assert {k for k, wanted in heads.items() if wanted} <= set(losses) and set(losses) & set(heads) <= {
+        k for k, wanted in heads.items() if wanted}
     total = sum(losses.values())
     assert torch.isfinite(total)
     total.backward()
@@ -133,8 +144,15 @@ def test_shipped_config_trains_and_infers(name):
     assert all(p.grad is not None for p in trainable), "every trainable parameter takes part"
     model.eval()
     with torch.no_grad():
-        out = model(_batch())[0]["instances"]
+        result = model(_batch())[0]
+    out = result["instances"]
     assert out.image_size == (96, 128) and out.pred_boxes.tensor.shape[1] == 4
+    if cfg.MODEL.MASK_ON:
+        assert out.pred_masks.shape == (len(out), 96, 128)
+    if cfg.MODEL.META_ARCHITECTURE == "PanopticFPN":
+        assert result["sem_seg"].shape == (2, 96, 128)
+        panoptic, segments = result["panoptic_seg"]
+        assert panoptic.shape == (96, 128) and isinstance(segments, list)
 
 
 def test_c4_split_passes_two_states_to_the_box_head():
@@ -206,16 +224,29 @@ def test_synthetic_dataset_is_deterministic_with_exact_boxes(tmp_path):
         # The shape touches all four sides of its box, and nothing of it lies outside.
         assert inside[0].any() and inside[-1].any() and inside[:, 0].any() and inside[:, -1].any()
         assert inside.sum() == ann["area"]
-        # The mask is exactly the shape's pixels, and the semantic map labels them with its category.
+        # The mask is exactly the shape's pixels.
         mask = mask_util.decode(ann["segmentation"]).astype(bool)
         shape = np.zeros_like(mask)
         shape[y : y + h, x : x + w] = inside
         assert (mask == shape).all()
-        semantic = np.asarray(Image.open(tmp_path / "a" / "train_semantic" / image["file_name"]))
-        assert (semantic[mask] == ann["category_id"]).all()
-    semantic = np.asarray(Image.open(tmp_path / "a" / "train_semantic" / data["images"][0]["file_name"]))
-    covered = sum(mask_util.decode(a["segmentation"]).sum() for a in data["annotations"] if a["image_id"] == 1)
-    assert (semantic > 0).sum() == covered  # background elsewhere
+    # Panoptic: every pixel in exactly one segment; each thing segment is its instance mask, the
+    # background segment the rest; the stuff map says 0 on things and 1 on background.
+    panoptic = json.loads((tmp_path / "a" / "annotations" / "panoptic_train.json").read_text())
+    assert [c["isthing"] for c in panoptic["categories"]] == [1, 1, 1, 0]
+    for image, entry in zip(data["images"], panoptic["annotations"]):
+        assert entry["image_id"] == image["id"] and entry["file_name"] == image["file_name"]
+        rgb = np.asarray(Image.open(tmp_path / "a" / "panoptic_train" / image["file_name"])).astype(np.int64)
+        ids = rgb[..., 0] + 256 * rgb[..., 1] + 256**2 * rgb[..., 2]
+        stuff = np.asarray(Image.open(tmp_path / "a" / "panoptic_stuff_train" / image["file_name"]))
+        instances = [a for a in data["annotations"] if a["image_id"] == image["id"]]
+        segments = entry["segments_info"]
+        assert len(segments) == len(instances) + 1 and sorted(np.unique(ids)) == [s["id"] for s in segments]
+        for segment, ann in zip(segments, instances):
+            assert segment["category_id"] == ann["category_id"] and segment["area"] == ann["area"]
+            assert ((ids == segment["id"]) == mask_util.decode(ann["segmentation"]).astype(bool)).all()
+        background = ids == segments[-1]["id"]
+        assert segments[-1]["category_id"] == 4 and segments[-1]["area"] == background.sum()
+        assert (stuff == background).all()
 
 
 def test_coco_evaluator_scores_ground_truth_100(synthetic, tmp_path):
@@ -241,11 +272,52 @@ def test_coco_evaluator_scores_ground_truth_100(synthetic, tmp_path):
     assert results["bbox"]["AP50"] == pytest.approx(100.0)
 
 
+def test_panoptic_evaluators_score_ground_truth_100(synthetic, tmp_path):
+    """The trainer's evaluators for a panoptic dataset (COCO boxes and masks, mIoU, PQ), given the
+    ground truth as predictions, all report 100: the data, its registration and the evaluators agree."""
+    from detection.datasets import register_coco_panoptic_separated_json
+    from detection.engine import NASNetTrainer
+
+    root, files = synthetic
+    name = register_coco_panoptic_separated_json("synthetic_panoptic_roundtrip", files["val"], root / "val")
+    meta = MetadataCatalog.get(name)
+    assert meta.stuff_classes == ["things", "background"] and meta.evaluator_type == "coco_panoptic_seg"
+    cfg = cpu_config("panoptic_fpn_nasnet_a_mobile_1x")
+    evaluator = NASNetTrainer.build_evaluator(cfg, name, str(tmp_path))
+    evaluator.reset()
+    for d in DatasetCatalog.get(name):
+        h, w = d["height"], d["width"]
+        anns = d["annotations"]
+        masks = torch.stack([torch.from_numpy(mask_util.decode(a["segmentation"])).bool() for a in anns])
+        inst = Instances((h, w))
+        inst.pred_boxes = Boxes(torch.tensor([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2],
+                                               a["bbox"][1] + a["bbox"][3]] for a in anns], dtype=torch.float32))
+        inst.scores = torch.ones(len(anns))
+        inst.pred_classes = torch.tensor([a["category_id"] for a in anns])  # contiguous already
+        inst.pred_masks = masks
+        stuff = torch.from_numpy(np.array(Image.open(d["sem_seg_file_name"]))).long()
+        sem_seg = torch.nn.functional.one_hot(stuff, 2).permute(2, 0, 1).float()
+        panoptic = torch.zeros(h, w, dtype=torch.int32)
+        segments = []
+        for i, (mask, a) in enumerate(zip(masks, anns), start=1):
+            panoptic[mask] = i
+            segments.append({"id": i, "category_id": a["category_id"], "isthing": True, "score": 1.0,
+                             "instance_id": i - 1})
+        panoptic[panoptic == 0] = len(anns) + 1
+        segments.append({"id": len(anns) + 1, "category_id": 1, "isthing": False, "area": 0})
+        evaluator.process([{"image_id": d["image_id"], "file_name": d["file_name"]}],
+                          [{"instances": inst, "sem_seg": sem_seg, "panoptic_seg": (panoptic, segments)}])
+    results = evaluator.evaluate()
+    assert results["bbox"]["AP"] == pytest.approx(100.0) and results["segm"]["AP"] == pytest.approx(100.0)
+    assert results["sem_seg"]["mIoU"] == pytest.approx(100.0)
+    assert results["panoptic_seg"]["PQ"] == pytest.approx(100.0)
+
+
 # -- the command line -------------------------------------------------------------------------
 
-def _tiny_train_args(genotype_file, synthetic, out, flags=(), opts=()):
+def _tiny_train_args(genotype_file, synthetic, out, flags=(), opts=(), config="faster_rcnn_nasnet_a_mobile_FPN_1x"):
     root, files = synthetic
-    return ["detect", "train", "--config-file", "faster_rcnn_nasnet_a_mobile_FPN_1x",
+    return ["detect", "train", "--config-file", config,
             "--dataset-json", str(files["train"]), "--image-root", str(root / "train"),
             "--val-json", str(files["val"]), "--val-image-root", str(root / "val"), *flags,
             "MODEL.WEIGHTS", "", "MODEL.NASNET.GENOTYPE", str(genotype_file), "MODEL.NASNET.CELLS", "1",
@@ -299,6 +371,54 @@ def test_detect_train_resume_eval_and_predict(genotype_file, synthetic, tmp_path
                  "MODEL.NASNET.GENOTYPE", str(genotype_file), "MODEL.NASNET.CELLS", "1", "MODEL.NASNET.FILTERS", "8",
                  "MODEL.NASNET.NORM", "BN", "MODEL.FPN.OUT_CHANNELS", "32", "MODEL.ROI_BOX_HEAD.FC_DIM", "64"]) == 2
     assert "does not fit this config" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("config, tasks", [
+    ("mask_rcnn_nasnet_a_mobile_FPN_1x", {"bbox", "segm"}),
+    ("panoptic_fpn_nasnet_a_mobile_1x", {"bbox", "segm", "sem_seg", "panoptic_seg"}),
+])
+def test_mask_and_panoptic_configs_train_and_evaluate(config, tasks, genotype_file, synthetic, tmp_path):
+    """Through `nasnet detect train`: the synthetic RLE masks (read as bitmasks), the panoptic files
+    found in COCO's layout, the semantic head sized from them, and every evaluator's metrics."""
+    out = tmp_path / "run"
+    args = _tiny_train_args(genotype_file, synthetic, out, config=config,
+                            opts=["SOLVER.MAX_ITER", "2", "MODEL.ROI_MASK_HEAD.CONV_DIM", "16"])
+    assert main(args) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results) == tasks
+    if "panoptic_seg" in tasks:
+        assert {"PQ", "SQ", "RQ"} <= set(results["panoptic_seg"]) and "mIoU" in results["sem_seg"]
+        config_dump = (out / "config.yaml").read_text()
+        assert "NUM_CLASSES: 2" in config_dump  # things + background, from the panoptic json
+    assert "MASK_FORMAT: bitmask" in (out / "config.yaml").read_text()
+
+
+def test_heads_without_their_annotations_fail_before_training(synthetic, tmp_path, capsys):
+    root, files = synthetic
+    data = json.loads(files["train"].read_text())
+    for ann in data["annotations"]:
+        del ann["segmentation"]
+    boxes_only = tmp_path / "annotations" / "instances_train.json"
+    boxes_only.parent.mkdir()
+    boxes_only.write_text(json.dumps(data))
+    base = ["--dataset-json", str(boxes_only), "--image-root", str(root / "train"), "MODEL.WEIGHTS", "",
+            "OUTPUT_DIR", str(tmp_path / "never")]
+    assert main(["detect", "train", "--config-file", "mask_rcnn_nasnet_a_mobile_FPN_1x", *base]) == 2
+    assert "have no 'segmentation'" in capsys.readouterr().err
+    # Panoptic FPN: the boxes-only json has no panoptic files beside it.
+    assert main(["detect", "train", "--config-file", "panoptic_fpn_nasnet_a_mobile_1x", *base]) == 2
+    assert "Panoptic FPN needs semantic maps" in capsys.readouterr().err
+    # A dataset named outside COCO's layout cannot be matched with its panoptic files.
+    elsewhere = tmp_path / "mine.json"
+    elsewhere.write_text(files["train"].read_text())
+    assert main(["detect", "train", "--config-file", "panoptic_fpn_nasnet_a_mobile_1x", "--dataset-json",
+                 str(elsewhere), "--image-root", str(root / "train"), "MODEL.WEIGHTS", ""]) == 2
+    assert "COCO's layout" in capsys.readouterr().err
+    # A detectron2 instances-only dataset name for a semantic head.
+    assert main(["detect", "train", "--config-file", "panoptic_fpn_nasnet_a_mobile_1x", "DATASETS.TRAIN",
+                 "('coco_2017_train',)", "MODEL.WEIGHTS", ""]) == 2
+    assert "has no semantic maps" in capsys.readouterr().err
+    assert not (tmp_path / "never" / "metrics.json").exists()
 
 
 @pytest.mark.parametrize("overrides, message", [
