@@ -1,5 +1,5 @@
-"""NASNet backbones for detectron2: Faster R-CNN (FPN and the paper's C4), RetinaNet, configs,
-ImageNet initialisation, and the ``nasnet detect`` commands.
+"""NASNet backbones for detectron2: Faster R-CNN (FPN and the paper's C4), Mask R-CNN, Panoptic FPN,
+RetinaNet, configs, datasets for every head, ImageNet initialisation, and the ``nasnet detect`` commands.
 
 Importing the package registers the backbones (``build_nasnet_backbone``,
 ``build_nasnet_fpn_backbone``, ``build_nasnet_retinanet_fpn_backbone``, ``build_nasnet_c4_backbone``),

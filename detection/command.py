@@ -10,7 +10,7 @@ __all__ = ["add_parser"]
 
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("detect", help="detectron2 detectors with NASNet backbones (train, predict, data)",
-                              description="Faster R-CNN / RetinaNet with NASNet backbones on detectron2.")
+                              description="Faster R-CNN, Mask R-CNN, Panoptic FPN and RetinaNet with NASNet backbones on detectron2.")
     sub = p.add_subparsers(dest="detect_command", metavar="SUBCOMMAND")
     sub.required = True
 
@@ -45,7 +45,7 @@ def add_parser(subparsers: Any) -> None:
                     help="config overrides, last on the line (as detectron2's demo.py)")
     pr.set_defaults(func=_predict)
 
-    s = sub.add_parser("make-synthetic", help="write a COCO-format dataset of drawn shapes (tests, demos)")
+    s = sub.add_parser("make-synthetic", help="write a COCO-format dataset of drawn shapes: boxes, masks, panoptic (tests, demos)")
     s.add_argument("--out", required=True, metavar="DIR")
     s.add_argument("--num-images", type=int, default=200)
     s.add_argument("--size", type=int, default=128, help="image side in pixels")

@@ -71,17 +71,25 @@ class Detector(DefaultPredictor):
 
 
 def detections_to_json(instances, class_names: list[str] | None) -> list[dict[str, Any]]:
+    """One dict per detection; with a mask head also its mask as COCO RLE (``segmentation``)."""
+    import pycocotools.mask as mask_util
+
     out = []
     boxes = instances.pred_boxes.tensor.tolist() if instances.has("pred_boxes") else []
-    for box, score, cls in zip(boxes, instances.scores.tolist(), instances.pred_classes.tolist()):
+    masks = instances.pred_masks.numpy().astype(np.uint8) if instances.has("pred_masks") else [None] * len(boxes)
+    for box, score, cls, mask in zip(boxes, instances.scores.tolist(), instances.pred_classes.tolist(), masks):
         name = class_names[cls] if class_names and cls < len(class_names) else str(cls)
-        out.append({"bbox_xyxy": [round(v, 2) for v in box], "score": round(score, 4), "class": cls, "label": name})
+        detection = {"bbox_xyxy": [round(v, 2) for v in box], "score": round(score, 4), "class": cls, "label": name}
+        if mask is not None:
+            rle = mask_util.encode(np.asfortranarray(mask))
+            detection["segmentation"] = {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
+        out.append(detection)
     return out
 
 
 def predict_files(cfg: CfgNode, weights: str | None, images: list[str], out_dir: str | Path,
                   score_threshold: float = 0.5) -> list[dict[str, Any]]:
-    """Run the detector on each image; write ``<stem>.png`` (boxes drawn) and ``detections.json``."""
+    """Run the detector on each image; write ``<stem>.png`` (boxes and masks drawn) and ``detections.json``."""
     for path in images:
         if not Path(path).is_file():
             raise FileNotFoundError(f"image {path} does not exist")

@@ -391,6 +391,13 @@ def test_mask_and_panoptic_configs_train_and_evaluate(config, tasks, genotype_fi
         config_dump = (out / "config.yaml").read_text()
         assert "NUM_CLASSES: 2" in config_dump  # things + background, from the panoptic json
     assert "MASK_FORMAT: bitmask" in (out / "config.yaml").read_text()
+    # Predictions carry each detection's mask as COCO RLE, decodable to the image's size.
+    root, files = synthetic
+    image = sorted((root / "val").glob("*.png"))[0]
+    assert main(["detect", "predict", str(image), "--config-file", str(out / "config.yaml"), "--weights",
+                 str(out / "model_final.pth"), "-o", str(tmp_path / "drawn"), "--score-threshold", "0"]) == 0
+    detections = json.loads((tmp_path / "drawn" / "detections.json").read_text())[0]["detections"]
+    assert detections and all(mask_util.decode(d["segmentation"]).shape == (96, 96) for d in detections)
 
 
 def test_heads_without_their_annotations_fail_before_training(synthetic, tmp_path, capsys):
