@@ -1,15 +1,19 @@
-"""Whole-detector ONNX export (Faster R-CNN / RetinaNet with NASNet backbones), verified.
+"""Whole-detector ONNX export (Faster R-CNN, Mask R-CNN, Panoptic FPN, RetinaNet with NASNet backbones), verified.
 
 detectron2's ``TracingAdapter`` flattens the model's dict/Instances interface; the TorchScript-based
 exporter traces it with the NASNet padding in its size-independent form, so one graph serves every
 image size. The graph's input is one image *as the model sees it*: CHW, float, in
 ``cfg.INPUT.FORMAT`` channel order, 0-255, already resized by the test-time transform (shortest
 side ``INPUT.MIN_SIZE_TEST``); normalisation and padding to a multiple of 32 are inside. Outputs:
-``boxes`` (N x 4, x0 y0 x1 y1 in that image's pixels), ``classes`` (N), ``scores`` (N).
+``boxes`` (N x 4, x0 y0 x1 y1 in that image's pixels), ``classes`` (N), ``scores`` (N); with a
+mask head ``masks`` (N x 1 x M x M probabilities on the mask head's grid, to paste into the boxes);
+for Panoptic FPN ``sem_seg`` (C x H' x W' logits at the padded size; crop to the image, then
+combine with the instances as ``detectron2.modeling.meta_arch.panoptic_fpn`` does).
 
 Verification runs onnxruntime and PyTorch on an image of another size than the traced one and
 requires the same detections: same count and classes, scores within ``score_atol``, boxes within
-``box_rtol`` of the image size. (Box decoding exponentiates the regression outputs, so float
+``box_rtol`` of the image size, mask probabilities within ``score_atol``, semantic logits within
+``score_atol`` of their scale. (Box decoding exponentiates the regression outputs, so float
 rounding grows with them: with random weights boxes differ by up to about a pixel; trained
 weights give far smaller differences.)
 """
@@ -34,16 +38,47 @@ __all__ = ["export_detector"]
 logger = logging.getLogger(__name__)
 
 OUTPUTS = ["boxes", "classes", "scores"]
+_PER_DETECTION = {"boxes", "classes", "scores", "masks"}
+
+
+# Instances fields as graph outputs. Mask R-CNN's masks are per-box probabilities on the mask
+# head's grid (N x 1 x 28 x 28), to be pasted into the boxes, as detectron2's own exports give them.
+_FIELD_NAMES = {"pred_boxes": "boxes", "pred_classes": "classes", "pred_masks": "masks", "scores": "scores"}
+
+
+def _inference(model, inputs: list[dict]) -> list[dict]:
+    """The model's outputs before resizing to the input image: instances, and for Panoptic FPN the
+    semantic logits (C x H x W at the padded input size) that the panoptic combination reads."""
+    from detectron2.modeling.meta_arch import PanopticFPN
+
+    if isinstance(model, PanopticFPN):
+        instances, sem_seg = model.inference(inputs, do_postprocess=False)
+        return [{"instances": instances[0], "sem_seg": sem_seg[0]}]
+    return [{"instances": model.inference(inputs, do_postprocess=False)[0]}]
+
+
+def _output_names(model, image: torch.Tensor) -> list[str]:
+    """Names of the flattened outputs, in TracingAdapter's order (dict keys and Instances fields sorted)."""
+    with torch.no_grad(), traceable_padding():
+        result = _inference(model, [{"image": image}])[0]
+    names = []
+    for key in sorted(result):
+        if key != "instances":
+            names.append(key)
+            continue
+        fields = sorted(result["instances"].get_fields())
+        unknown = [f for f in fields if f not in _FIELD_NAMES]
+        if unknown:
+            raise ExportVerificationError(f"exporting detections with {', '.join(unknown)} is not supported "
+                                          f"(supported: {', '.join(_FIELD_NAMES)})")
+        names += [_FIELD_NAMES[f] for f in fields] + ["image_size"]
+    return names
 
 
 def _adapter(model: torch.nn.Module, image: torch.Tensor):
     from detectron2.export import TracingAdapter
 
-    def inference(model, inputs):
-        instances = model.inference(inputs, do_postprocess=False)[0]
-        return [{"instances": instances}]
-
-    return TracingAdapter(model, [{"image": image}], inference).eval()
+    return TracingAdapter(model, [{"image": image}], _inference).eval()
 
 
 def _check_image(size: tuple[int, int], image: str | Path | None, bgr: bool) -> torch.Tensor:
@@ -84,12 +119,14 @@ def export_detector(cfg, weights: str | None, path: str | Path, image_size: tupl
     traced = torch.randint(0, 256, (3, h, w), generator=g).float()
     check = _check_image((h + 33, w - 31), verify_image, cfg.INPUT.FORMAT == "BGR")  # other size and parity
     adapter = _adapter(model, traced)
+    names = _output_names(model, traced)
     path = Path(path)
     with verified_output(path) as tmp:
-        axes = {"image": {1: "height", 2: "width"}, **{name: {0: "detections"} for name in OUTPUTS}}
+        axes = {"image": {1: "height", 2: "width"}, **{name: {0: "detections"} for name in names if name in _PER_DETECTION},
+                **({"sem_seg": {1: "height", 2: "width"}} if "sem_seg" in names else {})}
         with torch.no_grad(), traceable_padding():
             torch.onnx.export(adapter, adapter.flattened_inputs, str(tmp), dynamo=False, opset_version=opset,
-                              input_names=["image"], output_names=[*OUTPUTS, "image_size"], dynamic_axes=axes,
+                              input_names=["image"], output_names=names, dynamic_axes=axes,
                               do_constant_folding=True)
         adapter.eval()  # the exporter restores the mode it found; keep evaluating
         graph = onnx.load(str(tmp))
@@ -100,11 +137,11 @@ def export_detector(cfg, weights: str | None, path: str | Path, image_size: tupl
                 "nasnet": cfg.MODEL.NASNET.GENOTYPE or cfg.MODEL.NASNET.ARCH, "weights": weights or "",
                 "input": f"CHW float 0-255, {cfg.INPUT.FORMAT}, resized to shortest side {cfg.INPUT.MIN_SIZE_TEST}",
                 "min_size_test": json.dumps(cfg.INPUT.MIN_SIZE_TEST), "max_size_test": json.dumps(cfg.INPUT.MAX_SIZE_TEST)}
-        names = cfg.DATASETS.TEST or cfg.DATASETS.TRAIN
-        if names:
+        datasets = cfg.DATASETS.TEST or cfg.DATASETS.TRAIN
+        if datasets:
             from detectron2.data import MetadataCatalog
 
-            classes = getattr(MetadataCatalog.get(names[0]), "thing_classes", None)
+            classes = getattr(MetadataCatalog.get(datasets[0]), "thing_classes", None)
             if classes:
                 meta["class_names"] = json.dumps(list(classes))
         save_checked(graph, meta, tmp)
@@ -114,13 +151,15 @@ def export_detector(cfg, weights: str | None, path: str | Path, image_size: tupl
         except Exception as exc:  # onnxruntime's own error types
             raise ExportVerificationError(f"onnxruntime failed on the exported detector: {exc}") from None
         with torch.no_grad():
-            expected = dict(zip([*OUTPUTS, "image_size"], (t.numpy() for t in adapter(check))))
+            expected = dict(zip(names, (t.numpy() for t in adapter(check))))
         max_abs = _compare(got, expected, score_atol, box_rtol * max(check.shape[1:]))
+        _compare_dense(got, expected, score_atol)
         if len(expected["scores"]) == 0:
             logger.warning("verification compared no detections (the model found nothing in the check image); "
                            "pass an image with objects it detects (--verify-image) for a meaningful check")
     # Here "abs" is the box error in pixels and "rel" that error over the image size (box_rtol).
-    report = ExportReport(str(path), [3, "height", "width"], OUTPUTS, [list(check.shape)], max_abs,
+    outputs = [n for n in names if n != "image_size"]
+    report = ExportReport(str(path), [3, "height", "width"], outputs, [list(check.shape)], max_abs,
                           max_abs / max(check.shape[1:]), box_rtol, score_atol, metadata=meta)
     report.metadata = {**meta, "verified_detections": str(len(expected["scores"]))}
     logger.info("%s", report.summary())
@@ -141,6 +180,21 @@ def _compare(got: dict[str, np.ndarray], expected: dict[str, np.ndarray], score_
         raise ExportVerificationError(f"onnxruntime differs from PyTorch: scores by {score_err:.2e} (tolerance "
                                       f"{score_atol:g}), boxes by {box_err:.3f} px (tolerance {box_atol:.3f} px)")
     return box_err
+
+
+def _compare_dense(got: dict[str, np.ndarray], expected: dict[str, np.ndarray], atol: float) -> None:
+    """Mask probabilities within ``atol``; semantic logits within ``atol`` relative to their scale."""
+    for name in ("masks", "sem_seg"):
+        if name not in expected:
+            continue
+        if got[name].shape != expected[name].shape:
+            raise ExportVerificationError(f"onnxruntime gives {name} of shape {got[name].shape}, PyTorch "
+                                          f"{expected[name].shape}")
+        scale = 1.0 if name == "masks" else max(1.0, float(np.abs(expected[name]).max(initial=0.0)))
+        err = float(np.abs(got[name] - expected[name]).max(initial=0.0))
+        if not err <= atol * scale:
+            raise ExportVerificationError(f"onnxruntime differs from PyTorch: {name} by {err:.2e} "
+                                          f"(tolerance {atol * scale:.2e})")
 
 
 def export_detector_from_args(args: Any) -> ExportReport:

@@ -172,12 +172,13 @@ class _Reader:
         raise NotImplementedError
 
 
-def _run(path: str | Path, inputs: list[np.ndarray]) -> list[list[np.ndarray]]:
+def _run(path: str | Path, inputs: list[np.ndarray], outputs: list[str] | None = None) -> list[list[np.ndarray]]:
+    """Each input's outputs (all, or the named ones in that order)."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    return [session.run(None, {name: x}) for x in inputs]
+    return [session.run(outputs, {name: x}) for x in inputs]
 
 
 def quantize_onnx(fp32_path: str | Path, output: str | Path, calibration: str | Path = "synthetic",
@@ -214,7 +215,9 @@ def quantize_onnx(fp32_path: str | Path, output: str | Path, calibration: str | 
         onnx.helper.set_model_props(int8, props)
         onnx.checker.check_model(int8)
         onnx.save(int8, str(quantized))
-        fp32_out, int8_out = _run(fp32_path, held_out), _run(quantized, held_out)
+        # A detector's boxes, classes and scores by name (masks or semantic logits may sit between them).
+        compared = ["boxes", "classes", "scores"] if is_detector(model) else None
+        fp32_out, int8_out = _run(fp32_path, held_out, compared), _run(quantized, held_out, compared)
         os.replace(quantized, output)
     names = [o.name for o in model.graph.output]
     agreement = iou = None

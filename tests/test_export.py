@@ -251,6 +251,33 @@ def test_detector_export_matches_pytorch_at_another_size(tmp_path, capsys):
     assert boxes.shape[1] == 4 and len(classes) == len(scores) > 0
 
 
+@pytest.mark.parametrize("config, outputs", [
+    ("mask_rcnn_nasnet_a_mobile_FPN_1x", ["boxes", "classes", "masks", "scores", "image_size"]),
+    ("panoptic_fpn_nasnet_a_mobile_1x", ["boxes", "classes", "masks", "scores", "image_size", "sem_seg"]),
+])
+def test_mask_and_panoptic_detectors_export_with_their_outputs(config, outputs, tmp_path):
+    """Mask probabilities and semantic logits are outputs too, named and verified at another size."""
+    pytest.importorskip("detectron2")
+    import detection
+    from export.detector import export_detector
+
+    cell = tmp_path / "cell.json"
+    nb.genotypes.NASNET_A.to_json(cell)
+    cfg = detection.get_config(config)
+    cfg.MODEL.NASNET.GENOTYPE, cfg.MODEL.NASNET.CELLS, cfg.MODEL.NASNET.FILTERS = str(cell), 1, 8
+    cfg.MODEL.NASNET.NORM, cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = "BN", 0.0
+    cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = 2
+    report = export_detector(cfg, None, tmp_path / "det.onnx", (96, 128))
+    assert int(report.metadata["verified_detections"]) > 0
+    session = ort.InferenceSession(str(tmp_path / "det.onnx"), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == outputs
+    got = dict(zip(outputs, session.run(None, {"image": np.full((3, 100, 90), 128, np.float32)})))
+    assert got["masks"].shape[1:] == (1, 28, 28) and len(got["masks"]) == len(got["scores"])
+    assert ((got["masks"] >= 0) & (got["masks"] <= 1)).all()
+    if "sem_seg" in got:
+        assert got["sem_seg"].shape == (2, 128, 96)  # padded to a multiple of 32
+
+
 def test_detector_int8_reports_box_agreement(tmp_path, capsys):
     pytest.importorskip("detectron2")
     import detection
