@@ -1,11 +1,13 @@
-"""Faster R-CNN CPU inference: NASNet-A mobile FPN against detectron2's own R50-FPN.
+"""Faster R-CNN / Mask R-CNN CPU inference: NASNet-A mobile FPN against detectron2's own R50-FPN.
 
-    python benchmarks/detection_latency.py [--size 800] [--runs 5] [--threads 2]
+    python benchmarks/detection_latency.py [--task faster|mask] [--size 800] [--runs 5] [--threads 2]
 
-The detectors are built from their configs (``faster_rcnn_nasnet_a_mobile_FPN_1x`` shipped here,
-detectron2's ``COCO-Detection/faster_rcnn_R_50_FPN_1x``) with random weights and the same test
+The detectors are built from their configs (``faster_rcnn_nasnet_a_mobile_FPN_1x`` or
+``mask_rcnn_nasnet_a_mobile_FPN_1x`` shipped here, detectron2's ``COCO-Detection/faster_rcnn_R_50_FPN_1x``
+or ``COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x``) with random weights and the same test
 settings (one image, shortest side ``--size``, 1000 RPN proposals, 100 detections kept, score
-threshold 0 so the box head always does its full work). Each model runs in its own subprocess,
+threshold 0 so the box head, and the mask head on all 100 detections, always do their full work;
+masks are pasted into the image as in deployment). Each model runs in its own subprocess,
 so the peak resident memory reported is that model's alone. Median of ``--runs`` after one
 warm-up run; Markdown to stdout.
 """
@@ -20,10 +22,18 @@ import sys
 import time
 
 MODELS = {
-    "NASNet-A mobile FPN (shipped config, 128-channel FPN)": ("nasnet", "faster_rcnn_nasnet_a_mobile_FPN_1x"),
-    "NASNet-A mobile FPN with R50-FPN's 256-channel heads": ("nasnet256", "faster_rcnn_nasnet_a_mobile_FPN_1x"),
-    "R50-FPN (detectron2)": ("d2", "COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml"),
+    "faster": {
+        "NASNet-A mobile FPN (shipped config, 128-channel FPN)": ("nasnet", "faster_rcnn_nasnet_a_mobile_FPN_1x"),
+        "NASNet-A mobile FPN with R50-FPN's 256-channel heads": ("nasnet256", "faster_rcnn_nasnet_a_mobile_FPN_1x"),
+        "R50-FPN (detectron2)": ("d2", "COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml"),
+    },
+    "mask": {
+        "NASNet-A mobile FPN (shipped config, 128-channel FPN and mask head)":
+            ("nasnet", "mask_rcnn_nasnet_a_mobile_FPN_1x"),
+        "R50-FPN (detectron2)": ("d2", "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml"),
+    },
 }
+TITLES = {"faster": "Faster R-CNN", "mask": "Mask R-CNN"}
 
 
 def measure(kind: str, config: str, size: int, runs: int, threads: int) -> dict:
@@ -37,6 +47,7 @@ def measure(kind: str, config: str, size: int, runs: int, threads: int) -> dict:
         cfg = detection.get_config(config)
         if kind == "nasnet256":
             cfg.MODEL.FPN.OUT_CHANNELS = 256
+            cfg.MODEL.ROI_MASK_HEAD.CONV_DIM = 256
     else:
         from detectron2 import model_zoo
         from detectron2.config import get_cfg
@@ -69,6 +80,7 @@ def measure(kind: str, config: str, size: int, runs: int, threads: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", choices=sorted(MODELS), default="faster")
     parser.add_argument("--size", type=int, default=800)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
@@ -78,12 +90,12 @@ def main() -> None:
         print(json.dumps(measure(*args.child, args.size, args.runs, args.threads)))
         return
     rows = {}
-    for label, (kind, config) in MODELS.items():
+    for label, (kind, config) in MODELS[args.task].items():
         out = subprocess.run([sys.executable, __file__, "--child", kind, config, "--size", str(args.size), "--runs",
                               str(args.runs), "--threads", str(args.threads)], capture_output=True, text=True, check=True)
         rows[label] = json.loads(out.stdout.strip().splitlines()[-1])
     base = rows["R50-FPN (detectron2)"]["median_ms"]
-    print(f"Faster R-CNN, CPU, {args.threads} threads, batch 1, random weights, median of {args.runs}\n")
+    print(f"{TITLES[args.task]}, CPU, {args.threads} threads, batch 1, random weights, median of {args.runs}\n")
     print("| model | input | params (M) | latency (ms) | vs R50-FPN | peak RSS (MB) |")
     print("|---|---|---|---|---|---|")
     for label, r in rows.items():
