@@ -243,6 +243,9 @@ class NASNet(nn.Module):
         missing = [s for s in out_strides if s not in deepest]
         if missing:
             raise ValueError(f"out_strides {missing} not available; this network has strides {available}")
+        if features_only and (not out_strides or len(set(out_strides)) != len(out_strides)):
+            raise ValueError(f"out_strides must name one or more distinct strides of {available}, "
+                             f"got {list(out_strides)}")
         self.feature_info = [
             dict(name=f"stride{s}", num_chs=shapes[deepest[s]].channels, reduction=s, module=names[deepest[s]])
             for s in sorted(out_strides)
