@@ -1,4 +1,4 @@
-"""``nasnet export classifier | backbone``: verified ONNX files."""
+"""``nasnet export classifier | backbone | detector | quantize | ort``: verified ONNX files."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from nasnet_backbones.model_args import add_model_arguments, build_model_from_args
+from nasnet_backbones.torchvision_detector import DETECTOR_KINDS
 
 __all__ = ["add_parser"]
 
@@ -46,9 +47,25 @@ def add_parser(subparsers: Any) -> None:
         e.add_argument("--json", action="store_true", help="print the verification report as JSON")
         e.set_defaults(func=_run, kind=kind)
 
-    d = sub.add_parser("detector", help="a whole detectron2 detector (boxes, classes, scores), any image size")
-    d.add_argument("--config-file", required=True, metavar="FILE", help="config file or shipped config name")
-    d.add_argument("--weights", help="detector checkpoint (default: the config's MODEL.WEIGHTS)")
+    d = sub.add_parser("detector", help="a whole detectron2 or torchvision detector (boxes, classes, scores), "
+                       "any image size")
+    d.add_argument("--framework", choices=("detectron2", "torchvision"), default="detectron2",
+                   help="detectron2 (default: a config) or torchvision (a detector by name, --model)")
+    d.add_argument("--config-file", metavar="FILE", help="detectron2: config file or shipped config name")
+    d.add_argument("--weights", help="detectron2: detector checkpoint (default: the config's MODEL.WEIGHTS); "
+                   "torchvision: the whole detector's state_dict saved with torch.save (default: random weights)")
+    tv = d.add_argument_group("torchvision detectors")
+    tv.add_argument("--model", choices=DETECTOR_KINDS, help="the torchvision detector")
+    tv.add_argument("--backbone", default="nasnet_a_mobile",
+                    help="registered model name, or a genotype JSON file (with --cells and --filters)")
+    tv.add_argument("--cells", type=int, default=4, help="with a genotype backbone: normal cells per stack (N)")
+    tv.add_argument("--filters", type=int, default=44, help="with a genotype backbone: base width")
+    tv.add_argument("--num-classes", type=int, default=91, help="classes including the background (COCO: 91)")
+    tv.add_argument("--min-size", type=int, help="the transform's shortest side (default 800; ssdlite: its fixed "
+                    "square side, default 320)")
+    tv.add_argument("--max-size", type=int, help="the transform's longest side (default 1333; not for ssdlite)")
+    tv.add_argument("--fpn-channels", type=int, default=256, help="FPN width (not for ssdlite)")
+    tv.add_argument("--score-thresh", type=float, help="drop detections scoring lower (default: the detector's)")
     d.add_argument("--image-size", type=int, nargs=2, default=[320, 416], metavar=("H", "W"),
                    help="size of the traced image (any size works in the graph)")
     d.add_argument("--verify-image", help="an image with objects the model detects, for the onnxruntime check "
@@ -56,7 +73,8 @@ def add_parser(subparsers: Any) -> None:
     d.add_argument("--score-atol", type=float, default=1e-3, help="verification: max score difference")
     d.add_argument("--box-rtol", type=float, default=5e-3, help="verification: max box difference / image size")
     d.add_argument("-o", "--output", required=True)
-    d.add_argument("--opts", nargs=argparse.REMAINDER, default=[], metavar="KEY VALUE", help="config overrides, last")
+    d.add_argument("--opts", nargs=argparse.REMAINDER, default=[], metavar="KEY VALUE",
+                   help="detectron2: config overrides, last")
     d.set_defaults(func=_detector)
 
     q = sub.add_parser("quantize", help="static INT8 (QDQ) with calibration, checked against FP32")
@@ -117,7 +135,25 @@ def _ort(args: argparse.Namespace) -> int:
     return 0
 
 
+_TORCHVISION_ONLY = ("model", "min_size", "max_size", "score_thresh")
+
+
 def _detector(args: argparse.Namespace) -> int:
+    if args.framework == "torchvision":
+        if args.config_file or args.opts:
+            raise ValueError("--config-file and --opts are for --framework detectron2; a torchvision detector is "
+                             "chosen with --model and --backbone")
+        if not args.model:
+            raise ValueError(f"--framework torchvision needs --model ({', '.join(DETECTOR_KINDS)})")
+        from .torchvision_detector import export_torchvision_detector_from_args
+
+        print(export_torchvision_detector_from_args(args).summary())
+        return 0
+    given = [f"--{name.replace('_', '-')}" for name in _TORCHVISION_ONLY if getattr(args, name) is not None]
+    if given:
+        raise ValueError(f"{', '.join(given)}: for --framework torchvision only")
+    if not args.config_file:
+        raise ValueError("--framework detectron2 (the default) needs --config-file")
     from .detector import export_detector_from_args
 
     print(export_detector_from_args(args).summary())

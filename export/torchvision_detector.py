@@ -1,0 +1,226 @@
+"""Whole-detector ONNX export of torchvision detectors with NASNet backbones, verified.
+
+Faster R-CNN, Mask R-CNN, RetinaNet, FCOS and SSDlite (:func:`nasnet_backbones.torchvision_detector`)
+are traced with the TorchScript-based exporter, as torchvision's own ``test/test_onnx.py`` does,
+with the NASNet padding in its size-independent form, so one graph serves every image size. The
+graph's input is one image as torchvision's detectors take it: CHW, float, RGB, 0-1, any size;
+the model's transform (normalisation, resizing by ``min_size``/``max_size`` or, for SSDlite, to
+its fixed square, padding to a multiple of 32) is inside. Outputs: ``boxes`` (N x 4, x0 y0 x1 y1
+in the input image's pixels), ``classes`` (N, torchvision's ``labels``), ``scores`` (N), and for
+Mask R-CNN ``masks`` (N x 1 x H x W probabilities, pasted into the input image).
+
+Verification follows :mod:`export.detector`: onnxruntime and PyTorch run on an image of another
+size than the traced one and must give the same detections (same count and classes, scores
+within ``score_atol``, boxes within ``box_rtol`` of the image size, mask probabilities within
+``score_atol``), paired one to one rather than by position, since untrained heads give equal
+scores that top-k and NMS may order either way. Only a verified graph is written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+from torch.onnx import operators
+from torchvision.models.detection import transform as tv_transform
+
+from nasnet_backbones.padding import traceable_padding
+
+from .detector import _check_image, _compare
+from .onnx_export import DEFAULT_OPSET, ExportReport, ExportVerificationError, graph_problems, save_checked, verified_output
+
+__all__ = ["export_torchvision_detector", "export_torchvision_detector_from_args"]
+
+logger = logging.getLogger(__name__)
+
+OUTPUTS = ["boxes", "classes", "scores"]
+
+
+class _OneImage(nn.Module):
+    """A torchvision detector as a graph can hold it: one CHW image in, a tuple of tensors out."""
+
+    def __init__(self, model: nn.Module, masks: bool) -> None:
+        super().__init__()
+        self.model, self.masks = model, masks
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.model([image])[0]
+        result = (out["boxes"], out["labels"], out["scores"])
+        return (*result, out["masks"]) if self.masks else result
+
+
+_TORCHVISION_RESIZE = tv_transform._resize_image_and_masks
+
+
+def _resize_like_eager(image: torch.Tensor, self_min_size: int, self_max_size: int, target: Any = None,
+                       fixed_size: tuple[int, int] | None = None) -> tuple[torch.Tensor, Any]:
+    """torchvision's resize, traced so the graph picks the size eager PyTorch picks.
+
+    Eager PyTorch computes the resized size as ``int(side * scale)`` in float64; torchvision's own
+    traced form does it in float32 and is a pixel short at some sizes (97 x 129 becomes 95 x 127
+    instead of 96 x 127), which shifts every box. Here the size is computed in float64 in the graph
+    and given to ``interpolate`` as a size, which samples exactly as the eager
+    ``recompute_scale_factor=True`` call does."""
+    if fixed_size is not None or target is not None:
+        return _TORCHVISION_RESIZE(image, self_min_size, self_max_size, target, fixed_size)
+    shape = operators.shape_as_tensor(image)[-2:].to(torch.float64)
+    # One-element tensors, not 0-d ones: the exporter computes 0-d arithmetic in float32.
+    sides = torch.cat([shape.min(0, keepdim=True)[0], shape.max(0, keepdim=True)[0]])
+    limits = torch.tensor([self_min_size, self_max_size], dtype=torch.float64)
+    scale = (limits / sides).min(0, keepdim=True)[0]
+    size = torch.floor(shape * scale).to(torch.int64)
+    resized = torch.nn.functional.interpolate(image[None], size=(size[0], size[1]), mode="bilinear",
+                                              align_corners=False)
+    return resized[0], target
+
+
+@contextmanager
+def _eager_resize() -> Iterator[None]:
+    """Within the block, torchvision's detection transform resizes with :func:`_resize_like_eager`."""
+    tv_transform._resize_image_and_masks = _resize_like_eager
+    try:
+        yield
+    finally:
+        tv_transform._resize_image_and_masks = _TORCHVISION_RESIZE
+
+
+def _has_masks(model: nn.Module) -> bool:
+    roi_heads = getattr(model, "roi_heads", None)
+    return roi_heads is not None and getattr(roi_heads, "has_mask", lambda: False)()
+
+
+def export_torchvision_detector(model: nn.Module, path: str | Path, image_size: tuple[int, int] = (320, 416),
+                                opset: int = DEFAULT_OPSET, score_atol: float = 1e-3, box_rtol: float = 5e-3,
+                                verify_image: str | Path | None = None,
+                                metadata: dict[str, Any] | None = None) -> ExportReport:
+    """Export ``model`` (a torchvision detector, its weights loaded) and verify it (see module doc)."""
+    import onnxruntime as ort
+
+    path = Path(path)
+    masks = _has_masks(model)
+    outputs = [*OUTPUTS, "masks"] if masks else list(OUTPUTS)
+    modes = {m: m.training for m in model.modules()}  # restored afterwards: the caller's model is theirs
+    wrapper = _OneImage(model, masks).eval()
+    h, w = image_size
+    traced = torch.rand(3, h, w, generator=torch.Generator().manual_seed(0))
+    check = _check_image((h + 33, w - 31), verify_image, bgr=False) / 255.0  # other size and parity
+    transform = model.transform
+    meta = {"framework": "torchvision", "source_model": type(model).__name__,
+            "backbone": getattr(model.backbone, "name", type(model.backbone).__name__),
+            "input": "CHW float 0-1, RGB, any size (the model's transform inside)",
+            "min_size": json.dumps(list(transform.min_size)), "max_size": json.dumps(transform.max_size),
+            "fixed_size": json.dumps(transform.fixed_size), "image_mean": json.dumps(transform.image_mean),
+            "image_std": json.dumps(transform.image_std), **{k: str(v) for k, v in (metadata or {}).items()}}
+    try:
+        with verified_output(path) as tmp:
+            axes = {"image": {1: "height", 2: "width"}, **{name: {0: "detections"} for name in outputs}}
+            if masks:
+                axes["masks"] = {0: "detections", 2: "height", 3: "width"}
+            with torch.no_grad(), traceable_padding(), _eager_resize():
+                torch.onnx.export(wrapper, (traced,), str(tmp), dynamo=False, opset_version=opset,
+                                  input_names=["image"], output_names=outputs, dynamic_axes=axes,
+                                  do_constant_folding=True)
+            wrapper.eval()  # the exporter restores the mode it found; keep evaluating
+            graph = onnx.load(str(tmp))
+            problems = [p for p in graph_problems(graph) if "computed at run time" not in p]
+            if problems:
+                raise ExportVerificationError("the exported graph is not deployable: " + "; ".join(problems[:5]))
+            save_checked(graph, meta, tmp)
+            try:
+                session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+                got = dict(zip(outputs, session.run(None, {"image": check.numpy()})))
+            except Exception as exc:  # onnxruntime's own error types
+                raise ExportVerificationError(f"onnxruntime failed on the exported detector: {exc}") from None
+            with torch.no_grad():
+                expected = dict(zip(outputs, (t.numpy() for t in wrapper(check))))
+            try:
+                max_abs = _match(got, expected, score_atol, box_rtol * max(check.shape[1:]))
+            except ExportVerificationError as exc:
+                ties = int((np.diff(np.sort(expected["scores"])) <= 1e-5).sum())
+                if ties:  # the likely cause, and what to do about it
+                    raise ExportVerificationError(
+                        f"{exc}. PyTorch's detections include {ties} pairs of (nearly) equal scores, which top-k "
+                        "and NMS may order either way, so the two runtimes can keep different boxes; untrained "
+                        "heads give such scores: export trained weights, or raise the score threshold") from None
+                raise
+            mask_err = _compare_masks(got, expected, score_atol) if masks else None
+            if len(expected["scores"]) == 0:
+                logger.warning("verification compared no detections (the model found nothing in the check image); "
+                               "pass an image with objects it detects (--verify-image) for a meaningful check")
+    finally:
+        for m, training in modes.items():
+            m.training = training
+    # As in export.detector: "abs" is the box error in pixels and "rel" that error over the image size.
+    report = ExportReport(str(path), [3, "height", "width"], outputs, [list(check.shape)], max_abs,
+                          max_abs / max(check.shape[1:]), box_rtol, score_atol, metadata=meta)
+    report.metadata = {**meta, "verified_detections": str(len(expected["scores"]))}
+    if mask_err is not None:
+        report.metadata["mask_max_abs_error"] = f"{mask_err:.2e}"
+    logger.info("%s", report.summary())
+    return report
+
+
+def _match(got: dict[str, np.ndarray], expected: dict[str, np.ndarray], score_atol: float, box_atol: float) -> float:
+    """:func:`export.detector._compare`'s rules (same count and classes, scores within ``score_atol``,
+    boxes within ``box_atol`` pixels), with detections paired one to one rather than by position:
+    detections of equal score (common with untrained heads) come out of top-k and NMS in either
+    order. Each PyTorch detection, in order, takes the unpaired onnxruntime detection of its class
+    and score whose box is closest. Returns the largest box difference; reorders ``got`` to match."""
+    try:
+        return _compare(got, expected, score_atol, box_atol)
+    except ExportVerificationError:
+        if got["scores"].shape != expected["scores"].shape:
+            raise
+    free = np.ones(len(got["scores"]), dtype=bool)
+    order = np.empty(len(free), dtype=np.int64)
+    for i, (box, cls, score) in enumerate(zip(expected["boxes"], expected["classes"], expected["scores"])):
+        err = np.abs(got["boxes"] - box).max(axis=1)
+        ok = free & (got["classes"] == cls) & (np.abs(got["scores"] - score) <= score_atol) & (err <= box_atol)
+        if not ok.any():
+            raise ExportVerificationError(
+                f"onnxruntime has no detection matching PyTorch's detection {i} (class {int(cls)}, score "
+                f"{float(score):.4f}, box {np.round(box, 1).tolist()}) within scores {score_atol:g} and boxes "
+                f"{box_atol:.3f} px")
+        j = int(np.flatnonzero(ok)[np.argmin(err[ok])])
+        free[j], order[i] = False, j
+    for key in got:
+        got[key] = got[key][order]
+    return _compare(got, expected, score_atol, box_atol)
+
+
+def _compare_masks(got: dict[str, np.ndarray], expected: dict[str, np.ndarray], atol: float) -> float:
+    """Mask probabilities within ``atol`` (``got`` already paired with ``expected``)."""
+    if got["masks"].shape != expected["masks"].shape:
+        raise ExportVerificationError(f"onnxruntime gives masks of shape {got['masks'].shape}, PyTorch "
+                                      f"{expected['masks'].shape}")
+    err = float(np.abs(got["masks"] - expected["masks"]).max(initial=0.0))
+    if not err <= atol:  # NaN fails too
+        raise ExportVerificationError(f"onnxruntime differs from PyTorch: masks by {err:.2e} (tolerance {atol:g})")
+    return err
+
+
+def export_torchvision_detector_from_args(args: Any) -> ExportReport:
+    """``nasnet export detector --framework torchvision``: build, load ``--weights``, export."""
+    from nasnet_backbones.torchvision_detector import load_detector_weights, torchvision_detector
+
+    torch.manual_seed(0)  # without --weights, every export of a configuration is the same model
+    model = torchvision_detector(args.model, args.backbone, args.num_classes, cells=args.cells, filters=args.filters,
+                                 fpn_channels=args.fpn_channels, min_size=args.min_size, max_size=args.max_size,
+                                 score_thresh=args.score_thresh)
+    if args.weights:
+        load_detector_weights(model, args.weights)
+    else:
+        logger.warning("no --weights: exporting %s with random weights", args.model)
+    meta = {"detector": args.model, "backbone": str(args.backbone), "num_classes": args.num_classes,
+            "weights": args.weights or ""}
+    if str(args.backbone).endswith(".json"):
+        meta.update(cells=args.cells, filters=args.filters)
+    return export_torchvision_detector(model.eval(), args.output, tuple(args.image_size), score_atol=args.score_atol,
+                                       box_rtol=args.box_rtol, verify_image=args.verify_image, metadata=meta)
