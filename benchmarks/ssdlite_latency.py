@@ -119,7 +119,8 @@ def eager(kind: str, folder: Path, runs: int, threads: int) -> dict:
     (median, p90), (backbone_ms, _) = _ms(whole), _ms(backbone)
     return {"params_m": sum(p.numel() for p in model.parameters()) / 1e6, "median_ms": median, "p90_ms": p90,
             "backbone_ms": backbone_ms, "detections": detections, "peak_rss_mb": bench.peak_rss_mb(),
-            "verified": f"{report.metadata['verified_detections']} detections, boxes within {report.max_abs_error:.1e} px",
+            "verified": (f"{report.metadata['verified_detections']} detections, boxes within "
+                         f"{report.max_abs_error:.1e} px"),
             "file_mb": (folder / f"{kind}.onnx").stat().st_size / 1e6}
 
 
@@ -174,8 +175,9 @@ def main() -> None:
             rows[kind] = {"eager": _child("eager", kind, Path(tmp), args), "ort": _child("ort", kind, Path(tmp), args)}
     base = rows["mobilenet"]
     print(f"SSDlite, CPU, {args.threads} threads, batch 1, 320x320, random weights, median of {args.runs}\n")
-    print("| model | params (M) | eager (ms) | eager p90 (ms) | onnxruntime (ms) | onnxruntime p90 (ms) | vs MobileNetV3 "
-          "(eager / ORT) | backbone only, eager / ORT (ms) | detections | peak RSS eager / ORT (MB) | ONNX file (MB) |")
+    print("| model | params (M) | eager (ms) | eager p90 (ms) | onnxruntime (ms) | onnxruntime p90 (ms) | "
+          "vs MobileNetV3 (eager / ORT) | backbone only, eager / ORT (ms) | detections | peak RSS eager / ORT (MB) | "
+          "ONNX file (MB) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for kind, label in MODELS.items():
         e, o = rows[kind]["eager"], rows[kind]["ort"]

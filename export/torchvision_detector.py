@@ -34,7 +34,8 @@ from torchvision.models.detection import transform as tv_transform
 from nasnet_backbones.padding import traceable_padding
 
 from .detector import _check_image, _compare
-from .onnx_export import DEFAULT_OPSET, ExportReport, ExportVerificationError, graph_problems, save_checked, verified_output
+from .onnx_export import (DEFAULT_OPSET, ExportReport, ExportVerificationError, graph_problems, save_checked,
+                          verified_output)
 
 __all__ = ["export_torchvision_detector", "export_torchvision_detector_from_args"]
 

@@ -91,7 +91,8 @@ def torchvision_detector(
     body = torchvision_backbone(backbone, returned_strides=(8, 16, 32), out_channels=fpn_channels,
                                 extra_blocks=LastLevelP6P7(fpn_channels, fpn_channels), **common)
     if kind == "fcos" and fpn_channels % 32:
-        raise ValueError(f"FCOS's head normalises in 32 groups; fpn_channels must be a multiple of 32, not {fpn_channels}")
+        raise ValueError(f"FCOS's head normalises in 32 groups; fpn_channels must be a multiple of 32, "
+                         f"not {fpn_channels}")
     cls = RetinaNet if kind == "retinanet" else FCOS
     return cls(body, num_classes=num_classes, **sizes, **kwargs)
 

@@ -141,7 +141,8 @@ def test_cli_exports_the_saved_detector(tmp_path, capsys):
 def test_cli_refuses_mixed_frameworks(tmp_path, capsys):
     out = str(tmp_path / "x.onnx")
     assert main(["export", "detector", "--framework", "torchvision", "-o", out]) == 2
-    assert "--framework torchvision needs --model (fasterrcnn, maskrcnn, retinanet, fcos, ssdlite)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--framework torchvision needs --model (fasterrcnn, maskrcnn, retinanet, fcos, ssdlite)" in err
     assert main(["export", "detector", "--framework", "torchvision", "--model", "ssdlite", "--config-file", "x.yaml",
                  "-o", out]) == 2
     assert "--config-file and --opts are for --framework detectron2" in capsys.readouterr().err

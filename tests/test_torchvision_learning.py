@@ -2,8 +2,9 @@
 built from the genotype (N = 1, width 8, 32-channel FPN, BatchNorm momentum 0.1 for training from
 scratch), trained for 100 iterations on 200 drawn-shape images at 128 pixels, must reach COCO bbox
 AP50 >= 45 on the 50 held-out ones: about half of what it reaches (97.4 on three runs with 2
-threads, 93.7 with one as under pytest-xdist; other training seeds gave 73 to 97). The trained model then exports
-to ONNX and verifies on the detections it makes. About 50 seconds on 2 CPU cores."""
+threads, 93.7 with one as under pytest-xdist; other training seeds gave 73 to 97). The trained
+model then exports to ONNX and verifies on the detections it makes. About 50 seconds on 2 CPU
+cores."""
 
 from __future__ import annotations
 

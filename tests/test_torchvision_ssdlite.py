@@ -27,7 +27,8 @@ def test_extractor_gives_six_maps_at_torchvisions_sizes():
         features = extractor(torch.rand(1, 3, 320, 320))
     assert list(features) == ["0", "1", "2", "3", "4", "5"]
     body = extractor.body.model
-    assert extractor.out_channels == [body.feature_info[0]["num_chs"], body.feature_info[1]["num_chs"], 512, 256, 256, 128]
+    stride16, stride32 = (f["num_chs"] for f in body.feature_info)
+    assert extractor.out_channels == [stride16, stride32, 512, 256, 256, 128]
     assert [f.shape[1] for f in features.values()] == extractor.out_channels
     # MobileNetV3's SSDlite at 320 predicts from 20, 10, 5, 3, 2 and 1 pixel maps; so does this one
     reference = ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None).eval()
