@@ -70,8 +70,9 @@ def measure(backend: str, target: str, batch: int, size: int, threads: int, runs
         options.inter_op_num_threads = 1
         session = ort.InferenceSession(target, options, providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
-        if len(session.get_inputs()[0].shape) == 3:  # a whole detector: one 0-255 image per call
-            x = np.random.default_rng(0).uniform(0, 255, (3, size, size)).astype(np.float32)
+        if len(session.get_inputs()[0].shape) == 3:  # a whole detector: one image per call
+            torchvision = session.get_modelmeta().custom_metadata_map.get("framework") == "torchvision"
+            x = np.random.default_rng(0).uniform(0, 1 if torchvision else 255, (3, size, size)).astype(np.float32)
 
         def step() -> None:
             session.run(None, {name: x})

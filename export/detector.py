@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, ContextManager
 
 import numpy as np
 import onnx
@@ -102,7 +103,6 @@ def export_detector(cfg, weights: str | None, path: str | Path, image_size: tupl
                     opset: int = 17, score_atol: float = 1e-3, box_rtol: float = 5e-3,
                     verify_image: str | Path | None = None) -> ExportReport:
     """Build the detector ``cfg`` describes, load ``weights``, export and verify (see module doc)."""
-    import onnxruntime as ort
     from detectron2.modeling import build_model
 
     from detection.checkpoint import NASNetDetectionCheckpointer
@@ -124,15 +124,6 @@ def export_detector(cfg, weights: str | None, path: str | Path, image_size: tupl
     with verified_output(path) as tmp:
         axes = {"image": {1: "height", 2: "width"}, **{name: {0: "detections"} for name in names if name in _PER_DETECTION},
                 **({"sem_seg": {1: "height", 2: "width"}} if "sem_seg" in names else {})}
-        with torch.no_grad(), traceable_padding():
-            torch.onnx.export(adapter, adapter.flattened_inputs, str(tmp), dynamo=False, opset_version=opset,
-                              input_names=["image"], output_names=names, dynamic_axes=axes,
-                              do_constant_folding=True)
-        adapter.eval()  # the exporter restores the mode it found; keep evaluating
-        graph = onnx.load(str(tmp))
-        problems = [p for p in graph_problems(graph) if "computed at run time" not in p]
-        if problems:
-            raise ExportVerificationError("the exported graph is not deployable: " + "; ".join(problems[:5]))
         meta = {"source_config": cfg.MODEL.META_ARCHITECTURE, "backbone": cfg.MODEL.BACKBONE.NAME,
                 "nasnet": cfg.MODEL.NASNET.GENOTYPE or cfg.MODEL.NASNET.ARCH, "weights": weights or "",
                 "input": f"CHW float 0-255, {cfg.INPUT.FORMAT}, resized to shortest side {cfg.INPUT.MIN_SIZE_TEST}",
@@ -144,15 +135,10 @@ def export_detector(cfg, weights: str | None, path: str | Path, image_size: tupl
             classes = getattr(MetadataCatalog.get(datasets[0]), "thing_classes", None)
             if classes:
                 meta["class_names"] = json.dumps(list(classes))
-        save_checked(graph, meta, tmp)
-        try:
-            session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-            got = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"image": check.numpy()})))
-        except Exception as exc:  # onnxruntime's own error types
-            raise ExportVerificationError(f"onnxruntime failed on the exported detector: {exc}") from None
+        got = trace_and_run(adapter, adapter.flattened_inputs, tmp, names, axes, meta, check, opset)
         with torch.no_grad():
             expected = dict(zip(names, (t.numpy() for t in adapter(check))))
-        max_abs = _compare(got, expected, score_atol, box_rtol * max(check.shape[1:]))
+        max_abs = _match(got, expected, score_atol, box_rtol * max(check.shape[1:]))
         _compare_dense(got, expected, score_atol)
         if len(expected["scores"]) == 0:
             logger.warning("verification compared no detections (the model found nothing in the check image); "
@@ -164,6 +150,29 @@ def export_detector(cfg, weights: str | None, path: str | Path, image_size: tupl
     report.metadata = {**meta, "verified_detections": str(len(expected["scores"]))}
     logger.info("%s", report.summary())
     return report
+
+
+def trace_and_run(module: torch.nn.Module, inputs: tuple, path: Path, names: list[str], axes: dict, meta: dict[str, str],
+                  check: torch.Tensor, opset: int, context: ContextManager = nullcontext()) -> dict[str, np.ndarray]:
+    """Trace a one-image detector (input ``image``) to ``path`` with NASNet's size-independent
+    padding, refuse a graph that is not deployable, record ``meta``, and return onnxruntime's
+    outputs, by name, on ``check``: the steps both frameworks' exports share."""
+    import onnxruntime as ort
+
+    with torch.no_grad(), traceable_padding(), context:
+        torch.onnx.export(module, inputs, str(path), dynamo=False, opset_version=opset, input_names=["image"],
+                          output_names=names, dynamic_axes=axes, do_constant_folding=True)
+    module.eval()  # the exporter restores the mode it found; keep evaluating
+    graph = onnx.load(str(path))
+    problems = [p for p in graph_problems(graph) if "computed at run time" not in p]
+    if problems:
+        raise ExportVerificationError("the exported graph is not deployable: " + "; ".join(problems[:5]))
+    save_checked(graph, meta, path)
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return dict(zip([o.name for o in session.get_outputs()], session.run(None, {"image": check.numpy()})))
+    except Exception as exc:  # onnxruntime's own error types
+        raise ExportVerificationError(f"onnxruntime failed on the exported detector: {exc}") from None
 
 
 def _compare(got: dict[str, np.ndarray], expected: dict[str, np.ndarray], score_atol: float, box_atol: float) -> float:
@@ -182,8 +191,38 @@ def _compare(got: dict[str, np.ndarray], expected: dict[str, np.ndarray], score_
     return box_err
 
 
-def _compare_dense(got: dict[str, np.ndarray], expected: dict[str, np.ndarray], atol: float) -> None:
-    """Mask probabilities within ``atol``; semantic logits within ``atol`` relative to their scale."""
+def _match(got: dict[str, np.ndarray], expected: dict[str, np.ndarray], score_atol: float, box_atol: float) -> float:
+    """:func:`_compare`'s rules (same count and classes, scores within ``score_atol``,
+    boxes within ``box_atol`` pixels), with detections paired one to one rather than by position:
+    detections of equal score (common with untrained heads) come out of top-k and NMS in either
+    order. Each PyTorch detection, in order, takes the unpaired onnxruntime detection of its class
+    and score whose box is closest. Returns the largest box difference; reorders ``got`` to match."""
+    try:
+        return _compare(got, expected, score_atol, box_atol)
+    except ExportVerificationError:
+        if got["scores"].shape != expected["scores"].shape:
+            raise
+    free = np.ones(len(got["scores"]), dtype=bool)
+    order = np.empty(len(free), dtype=np.int64)
+    for i, (box, cls, score) in enumerate(zip(expected["boxes"], expected["classes"], expected["scores"])):
+        err = np.abs(got["boxes"] - box).max(axis=1)
+        ok = free & (got["classes"] == cls) & (np.abs(got["scores"] - score) <= score_atol) & (err <= box_atol)
+        if not ok.any():
+            raise ExportVerificationError(
+                f"onnxruntime has no detection matching PyTorch's detection {i} (class {int(cls)}, score "
+                f"{float(score):.4f}, box {np.round(box, 1).tolist()}) within scores {score_atol:g} and boxes "
+                f"{box_atol:.3f} px")
+        j = int(np.flatnonzero(ok)[np.argmin(err[ok])])
+        free[j], order[i] = False, j
+    for key in _PER_DETECTION & set(got):
+        got[key] = got[key][order]
+    return _compare(got, expected, score_atol, box_atol)
+
+
+def _compare_dense(got: dict[str, np.ndarray], expected: dict[str, np.ndarray], atol: float) -> float | None:
+    """Mask probabilities within ``atol``; semantic logits within ``atol`` relative to their scale
+    (``got`` already paired with ``expected``). Returns the masks' largest difference, if any."""
+    mask_err = None
     for name in ("masks", "sem_seg"):
         if name not in expected:
             continue
@@ -192,9 +231,12 @@ def _compare_dense(got: dict[str, np.ndarray], expected: dict[str, np.ndarray], 
                                           f"{expected[name].shape}")
         scale = 1.0 if name == "masks" else max(1.0, float(np.abs(expected[name]).max(initial=0.0)))
         err = float(np.abs(got[name] - expected[name]).max(initial=0.0))
-        if not err <= atol * scale:
+        if not err <= atol * scale:  # NaN fails too
             raise ExportVerificationError(f"onnxruntime differs from PyTorch: {name} by {err:.2e} "
                                           f"(tolerance {atol * scale:.2e})")
+        if name == "masks":
+            mask_err = err
+    return mask_err
 
 
 def export_detector_from_args(args: Any) -> ExportReport:

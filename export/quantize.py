@@ -73,12 +73,20 @@ def is_detector(model: onnx.ModelProto) -> bool:
 
 
 def detector_inputs(model: onnx.ModelProto, source: str | Path, count: int, seed: int = 0) -> Iterator[np.ndarray]:
-    """Images for a detector graph, resized as detectron2's test transform does (shortest side
-    MIN_SIZE_TEST, longest at most MAX_SIZE_TEST): drawn shapes for ``"synthetic"``, else a folder."""
+    """Images for a detector graph: drawn shapes for ``"synthetic"``, else a folder. For detectron2's
+    graphs, 0-255 and resized as its test transform does (shortest side MIN_SIZE_TEST, longest at
+    most MAX_SIZE_TEST); for torchvision's, 0-1 RGB at the size its in-graph transform resizes to."""
     from PIL import Image
 
     meta = _metadata(model)
-    short, longest = int(json.loads(meta.get("min_size_test", "800"))), int(json.loads(meta.get("max_size_test", "1333")))
+    torchvision = meta.get("framework") == "torchvision"
+    if torchvision:
+        fixed = json.loads(meta.get("fixed_size", "null"))
+        short = min(fixed) if fixed else int(json.loads(meta.get("min_size", "[800]"))[-1])
+        longest = max(fixed) if fixed else int(json.loads(meta.get("max_size", "1333")))
+    else:
+        short = int(json.loads(meta.get("min_size_test", "800")))
+        longest = int(json.loads(meta.get("max_size_test", "1333")))
     bgr = "BGR" in meta.get("input", "")
     if str(source) == "synthetic":
         from detection.synthetic import _image
@@ -98,7 +106,7 @@ def detector_inputs(model: onnx.ModelProto, source: str | Path, count: int, seed
         scale = min(short / min(h, w), longest / max(h, w))
         img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
         arr = np.asarray(img, dtype=np.float32)[:, :, ::-1 if bgr else 1]
-        yield np.ascontiguousarray(arr.transpose(2, 0, 1))
+        yield np.ascontiguousarray(arr.transpose(2, 0, 1)) / (255.0 if torchvision else 1.0)
 
 
 def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -25,17 +25,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
-import onnx
 import torch
 from torch import nn
 from torch.onnx import operators
 from torchvision.models.detection import transform as tv_transform
 
-from nasnet_backbones.padding import traceable_padding
-
-from .detector import _check_image, _compare
-from .onnx_export import (DEFAULT_OPSET, ExportReport, ExportVerificationError, graph_problems, save_checked,
-                          verified_output)
+from .detector import _check_image, _compare_dense, _match, trace_and_run
+from .onnx_export import DEFAULT_OPSET, ExportReport, ExportVerificationError, verified_output
 
 __all__ = ["export_torchvision_detector", "export_torchvision_detector_from_args"]
 
@@ -102,8 +98,6 @@ def export_torchvision_detector(model: nn.Module, path: str | Path, image_size: 
                                 verify_image: str | Path | None = None,
                                 metadata: dict[str, Any] | None = None) -> ExportReport:
     """Export ``model`` (a torchvision detector, its weights loaded) and verify it (see module doc)."""
-    import onnxruntime as ort
-
     path = Path(path)
     masks = _has_masks(model)
     outputs = [*OUTPUTS, "masks"] if masks else list(OUTPUTS)
@@ -124,21 +118,7 @@ def export_torchvision_detector(model: nn.Module, path: str | Path, image_size: 
             axes = {"image": {1: "height", 2: "width"}, **{name: {0: "detections"} for name in outputs}}
             if masks:
                 axes["masks"] = {0: "detections", 2: "height", 3: "width"}
-            with torch.no_grad(), traceable_padding(), _eager_resize():
-                torch.onnx.export(wrapper, (traced,), str(tmp), dynamo=False, opset_version=opset,
-                                  input_names=["image"], output_names=outputs, dynamic_axes=axes,
-                                  do_constant_folding=True)
-            wrapper.eval()  # the exporter restores the mode it found; keep evaluating
-            graph = onnx.load(str(tmp))
-            problems = [p for p in graph_problems(graph) if "computed at run time" not in p]
-            if problems:
-                raise ExportVerificationError("the exported graph is not deployable: " + "; ".join(problems[:5]))
-            save_checked(graph, meta, tmp)
-            try:
-                session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-                got = dict(zip(outputs, session.run(None, {"image": check.numpy()})))
-            except Exception as exc:  # onnxruntime's own error types
-                raise ExportVerificationError(f"onnxruntime failed on the exported detector: {exc}") from None
+            got = trace_and_run(wrapper, (traced,), tmp, outputs, axes, meta, check, opset, _eager_resize())
             with torch.no_grad():
                 expected = dict(zip(outputs, (t.numpy() for t in wrapper(check))))
             try:
@@ -151,7 +131,7 @@ def export_torchvision_detector(model: nn.Module, path: str | Path, image_size: 
                         "and NMS may order either way, so the two runtimes can keep different boxes; untrained "
                         "heads give such scores: export trained weights, or raise the score threshold") from None
                 raise
-            mask_err = _compare_masks(got, expected, score_atol) if masks else None
+            mask_err = _compare_dense(got, expected, score_atol)
             if len(expected["scores"]) == 0:
                 logger.warning("verification compared no detections (the model found nothing in the check image); "
                                "pass an image with objects it detects (--verify-image) for a meaningful check")
@@ -166,45 +146,6 @@ def export_torchvision_detector(model: nn.Module, path: str | Path, image_size: 
         report.metadata["mask_max_abs_error"] = f"{mask_err:.2e}"
     logger.info("%s", report.summary())
     return report
-
-
-def _match(got: dict[str, np.ndarray], expected: dict[str, np.ndarray], score_atol: float, box_atol: float) -> float:
-    """:func:`export.detector._compare`'s rules (same count and classes, scores within ``score_atol``,
-    boxes within ``box_atol`` pixels), with detections paired one to one rather than by position:
-    detections of equal score (common with untrained heads) come out of top-k and NMS in either
-    order. Each PyTorch detection, in order, takes the unpaired onnxruntime detection of its class
-    and score whose box is closest. Returns the largest box difference; reorders ``got`` to match."""
-    try:
-        return _compare(got, expected, score_atol, box_atol)
-    except ExportVerificationError:
-        if got["scores"].shape != expected["scores"].shape:
-            raise
-    free = np.ones(len(got["scores"]), dtype=bool)
-    order = np.empty(len(free), dtype=np.int64)
-    for i, (box, cls, score) in enumerate(zip(expected["boxes"], expected["classes"], expected["scores"])):
-        err = np.abs(got["boxes"] - box).max(axis=1)
-        ok = free & (got["classes"] == cls) & (np.abs(got["scores"] - score) <= score_atol) & (err <= box_atol)
-        if not ok.any():
-            raise ExportVerificationError(
-                f"onnxruntime has no detection matching PyTorch's detection {i} (class {int(cls)}, score "
-                f"{float(score):.4f}, box {np.round(box, 1).tolist()}) within scores {score_atol:g} and boxes "
-                f"{box_atol:.3f} px")
-        j = int(np.flatnonzero(ok)[np.argmin(err[ok])])
-        free[j], order[i] = False, j
-    for key in got:
-        got[key] = got[key][order]
-    return _compare(got, expected, score_atol, box_atol)
-
-
-def _compare_masks(got: dict[str, np.ndarray], expected: dict[str, np.ndarray], atol: float) -> float:
-    """Mask probabilities within ``atol`` (``got`` already paired with ``expected``)."""
-    if got["masks"].shape != expected["masks"].shape:
-        raise ExportVerificationError(f"onnxruntime gives masks of shape {got['masks'].shape}, PyTorch "
-                                      f"{expected['masks'].shape}")
-    err = float(np.abs(got["masks"] - expected["masks"]).max(initial=0.0))
-    if not err <= atol:  # NaN fails too
-        raise ExportVerificationError(f"onnxruntime differs from PyTorch: masks by {err:.2e} (tolerance {atol:g})")
-    return err
 
 
 def export_torchvision_detector_from_args(args: Any) -> ExportReport:

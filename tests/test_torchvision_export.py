@@ -151,3 +151,18 @@ def test_cli_refuses_mixed_frameworks(tmp_path, capsys):
     assert main(["export", "detector", "-o", out]) == 2
     assert "--framework detectron2 (the default) needs --config-file" in capsys.readouterr().err
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_int8_quantization_feeds_torchvision_graphs_their_own_input(tmp_path):
+    """`nasnet export quantize` calibrates a torchvision graph on 0-1 RGB images at its transform's
+    size (not detectron2's 0-255 convention) and reports box agreement with FP32."""
+    from export.quantize import detector_inputs, quantize_onnx
+
+    torch.manual_seed(0)
+    model = torchvision_detector("fasterrcnn", genotypes.NASNET_A, 4, **TINY, **RCNN).eval()
+    export_torchvision_detector(model, tmp_path / "det.onnx", (96, 128))
+    images = list(detector_inputs(onnx.load(str(tmp_path / "det.onnx")), "synthetic", 2))
+    assert all(x.shape == (3, 96, 96) and 0.0 <= x.min() and x.max() <= 1.0 for x in images)
+    report = quantize_onnx(tmp_path / "det.onnx", tmp_path / "det.int8.onnx", "synthetic", True, 4, 2,
+                           box_score_threshold=0.0)
+    assert report.size_ratio > 1.5 and 0.0 <= report.mean_box_iou <= 1.0
