@@ -205,12 +205,16 @@ class LatencyModel:
     def _concat_count(self, genotype: Genotype) -> int:
         return sum(len((genotype.reduce if s["reduction"] else genotype.normal).concat) for s in self._op_shapes())
 
-    def predict(self, genotype: Genotype) -> float:
+    def op_cost(self, genotype: Genotype) -> float:
+        """The table's measured per-op times summed over ``genotype``'s deployed network (ms),
+        before calibration."""
         if self.table is None:
             raise RuntimeError("no latency table; build one with build_table()")
+        return self._ops_sum(genotype, self.table["entries"])
+
+    def predict(self, genotype: Genotype) -> float:
         t = self.table
-        return t["intercept"] + t["ops_scale"] * self._ops_sum(genotype, t["entries"]) + \
-            t["per_concat"] * self._concat_count(genotype)
+        return t["intercept"] + t["ops_scale"] * self.op_cost(genotype) + t["per_concat"] * self._concat_count(genotype)
 
     def build_table(self, calibration: int = 6, validation: int = 6, seed: int = 0) -> dict[str, Any]:
         """Time every op at every shape, calibrate on measured networks, report the prediction error."""

@@ -43,7 +43,13 @@ def test_lookup_table_reports_its_error_and_ranks_cells(tmp_path):
     assert table["used"] == (table["mean_error"] <= 0.10)
     ops = {key.split("|")[0] for key in table["entries"]}
     assert ops == set(SPACE.ops)
-    assert model.predict(_uniform("sep_conv_7x7")) > model.predict(_uniform("max_pool_3x3"))
+    slow, fast = _uniform("sep_conv_7x7"), _uniform("max_pool_3x3")
+    assert model.op_cost(slow) > model.op_cost(fast)  # each op timed on its own ranks them
+    # The calibrated prediction keeps that order, or ties it when the fit gives the ops no weight:
+    # a tiny network's time on a loaded machine can be mostly fixed overhead (seen under CI).
+    assert model.predict(slow) >= model.predict(fast)
+    if table["ops_scale"] > 0:
+        assert model.predict(slow) > model.predict(fast)
     assert json.loads((tmp_path / "latency_table.json").read_text())["mean_error"] == table["mean_error"]
 
 
