@@ -20,6 +20,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from detectron2.config import CfgNode
@@ -125,10 +126,38 @@ def register_coco_panoptic_separated_json(name: str, instances_json: str | Path,
     return name
 
 
+@dataclass(frozen=True)
+class _JsonSummary:
+    """What the checks and head sizing need from a COCO instances json, read in one pass (a
+    custom json may be as large as COCO's, 450 MB, and setup asks several questions of it).
+    Crowd annotations are left out, as detectron2's mapper leaves them out of training."""
+
+    categories: int
+    annotations: int
+    without_masks: int
+    rle_masks: bool
+    file_names: tuple[str, ...]
+
+
+@lru_cache(maxsize=8)
+def _read_summary(path: str, mtime_ns: int) -> _JsonSummary:
+    data = json.loads(Path(path).read_text())
+    annotations = [a for a in data.get("annotations", []) if not a.get("iscrowd", 0)]
+    return _JsonSummary(
+        categories=len(data.get("categories", [])), annotations=len(annotations),
+        without_masks=sum(not a.get("segmentation") for a in annotations),
+        rle_masks=any(isinstance(a.get("segmentation"), dict) for a in annotations),
+        file_names=tuple(img["file_name"] for img in data.get("images", [])))
+
+
+def _summary(json_file: str | Path) -> _JsonSummary:
+    path = Path(json_file).resolve()
+    return _read_summary(str(path), path.stat().st_mtime_ns)  # a rewritten file is read again
+
+
 def uses_rle_masks(json_file: str | Path) -> bool:
     """Whether a COCO json stores instance masks as RLE (which detectron2 reads only as bitmasks)."""
-    annotations = json.loads(Path(json_file).read_text()).get("annotations", [])
-    return any(isinstance(a.get("segmentation"), dict) for a in annotations)
+    return _summary(json_file).rle_masks
 
 
 def needs_masks(cfg: CfgNode) -> bool:
@@ -166,22 +195,19 @@ def check_dataset(cfg: CfgNode, name: str) -> None:
 
 
 def _check_annotations(cfg: CfgNode, name: str, json_file: Path, meta) -> None:
-    data = json.loads(json_file.read_text())
-    annotations = [a for a in data.get("annotations", []) if not a.get("iscrowd", 0)]
+    summary = _summary(json_file)
     if needs_masks(cfg):
-        without = sum("segmentation" not in a or not a["segmentation"] for a in annotations)
-        if without:
+        if summary.without_masks:
             raise ValueError(
-                f"MODEL.MASK_ON needs an instance mask for every object, but {without} of {len(annotations)} "
-                f"annotations in {json_file} (dataset {name}) have no 'segmentation'. Add COCO polygons or RLE "
-                "masks, or use a config without a mask head (faster_rcnn_*)")
-        if cfg.INPUT.MASK_FORMAT == "polygon" and any(isinstance(a["segmentation"], dict) for a in annotations):
+                f"MODEL.MASK_ON needs an instance mask for every object, but {summary.without_masks} of "
+                f"{summary.annotations} annotations in {json_file} (dataset {name}) have no 'segmentation'. Add COCO "
+                "polygons or RLE masks, or use a config without a mask head (faster_rcnn_*)")
+        if cfg.INPUT.MASK_FORMAT == "polygon" and summary.rle_masks:
             raise ValueError(f"{json_file} stores masks as RLE, which INPUT.MASK_FORMAT polygon cannot read; "
                              "set INPUT.MASK_FORMAT bitmask")
     if needs_semantic(cfg):
         root = Path(meta.sem_seg_root)
-        missing = [img["file_name"] for img in data.get("images", [])
-                   if not (root / (Path(img["file_name"]).stem + ".png")).is_file()]
+        missing = [f for f in summary.file_names if not (root / (Path(f).stem + ".png")).is_file()]
         if missing:
             raise FileNotFoundError(f"dataset {name}: {len(missing)} images have no semantic map in {root} "
                                     f"(first: {missing[0]})")
@@ -190,7 +216,7 @@ def _check_annotations(cfg: CfgNode, name: str, json_file: Path, meta) -> None:
 def set_num_classes_from_json(cfg: CfgNode, json_file: str | Path, dataset: str | None = None) -> int:
     """Size the heads for a dataset: thing classes from a COCO json's categories, and for a
     semantic head the registered dataset's stuff classes. Returns the number of thing classes."""
-    classes = len(json.loads(Path(json_file).read_text()).get("categories", []))
+    classes = _summary(json_file).categories
     if classes:
         cfg.MODEL.ROI_HEADS.NUM_CLASSES = cfg.MODEL.RETINANET.NUM_CLASSES = classes
     stuff = getattr(MetadataCatalog.get(dataset), "stuff_classes", None) if dataset else None

@@ -38,8 +38,8 @@ __all__ = ["export_detector"]
 
 logger = logging.getLogger(__name__)
 
-OUTPUTS = ["boxes", "classes", "scores"]
-_PER_DETECTION = {"boxes", "classes", "scores", "masks"}
+OUTPUTS = ["boxes", "classes", "scores"]  # every detector's; masks and semantic logits where the model has them
+_PER_DETECTION = {*OUTPUTS, "masks"}
 
 
 # Instances fields as graph outputs. Mask R-CNN's masks are per-box probabilities on the mask

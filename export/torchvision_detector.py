@@ -30,14 +30,12 @@ from torch import nn
 from torch.onnx import operators
 from torchvision.models.detection import transform as tv_transform
 
-from .detector import _check_image, _compare_dense, _match, trace_and_run
+from .detector import OUTPUTS, _check_image, _compare_dense, _match, trace_and_run
 from .onnx_export import DEFAULT_OPSET, ExportReport, ExportVerificationError, verified_output
 
 __all__ = ["export_torchvision_detector", "export_torchvision_detector_from_args"]
 
 logger = logging.getLogger(__name__)
-
-OUTPUTS = ["boxes", "classes", "scores"]
 
 
 class _OneImage(nn.Module):
