@@ -20,6 +20,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from search.enas import SHARED_REWARDS_FILE
+from search.report import load_run
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -41,12 +44,12 @@ def main() -> None:
             extra = ["--trials", "100000", "--budget-hours", str(args.budget_minutes / 60)]
         subprocess.run([*base, "--strategy", strategy, "--out", str(out), *extra], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+        results = load_run(out)[1]
         reached = sorted(r["elapsed"] for r in results if r["reward"] >= args.target)
         best = max(results, key=lambda r: r["reward"])
         phase1 = None
         if strategy == "enas":
-            shared = [json.loads(line) for line in (out / "shared_rewards.jsonl").read_text().splitlines()]
+            shared = [json.loads(line) for line in (out / SHARED_REWARDS_FILE).read_text().splitlines()]
             phase1 = shared[-1]["elapsed"]
         rows.append((strategy, len(results), reached[0] / 60 if reached else None, best["reward"],
                      max(r["elapsed"] for r in results) / 60, phase1))

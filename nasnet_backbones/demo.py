@@ -90,7 +90,9 @@ class _Demo:
             if self.mode == "quick":
                 argv += ["--child-epochs", "1", "--train-size", "200", "--val-size", "100", "--img-size", "8"]
         self.cli(argv)
-        rows = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
+        from search.report import load_run
+
+        rows = load_run(run_dir)[1]
         best = max(rows, key=lambda r: r["reward"])
         return {"children": len(rows), "best_reward": best["reward"], "best_hash": best["hash"],
                 "genotype": str(self.best_genotype)}

@@ -26,7 +26,7 @@ from .genotype import Genotype
 from .ops import OpContext
 from .padding import PADDING_MODES, Conv2dSame
 
-__all__ = ["NASNetConfig", "NASNet", "NASNetOutputs", "CellLink", "build_nasnet", "calc_reduction_layers", "cell_links",
+__all__ = ["NASNetConfig", "NASNet", "NASNetOutputs", "CellLink", "build_nasnet", "nasnet_config", "calc_reduction_layers", "cell_links",
            "split_model_kwargs"]
 
 logger = logging.getLogger(__name__)
@@ -426,8 +426,14 @@ def build_nasnet(
     ``num_filters`` base width. Other :class:`NASNetConfig` fields and :class:`NASNet` arguments
     (``img_size``, ``features_only``, ...) go in ``kwargs``."""
     model_kwargs, kwargs = split_model_kwargs(kwargs)
+    return NASNet(genotype, nasnet_config(num_cells, num_filters, stem, **kwargs), num_classes=num_classes,
+                  **model_kwargs)
+
+
+def nasnet_config(num_cells: int, num_filters: int, stem: str = "imagenet", **kwargs: Any) -> NASNetConfig:
+    """The :class:`NASNetConfig` of :func:`build_nasnet`: with the CIFAR stem, its defaults (a stem
+    3x the base width, PyTorch's BatchNorm eps and momentum) unless ``kwargs`` say otherwise."""
     defaults = {"stem_multiplier": 3.0 if stem == "cifar" else 1.0}
     if stem == "cifar":
         defaults.update(bn_eps=1e-5, bn_momentum=0.1)
-    config = NASNetConfig(num_cells=num_cells, num_filters=num_filters, stem=stem, **{**defaults, **kwargs})
-    return NASNet(genotype, config, num_classes=num_classes, **model_kwargs)
+    return NASNetConfig(num_cells=num_cells, num_filters=num_filters, stem=stem, **{**defaults, **kwargs})

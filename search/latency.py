@@ -33,7 +33,7 @@ from torch import nn
 
 from nasnet_backbones.atomic import write_atomic
 from nasnet_backbones.genotype import Genotype
-from nasnet_backbones.nasnet import NASNetConfig, build_nasnet, cell_links
+from nasnet_backbones.nasnet import build_nasnet, cell_links, nasnet_config
 from nasnet_backbones.ops import OpContext, build_op
 
 from .space import SearchSpace
@@ -127,8 +127,7 @@ class LatencyModel:
         if self.folder is not None and (self.folder / TABLE_FILE).is_file():
             self.table = json.loads((self.folder / TABLE_FILE).read_text())
         s = settings
-        self.config = NASNetConfig(num_cells=3 * s.cells, num_filters=s.filters, stem=s.stem,
-                                   stem_multiplier=3.0 if s.stem == "cifar" else 1.0)
+        self.config = nasnet_config(3 * s.cells, s.filters, s.stem)
         self.num_classes = 1000 if s.stem == "imagenet" else 10
         self._shapes: list[dict[str, Any]] | None = None
 

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from nasnet_backbones.genotype import CellSpec, Genotype
-from nasnet_backbones.nasnet import NASNetConfig, cell_links
+from nasnet_backbones.nasnet import cell_links, nasnet_config
 from nasnet_backbones.ops import FactorizedReduction, OpContext, ReLUConvBN, build_op
 from nasnet_backbones.padding import Conv2dSame
 
@@ -96,15 +96,15 @@ class SuperCell(nn.Module):
         c_in, stride = self._kinds[min(state, 2)]
         return self._key(block, side, op, c_in, stride)
 
-    def prev_is_identity(self, prev: _CellOutput) -> bool:
+    def prev_is_identity(self, prev_channels: int | None) -> bool:
         """The standalone cell passes state 1 through when widths and strides already match."""
-        return self.prev_mode == "project" and prev.channels == self.filters
+        return self.prev_mode == "project" and prev_channels == self.filters
 
     def forward(self, spec: CellSpec, x: _CellOutput, prev: _CellOutput | None) -> _CellOutput:
         h0 = self.preprocess(x.masked())
         if self.prev_mode == "raw":
             h1 = x.selected()
-        elif self.prev_is_identity(prev):
+        elif self.prev_is_identity(prev.channels):
             h1 = prev.selected()
         else:
             h1 = self.preprocess_prev(prev.masked())
@@ -128,8 +128,7 @@ class Supernet(nn.Module):
         if space.combine_ops != ("add",):
             raise SearchSpaceError("weight-sharing search needs 'add' as the only combine op (a concatenating block "
                                    "changes the width every later op reads); use --combine add")
-        defaults = {"stem_multiplier": 3.0, "bn_eps": 1e-5, "bn_momentum": 0.1}  # build_nasnet's CIFAR defaults
-        self.config = NASNetConfig(num_cells=num_cells, num_filters=num_filters, stem="cifar", **{**defaults, **config})
+        self.config = nasnet_config(num_cells, num_filters, "cifar", **config)
         c = self.config
         if c.drop_path_prob or c.aux_head or c.stem_prev != "raw":
             raise ValueError("the supernet has no drop path or auxiliary head and reads the raw stem output")
@@ -182,8 +181,7 @@ class Supernet(nn.Module):
             if link.prev is not None:
                 p_concat = concat_of[link.prev]
                 channels = None if p_concat is None else len(p_concat[0]) * p_concat[1]
-                identity = cell.prev_mode == "project" and channels == link.filters
-                if not identity:
+                if not cell.prev_is_identity(channels):
                     copy(prefix + "preprocess_prev.", cell.preprocess_prev,
                          None if p_concat is None else _columns(*p_concat))
             for b, block in enumerate(spec.blocks):
