@@ -183,10 +183,7 @@ def run(args: argparse.Namespace) -> int:
                   download=not args.no_download)
     search = SearchRun(out, config, resume=args.resume)
     logger.info("search space: %s; strategy %s; children: %s", config.space.describe(), config.strategy, child)
-    if args.trials is not None or not args.resume:
-        search.trials = args.trials if args.trials is not None else 100
-    if search.trials is None:
-        raise SearchError("--trials is needed: how many children to evaluate")
+    search.set_target(args.trials if args.trials is not None or args.resume else 100)
     search.save_state()  # the target survives a crash in any phase
     model = search.latency
     if model is not None and model.table is None and (

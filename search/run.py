@@ -275,16 +275,24 @@ class SearchRun:
         genotype.to_json(self.out / BEST_FILE)
         return genotype
 
+    def set_target(self, trials: int | None) -> None:
+        """How many children the search evaluates: ``trials``, or with None the target it already
+        has (a resumed run's); checked here, before any phase of the search spends time."""
+        trials = trials if trials is not None else self.trials
+        if trials is None:
+            raise SearchError("--trials is needed: how many children to evaluate")
+        if trials < 1:
+            raise SearchError(f"--trials must be >= 1, got {trials}")
+        self.trials = trials
+
     def run(self, trials: int | None, workers: int, executor_factory: Callable[[], Executor],
             budget_hours: float | None = None) -> list[dict[str, Any]]:
         """Evaluate children until ``trials`` (default: a resumed run's own target) have finished, or
         until the search has run ``budget_hours`` (no child starts after that; those running finish)."""
-        trials = trials if trials is not None else self.trials
-        if trials is None:
-            raise SearchError("--trials is needed: how many children to evaluate")
-        if trials < 1 or workers < 1:
-            raise SearchError(f"--trials and --workers must be >= 1, got {trials} and {workers}")
-        self.trials = trials
+        self.set_target(trials)
+        trials = self.trials
+        if workers < 1:
+            raise SearchError(f"--workers must be >= 1, got {workers}")
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(self.out / "tensorboard"), purge_step=len(self.log.rows) or None)
