@@ -33,4 +33,10 @@ def add_nasnet_config(cfg: CN) -> CN:
     # ScheduledDropPath rate in the backbone's cells (0 disables; the paper trains detection
     # with it off). The schedule ramps it up over SOLVER.MAX_ITER.
     cfg.MODEL.NASNET.DROP_PATH_PROB = 0.0
+    # Allow MODEL.WEIGHTS (or --weights) to be a pickle: detectron2's model-zoo ``.pkl`` files, or a
+    # ``.pth`` that torch.load(weights_only=True) refuses. RISK: unpickling runs any code the file
+    # contains, with your user's rights; set it True only for files from a source you trust
+    # (``--allow-pickle`` on the command line does the same). Better: convert such a file once to
+    # a plain state dict (.pth) or .safetensors, which load without unpickling code.
+    cfg.MODEL.NASNET.ALLOW_PICKLE_WEIGHTS = False
     return cfg
