@@ -11,12 +11,13 @@ them and detectron2's ``datasets/prepare_panoptic_fpn.py`` makes them for COCO::
     ROOT/panoptic_stuff_SPLIT/*.png         semantic map: 0 = any thing, stuff categories from 1
 
 The checks run before training starts, so a Mask R-CNN config on a dataset without masks, or a
-Panoptic FPN config without semantic maps, is one clear error rather than a crash at iteration 0.
+Panoptic FPN config without semantic maps, is one clear error rather than a crash at iteration 0;
+so are a malformed json, bad boxes, ids or masks (:mod:`detection.validate`, when a custom json is
+registered) and image files missing under the image root (:func:`check_dataset`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from pathlib import Path
 from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json, register_coco_instances
+
+from .validate import missing_images, read_coco_json, validate_coco_instances
 
 __all__ = [
     "PanopticFiles", "register_coco_json", "register_coco_panoptic_separated_json", "panoptic_files_for",
@@ -52,9 +55,12 @@ def _existing(path: Path, what: str) -> Path:
 
 
 def register_coco_json(name: str, json_file: str | Path, image_root: str | Path) -> str:
-    """Register a COCO-format instances dataset under ``name`` (checked now, loaded lazily)."""
+    """Register a COCO-format instances dataset under ``name``: the json is parsed and validated
+    now (:mod:`detection.validate`; one clear error for a malformed file, bad box or mask), loaded
+    by detectron2 lazily; :func:`check_dataset` checks that its images exist."""
     json_file = _existing(Path(json_file), "dataset json")
     image_root = _existing(Path(image_root), "image root")
+    _summary(json_file)
     _register(name)
     register_coco_instances(name, {}, str(json_file), str(image_root))
     _CUSTOM[name] = json_file
@@ -94,7 +100,10 @@ def panoptic_files_for(instances_json: str | Path) -> PanopticFiles:
 def _separated_metadata(panoptic_json: Path) -> dict:
     """Stuff metadata of the separated format: semantic class 0 is "things", stuff from 1 (as
     detectron2's builtin COCO panoptic metadata)."""
-    categories = json.loads(panoptic_json.read_text())["categories"]
+    categories = read_coco_json(panoptic_json).get("categories")
+    if not isinstance(categories, list) or not all(isinstance(c, dict) and "id" in c and "name" in c
+                                                   for c in categories):
+        raise ValueError(f"{panoptic_json}: 'categories' must be a list of objects with an 'id' and a 'name'")
     stuff = [c for c in categories if not c.get("isthing", 1)]
     if not stuff:
         raise ValueError(f"{panoptic_json} has no stuff categories (isthing 0); Panoptic FPN's semantic head needs them")
@@ -108,6 +117,7 @@ def register_coco_panoptic_separated_json(name: str, instances_json: str | Path,
     COCO (boxes, masks), semantic segmentation (mIoU) and panoptic quality (PQ)."""
     instances_json = _existing(Path(instances_json), "dataset json")
     image_root = _existing(Path(image_root), "image root")
+    _summary(instances_json)
     panoptic = panoptic or panoptic_files_for(instances_json)
     _register(name)
 
@@ -140,8 +150,10 @@ class _JsonSummary:
 
 
 @lru_cache(maxsize=8)
-def _read_summary(path: str, mtime_ns: int) -> _JsonSummary:
-    data = json.loads(Path(path).read_text())
+def _read_summary(path: str, mtime_ns: int, shown: str) -> _JsonSummary:
+    """Parse and validate the json at ``path`` (errors name it as ``shown``, the path as given)."""
+    data = read_coco_json(shown)
+    validate_coco_instances(data, json_file=shown)
     annotations = [a for a in data.get("annotations", []) if not a.get("iscrowd", 0)]
     return _JsonSummary(
         categories=len(data.get("categories", [])), annotations=len(annotations),
@@ -152,7 +164,7 @@ def _read_summary(path: str, mtime_ns: int) -> _JsonSummary:
 
 def _summary(json_file: str | Path) -> _JsonSummary:
     path = Path(json_file).resolve()
-    return _read_summary(str(path), path.stat().st_mtime_ns)  # a rewritten file is read again
+    return _read_summary(str(path), path.stat().st_mtime_ns, str(json_file))  # a rewritten file is read again
 
 
 def uses_rle_masks(json_file: str | Path) -> bool:
@@ -190,8 +202,22 @@ def check_dataset(cfg: CfgNode, name: str) -> None:
         if not Path(sem_seg_root).is_dir():
             raise FileNotFoundError(f"dataset {name}: semantic maps {sem_seg_root} do not exist; for COCO run "
                                     "detectron2's datasets/prepare_panoptic_fpn.py")
+    if name in _CUSTOM:
+        _check_image_files(name, _CUSTOM[name], Path(meta.image_root))
     if name in _CUSTOM and (needs_masks(cfg) or needs_semantic(cfg)):
         _check_annotations(cfg, name, _CUSTOM[name], meta)
+
+
+def _check_image_files(name: str, json_file: Path, image_root: Path) -> None:
+    """Every image the json names is a file under ``image_root``: checked here, since detectron2's
+    loader would meet a missing one only when it reaches it, after hours of training."""
+    file_names = _summary(json_file).file_names
+    missing = missing_images(file_names, image_root)
+    if missing:
+        shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+        raise FileNotFoundError(
+            f"{json_file} (dataset {name}): {len(missing)} of {len(file_names)} images are missing under the image "
+            f"root {image_root}: {shown}. Put them there, or point --image-root / --val-image-root at their folder")
 
 
 def _check_annotations(cfg: CfgNode, name: str, json_file: Path, meta) -> None:
