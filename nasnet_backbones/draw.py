@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 from typing import Any, Sequence
 
+from .atomic import write_atomic
 from .genotype import CellSpec, Genotype
 
 __all__ = ["draw_cell", "draw_genotype", "add_parser", "run"]
@@ -108,8 +109,10 @@ def draw_genotype(genotype: Genotype, path: str | Path, cells: Sequence[str] = (
         for ax, (cell_name, spec) in zip(axes[0], specs):
             draw_cell(spec, ax, f"{name}: {'normal' if cell_name == 'normal' else 'reduction'} cell")
         fig.tight_layout()
-        fig.savefig(path, dpi=150)
-        plt.close(fig)
+        try:  # a failed or interrupted save leaves the previous file, not half a picture
+            write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=150, format=path.suffix.lstrip(".").lower()))
+        finally:
+            plt.close(fig)
     return path
 
 
@@ -130,6 +133,8 @@ def run(args: argparse.Namespace) -> int:
     suffix = Path(args.output).suffix.lower()
     if suffix not in (".png", ".svg", ".pdf"):
         raise ValueError(f"cannot tell the image format of {args.output}; use a .png, .svg or .pdf name")
+    if Path(args.output).is_dir():
+        raise ValueError(f"-o {args.output} is a directory; name the image file to write, e.g. {args.output}/cell.png")
     cells = ("normal", "reduce") if args.cell == "both" else (args.cell,)
     print(draw_genotype(genotype, args.output, cells))
     return 0

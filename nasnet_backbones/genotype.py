@@ -229,11 +229,17 @@ class Genotype:
             path = Path(path_or_text)
             if not path.is_file():
                 raise FileNotFoundError(f"genotype file not found: {path}")
-            text, origin = path.read_text(), str(path)
+            try:
+                text, origin = path.read_text(encoding="utf-8"), str(path)
+            except UnicodeDecodeError as exc:
+                raise GenotypeError(f"{path}: not a genotype JSON file (not UTF-8 text: {exc.reason} at byte "
+                                    f"{exc.start})") from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise GenotypeError(f"{origin}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+        except RecursionError:
+            raise GenotypeError(f"{origin}: JSON nested too deeply to be a genotype") from None
         try:
             return cls.from_dict(data)
         except GenotypeError as exc:

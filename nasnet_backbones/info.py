@@ -7,10 +7,12 @@ import json
 import sys
 from typing import Any
 
+from .argtypes import positive_int
 from .complexity import count_madds, count_params
 from .nasnet import NASNet
 from .model_args import add_model_arguments, build_model_from_args
 from .registry import get_model_entry, split_model_tag
+from .transforms import SIZE_RANGE
 from .weights import get_weights, list_weights
 
 __all__ = ["add_parser", "model_info", "run"]
@@ -25,9 +27,19 @@ def add_parser(subparsers: Any) -> None:
     )
     source = add_model_arguments(p, weights=False)
     source.add_argument("--list", action="store_true", help="list registered models (and their weights) and exit")
-    p.add_argument("--input-size", type=int, help="square input size (default: the model's)")
+    p.add_argument("--input-size", type=input_size, help="square input size in pixels, "
+                   f"{SIZE_RANGE[0]}..{SIZE_RANGE[1]} (default: the model's)")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.set_defaults(func=run)
+
+
+def input_size(text: str) -> int:
+    """argparse type: an input size in ``transforms.SIZE_RANGE`` (a size of 0 used to be ignored;
+    one of 100000 would build activations no machine holds)."""
+    value = positive_int(text)
+    if not SIZE_RANGE[0] <= value <= SIZE_RANGE[1]:
+        raise argparse.ArgumentTypeError(f"must be a size in {SIZE_RANGE[0]}..{SIZE_RANGE[1]} pixels, got {text!r}")
+    return value
 
 
 def model_info(model: NASNet, input_size: int) -> dict[str, Any]:
@@ -77,10 +89,10 @@ def run(args: argparse.Namespace) -> int:
     if args.model:
         args.model = split_model_tag(args.model)[0]  # describes the architecture; weights are listed below
         entry = get_model_entry(args.model)
-        size = args.input_size or entry.img_size
+        size = args.input_size if args.input_size is not None else entry.img_size
         title, paper = f"{entry.name}: {entry.description}", entry.paper
     else:
-        size = args.input_size or (32 if args.stem == "cifar" else 224)
+        size = args.input_size if args.input_size is not None else (32 if args.stem == "cifar" else 224)
         paper = None
     model = build_model_from_args(args, pretrained_default=False, img_size=size)
     if not args.model:

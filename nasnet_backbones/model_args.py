@@ -5,7 +5,6 @@ a registered name (``--model``, with ``--weights`` where weights apply) or a sea
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -13,11 +12,12 @@ from typing import Any
 from .genotype import Genotype
 from .nasnet import NASNet, build_nasnet
 from .registry import create_model, split_model_tag
-from .checkpoint import read_metadata
+from .argtypes import positive_int, refuse_together
+from .checkpoint import read_class_names, read_preprocessing, read_state_dict
 from .transforms import CIFAR10_MEAN, CIFAR10_STD, ClassificationEval, cifar10_eval_transform, resize_for_crop
 from .weights import get_weights
 
-__all__ = ["add_model_arguments", "build_model_from_args", "eval_transform_for", "stored_labels"]
+__all__ = ["add_model_arguments", "build_model_from_args", "eval_transform_for", "stored_labels", "refuse_conflicting_weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,8 +27,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, weights: bool = True, r
     source = parser.add_mutually_exclusive_group(required=required)
     source.add_argument("--model", help="registered model name (see `nasnet info --list`)")
     source.add_argument("--genotype", help="genotype JSON file (Genotype.to_json), e.g. from `nasnet search`")
-    parser.add_argument("--cells", type=int, default=4, help="with --genotype: normal cells per stack (N)")
-    parser.add_argument("--filters", type=int, default=44, help="with --genotype: base width (F = 24 x filters)")
+    parser.add_argument("--cells", type=positive_int, default=4, help="with --genotype: normal cells per stack (N)")
+    parser.add_argument("--filters", type=positive_int, default=44, help="with --genotype: base width (F = 24 x filters)")
     parser.add_argument("--stem", choices=("imagenet", "cifar"), default=None,
                         help="with --genotype: stem type (default: the dataset's)")
     if weights:
@@ -42,11 +42,13 @@ def build_model_from_args(
     args: argparse.Namespace, num_classes: int | None = None, pretrained_default: bool = True,
     default_stem: str = "imagenet", **kwargs: Any,
 ) -> NASNet:
-    """The model the arguments describe, with weights loaded when asked for (or by default)."""
+    """The model the arguments describe, with weights loaded when asked for (or by default).
+    ``--weights`` with a flag that asks for random weights (``--scratch``, ``--random-weights``,
+    where the command has one) is refused rather than silently loading the file."""
+    refuse_conflicting_weights(args)
     weights = getattr(args, "weights", None)
     if weights and num_classes is None and Path(weights).is_file():
         # Predicting or evaluating with a fine-tuned checkpoint: its classifier decides the classes.
-        from .checkpoint import read_state_dict
         from .convert import checkpoint_num_classes
 
         rows = checkpoint_num_classes(read_state_dict(weights))
@@ -81,9 +83,9 @@ def eval_transform_for(model: NASNet, img_size: int | None = None, weights_file:
     """How to prepare inputs for ``model``, most specific first: the preprocessing stored with a
     checkpoint by ``nasnet train``; the registered weights'; CIFAR-10's for CIFAR-stem models; the
     model's default weights'; else the Inception-style 0.875 crop at the model's input size."""
-    stored = read_metadata(weights_file).get("preprocessing") if weights_file and Path(weights_file).is_file() else None
-    if stored and img_size is None:
-        return ClassificationEval.from_dict(json.loads(stored))
+    stored = read_preprocessing(weights_file) if weights_file and Path(weights_file).is_file() else None
+    if stored is not None and img_size is None:
+        return stored
     weights = getattr(model, "pretrained_weights", None)
     if weights is None and model.config.stem == "cifar":
         return cifar10_eval_transform() if img_size in (None, 32) else ClassificationEval(
@@ -99,9 +101,16 @@ def eval_transform_for(model: NASNet, img_size: int | None = None, weights_file:
     return ClassificationEval(size, resize_for_crop(size, 0.875))
 
 
-def stored_labels(weights_file: str | Path | None) -> list[str] | None:
-    """Class names stored with a checkpoint by ``nasnet train`` (None when there are none)."""
+def stored_labels(weights_file: str | Path | None, num_classes: int | None = None) -> list[str] | None:
+    """Class names stored with a checkpoint by ``nasnet train`` (None when there are none),
+    ``num_classes`` of them when given (else a ``CheckpointError`` naming the file)."""
     if not weights_file or not Path(weights_file).is_file():
         return None
-    labels = read_metadata(weights_file).get("labels")
-    return json.loads(labels) if labels else None
+    return read_class_names(weights_file, num_classes)
+
+
+def refuse_conflicting_weights(args: argparse.Namespace) -> None:
+    """``--weights FILE`` together with a request for random weights is one clear error."""
+    for flag in ("--scratch", "--random-weights"):
+        if hasattr(args, flag[2:].replace("-", "_")) and hasattr(args, "weights"):
+            refuse_together(args, flag, "--weights")

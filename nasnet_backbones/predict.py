@@ -15,13 +15,15 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import nn
 
+from .argtypes import positive_int
 from .imagenet import imagenet_classes
+from .images import open_rgb
 from .model_args import add_model_arguments, build_model_from_args, eval_transform_for, stored_labels
 
-__all__ = ["Prediction", "predict_images", "read_labels", "add_parser", "run"]
+__all__ = ["Prediction", "predict_images", "read_labels", "open_image", "device", "add_parser", "run"]
 
 
 @dataclass(frozen=True)
@@ -37,18 +39,18 @@ def read_labels(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"labels file {path} does not exist (one class name per line, in index order)")
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"labels file {path} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                         "it should hold one class name per line") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def open_image(path: str | Path) -> Image.Image:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image {path} does not exist")
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"{path} is not an image PIL can read ({exc})") from None
+    """``path`` as 8-bit RGB by :func:`.images.open_rgb`'s rules (a ``ValueError`` naming the file
+    when it cannot be read or converted faithfully)."""
+    return open_rgb(path)
 
 
 @torch.no_grad()
@@ -73,6 +75,21 @@ def predict_images(
     return out
 
 
+def device(text: str) -> torch.device:
+    """argparse type: a torch device this machine has (a typo, or ``cuda`` on a machine without
+    a GPU, is refused by the parser instead of failing after the model is built)."""
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"must be a device such as cpu, cuda, cuda:0 or mps, got {text!r}") from None
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        found = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        raise argparse.ArgumentTypeError(f"{text!r} is not available: this machine has {found} CUDA device(s)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r} is not available on this machine")
+    return dev
+
+
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "predict", help="top-k labels for images",
@@ -80,28 +97,29 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     add_model_arguments(p)
-    p.add_argument("--topk", type=int, default=5, help="labels per image (default 5)")
+    p.add_argument("--topk", type=positive_int, default=5, help="labels per image (default 5)")
     p.add_argument("--labels", help="class names, one per line (default: ImageNet's, or labels.txt next to --weights)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="images per forward pass (default 16)")
+    p.add_argument("--device", type=device, default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="cpu, cuda, cuda:N, mps (default: cuda when available)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.topk < 1:
-        raise ValueError("--topk must be at least 1")
     images = [open_image(path) for path in args.images]  # fail on a bad path before building the model
     model = build_model_from_args(args)
-    labels = None
+    labels, source = None, None
     if args.labels:
-        labels = read_labels(args.labels)
-    elif (stored := stored_labels(args.weights)) is not None:
+        labels, source = read_labels(args.labels), f"--labels {args.labels}"
+    elif (stored := stored_labels(args.weights, model.num_classes)) is not None:
         labels = stored
     elif args.weights and Path(args.weights).is_file() and (Path(args.weights).parent / "labels.txt").is_file():
-        labels = read_labels(Path(args.weights).parent / "labels.txt")
+        source = Path(args.weights).parent / "labels.txt"
+        labels = read_labels(source)
     if labels is not None and len(labels) != model.num_classes:
-        raise ValueError(f"{len(labels)} labels for a model with {model.num_classes} classes")
+        raise ValueError(f"{source}: {len(labels)} labels for a model with {model.num_classes} classes "
+                         "(one class name per line, in index order)")
     transform = eval_transform_for(model, weights_file=args.weights)
     results = []
     for start in range(0, len(images), args.batch_size):

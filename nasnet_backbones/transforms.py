@@ -11,13 +11,14 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-import numpy as np
 import torch
 from PIL import Image
 from torch import nn
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as F
+
+from .images import to_rgb
 
 __all__ = ["ClassificationEval", "Cutout", "cifar10_train_transform", "cifar10_eval_transform",
            "imagenet_train_transform", "resize_for_crop", "CIFAR10_MEAN", "CIFAR10_STD", "INCEPTION_MEAN"]
@@ -55,7 +56,7 @@ class ClassificationEval(nn.Module):
     def forward(self, img: Image.Image | torch.Tensor) -> torch.Tensor:
         # PIL images are resized by PIL, as the publishers' evaluations did (timm, Cadene).
         if isinstance(img, Image.Image):
-            img = _to_rgb(img)
+            img = to_rgb(img)  # 16-bit, float, CMYK, transparency: images.py's rules
         else:
             img = _three_channels(img)
         img = F.resize(img, [self.resize_size], interpolation=self.interpolation, antialias=True)
@@ -71,25 +72,47 @@ class ClassificationEval(nn.Module):
 
     @classmethod
     def from_dict(cls, d: dict) -> "ClassificationEval":
-        return cls(int(d["crop_size"]), int(d["resize_size"]), d["interpolation"], d["mean"], d["std"])
+        """The preset :meth:`to_dict` wrote, checked first (it may come from a file someone else
+        made): sizes in ``SIZE_RANGE`` with ``crop_size <= resize_size``, a known interpolation,
+        three finite means in [0, 1] and stds in (0, 1] (the range of a [0, 1] pixel's statistics).
+        A ``ValueError`` names the first offending key."""
+        if not isinstance(d, dict):
+            raise ValueError(f"preprocessing must be a JSON object, got {type(d).__name__}")
+        missing = [k for k in ("crop_size", "resize_size", "interpolation", "mean", "std") if k not in d]
+        if missing:
+            raise ValueError(f"preprocessing lacks {', '.join(missing)}")
+        crop, resize = _size(d, "crop_size"), _size(d, "resize_size")
+        if resize < crop:
+            raise ValueError(f"preprocessing resize_size {resize} is smaller than crop_size {crop}")
+        if d["interpolation"] not in _INTERPOLATIONS:
+            raise ValueError(f"preprocessing interpolation {d['interpolation']!r} is not one of {', '.join(_INTERPOLATIONS)}")
+        mean = _channel_stats(d, "mean", lambda v: 0.0 <= v <= 1.0, "in [0, 1]")
+        std = _channel_stats(d, "std", lambda v: 0.0 < v <= 1.0, "in (0, 1]")
+        return cls(crop, resize, d["interpolation"], mean, std)
 
     def extra_repr(self) -> str:
         return (f"crop_size={self.crop_size}, resize_size={self.resize_size}, "
                 f"interpolation={self.interpolation.value}, mean={self.mean}, std={self.std}")
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
-    """RGB from any PIL mode: 16/32-bit greyscale is scaled to 8 bits (PIL's own convert would
-    clip it to white), transparency is composited onto white."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        img = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8))
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return img.convert("RGB")
+SIZE_RANGE = (16, 4096)  # pixels: smaller leaves NASNet's reductions nothing; larger is a typo or an attack
+_INTERPOLATIONS = tuple(mode.value for mode in InterpolationMode)
+
+
+def _size(d: dict, key: str) -> int:
+    value = d[key]
+    if isinstance(value, bool) or not isinstance(value, int) or not SIZE_RANGE[0] <= value <= SIZE_RANGE[1]:
+        raise ValueError(f"preprocessing {key} must be an integer in {SIZE_RANGE[0]}..{SIZE_RANGE[1]}, got {value!r}")
+    return value
+
+
+def _channel_stats(d: dict, key: str, ok, what: str) -> list[float]:
+    values = d[key]
+    if (not isinstance(values, list) or len(values) != 3
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and ok(v)
+                       for v in values)):
+        raise ValueError(f"preprocessing {key} must be three finite numbers {what}, got {values!r}")
+    return [float(v) for v in values]
 
 
 def _three_channels(img: torch.Tensor) -> torch.Tensor:
