@@ -2,7 +2,15 @@
 class indices, any ImageFolder; and a sampler that lets training resume at an exact step.
 
 Every loader fails with one message that says what is missing and how to get it, and never
-deletes or rewrites what the user has on disk.
+deletes or rewrites what the user has on disk. Image files are opened by
+:func:`~nasnet_backbones.images.open_rgb` (every PIL mode converted or refused, naming the file).
+
+For training and evaluation, :class:`GuardedDataset` with :func:`collate_readable` turns an
+unreadable image into a reported :class:`Unreadable` entry instead of an exception inside a
+DataLoader worker (whose traceback would bury the file's name), and :class:`BadImages` decides:
+skip and count, or stop at the first one. With :class:`SeededSampler`, each sample's augmentation
+is a pure function of ``(seed, epoch, index)``, whichever worker process draws it, so a run
+resumed mid-epoch sees exactly the batches an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -10,20 +18,28 @@ from __future__ import annotations
 import logging
 import math
 import os
+import random
 import urllib.error
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
+import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset, Sampler, default_collate
 from torchvision import datasets
 
 from .imagenet import wnid_to_index
+from .images import UnreadableImage, open_rgb
 
 __all__ = ["load_cifar10", "ImageNetFolder", "load_image_folder", "ResumableSampler", "default_workers",
-           "CIFAR10_CLASSES"]
+           "CIFAR10_CLASSES", "SeededSampler", "GuardedDataset", "Unreadable", "collate_readable", "BadImages",
+           "readable_batches", "sample_seed", "open_image"]
 
 logger = logging.getLogger(__name__)
+
+# The one function that opens image files for the folder datasets (PIL mode rules, errors naming the file).
+open_image: Callable[[str], Any] = open_rgb
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
@@ -85,7 +101,7 @@ class ImageNetFolder(datasets.DatasetFolder):
                 "named by WordNet id (e.g. val/n01440764/ILSVRC2012_val_00000293.JPEG); ImageNet is downloaded "
                 "from image-net.org after registration"
             )
-        super().__init__(str(root), loader=datasets.folder.default_loader,
+        super().__init__(str(root), loader=open_image,
                          extensions=datasets.folder.IMG_EXTENSIONS, transform=transform, allow_empty=True)
         if not self.samples:
             raise FileNotFoundError(f"{root} has class folders but no images in them")
@@ -109,7 +125,7 @@ def load_image_folder(root: str | Path, transform: Callable | None = None) -> da
     if not root.is_dir():
         raise FileNotFoundError(f"image folder {root} does not exist (expected {root}/<class name>/<image files>)")
     try:
-        return datasets.ImageFolder(str(root), transform=transform)
+        return datasets.ImageFolder(str(root), transform=transform, loader=open_image)
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"{root}: {exc}") from None
 
@@ -149,3 +165,139 @@ class ResumableSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return max(0, self.per_rank - self.start_batch * self.batch_size)
+
+
+# -- reproducible, fault-tolerant sample loading ------------------------------------------------
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of sample ``index``'s augmentation in ``epoch``: a hash of the three, so that it
+    does not depend on which worker process loads the sample, nor on what ran before."""
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    state = np.random.SeedSequence((seed, epoch, index)).generate_state(1, np.uint64)[0]
+    return int(state) >> 1  # below 2**63, as torch.manual_seed wants
+
+
+class SeededSampler(Sampler[tuple[int, int]]):
+    """``(index, sample seed)`` pairs in a :class:`ResumableSampler`'s order, for
+    :class:`GuardedDataset` to seed each sample's augmentation with (see :func:`sample_seed`)."""
+
+    def __init__(self, sampler: ResumableSampler) -> None:
+        self.sampler = sampler
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.sampler.set_epoch(epoch, start_batch)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        seed, epoch = self.sampler.seed, self.sampler.epoch
+        return ((index, sample_seed(seed, epoch, index)) for index in self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
+class Unreadable(NamedTuple):
+    """A sample whose image could not be read: the file (or the sample index) and why."""
+
+    path: str
+    reason: str
+
+
+@contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Seed torch's, numpy's and Python's global RNGs for the block, then restore them, so
+    per-sample seeding in the main process (``workers=0``) leaves training's RNG untouched."""
+    py_state, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+
+class GuardedDataset(Dataset):
+    """``dataset[index]`` that reports an unreadable image as an :class:`Unreadable` entry instead
+    of raising (an exception in a DataLoader worker reaches the user as a worker traceback), and
+    that seeds the sample's augmentation when given an ``(index, seed)`` key (:class:`SeededSampler`)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def _path(self, index: int) -> str:
+        samples = getattr(self.dataset, "samples", None)
+        return str(samples[index][0]) if samples is not None else f"sample {index}"
+
+    def __getitem__(self, key: int | tuple[int, int]) -> Any:
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        try:
+            if seed is None:
+                return self.dataset[index]
+            with _seeded(seed):
+                return self.dataset[index]
+        except (UnreadableImage, OSError) as exc:
+            return Unreadable(self._path(index), str(exc) or type(exc).__name__)
+
+
+def collate_readable(batch: list[Any]) -> tuple[Any, Any, list[Unreadable]]:
+    """``(images, targets, unreadable)``: the readable samples collated as usual (``None, None``
+    when there are none) and the :class:`Unreadable` entries of the batch."""
+    bad = [item for item in batch if isinstance(item, Unreadable)]
+    good = [item for item in batch if not isinstance(item, Unreadable)]
+    if not good:
+        return None, None, bad
+    images, targets = default_collate(good)
+    return images, targets, bad
+
+
+class BadImages:
+    """What to do with unreadable images met while reading a data set: with ``skip``, log each
+    file once and count every skipped load; without, raise :class:`UnreadableImage` naming the
+    first. ``hint`` is appended to that error (how to skip or fix it)."""
+
+    LISTED = 100  # at most this many file names kept for the summary
+
+    def __init__(self, skip: bool = False, hint: str = "") -> None:
+        self.skip, self.hint = skip, hint
+        self.skipped = 0
+        self.files: dict[str, str] = {}
+
+    def check(self, bad: Iterable[Unreadable]) -> None:
+        for item in bad:
+            if not self.skip:
+                raise UnreadableImage(f"{item.reason}{self.hint}")
+            if item.path not in self.files:
+                logger.warning("skipping an unreadable image: %s", item.reason)
+                if len(self.files) < self.LISTED:
+                    self.files[item.path] = item.reason
+            self.skipped += 1
+
+    def summary(self) -> dict[str, Any]:
+        """``skipped_images`` (loads skipped) and ``unreadable_files`` (the first names), for results files."""
+        return {"skipped_images": self.skipped, "unreadable_files": sorted(self.files)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"skipped": self.skipped, "files": dict(self.files)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.skipped, self.files = int(state["skipped"]), dict(state["files"])
+
+    def log_summary(self, what: str) -> None:
+        if self.skipped:
+            logger.warning("%s: skipped %d unreadable image load(s) from %d file(s)%s", what, self.skipped,
+                           len(self.files), f": {', '.join(sorted(self.files)[:5])}" + (" ..." if len(self.files) > 5 else ""))
+
+
+def readable_batches(loader: Iterable, bad_images: BadImages) -> Iterator[tuple[Any, Any]]:
+    """``(images, targets)`` from a loader of :func:`collate_readable` batches, with the
+    unreadable entries handed to ``bad_images`` (which skips or raises) and empty batches dropped."""
+    for images, targets, bad in loader:
+        bad_images.check(bad)
+        if images is not None:
+            yield images, targets

@@ -4,6 +4,9 @@
 official class indices, so a subset of the 1000 folders is evaluated correctly; ``eval cifar10``
 reads CIFAR-10's test batch. Besides accuracy it reports images/s and the share of wall time the
 model spent waiting for the DataLoader, which should stay small (see ``benchmarks/eval_throughput.py``).
+
+An unreadable image stops the evaluation with one error naming the file; with
+``--skip-bad-images`` it is left out and the count is reported (``skipped_images``).
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .data import ImageNetFolder, default_workers, load_cifar10
+from .argtypes import nonnegative_int, positive_int
+from .data import BadImages, GuardedDataset, ImageNetFolder, collate_readable, default_workers, load_cifar10, readable_batches
 from .model_args import add_model_arguments, build_model_from_args, eval_transform_for
 from .transforms import cifar10_eval_transform
 
@@ -113,9 +117,12 @@ def add_parser(subparsers: Any) -> None:
     add_model_arguments(p)
     p.add_argument("--data", "--data-dir", dest="data", required=True,
                    help="imagenet: the val folder (one subfolder per wnid); cifar10: the folder holding cifar-10-batches-py")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=default_workers(), help="DataLoader workers (default: one per core, max 8)")
-    p.add_argument("--img-size", type=int, help="input size (default: the weights')")
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--workers", type=nonnegative_int, default=default_workers(),
+                   help="DataLoader workers (default: one per core, max 8)")
+    p.add_argument("--img-size", type=positive_int, help="input size (default: the weights')")
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="leave unreadable images out and report how many, instead of stopping at the first")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--no-download", action="store_true", help="cifar10: never try to download")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -137,12 +144,16 @@ def run(args: argparse.Namespace) -> int:
     if args.dataset == "imagenet":
         dataset.transform = eval_transform_for(model, args.img_size, args.weights)  # the weights' own preprocessing
         logger.info("preprocessing: %s", dataset.transform)
-    loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False, num_workers=args.workers,
-                        pin_memory=str(args.device).startswith("cuda"), persistent_workers=False)
-    _, result = evaluate(model, loader, args.device, total=len(dataset))
+    loader = DataLoader(GuardedDataset(dataset), batch_size=args.batch_size, shuffle=False, num_workers=args.workers,
+                        collate_fn=collate_readable, pin_memory=str(args.device).startswith("cuda"),
+                        persistent_workers=False)
+    bad_images = BadImages(args.skip_bad_images,
+                           hint="; remove or replace the file, or pass --skip-bad-images to leave unreadable images out")
+    _, result = evaluate(model, readable_batches(loader, bad_images), args.device, total=len(dataset))
+    bad_images.log_summary("evaluation")
     summary = {"model": model.model_name, "dataset": args.dataset, "data": str(args.data),
                "weights": args.weights or (model.pretrained_weights.name if model.pretrained_weights else None),
-               **asdict(result)}
+               **asdict(result), **bad_images.summary()}
     if args.dataset == "imagenet":
         summary["classes_present"] = len(dataset.classes)
     if args.json:
@@ -152,5 +163,6 @@ def run(args: argparse.Namespace) -> int:
         subset = f" ({summary['classes_present']} of 1000 classes)" if summary.get("classes_present", 1000) != 1000 else ""
         print(f"{summary['model']} on {args.dataset} {args.data}{subset}: top-1 {result.top1:.2f}%  "
               f"top-5 {result.top5:.2f}%  ({result.images} images, {result.images_per_s:.1f} images/s, "
-              f"{100 * result.data_wait_fraction:.1f}% of the time waiting for data)")
+              f"{100 * result.data_wait_fraction:.1f}% of the time waiting for data)"
+              + (f"; skipped {bad_images.skipped} unreadable image(s)" if bad_images.skipped else ""))
     return 0

@@ -3,6 +3,12 @@
 Outputs, in ``--output-dir``: ``last.pth`` (resume state, every epoch), ``best.safetensors`` and
 ``model.safetensors`` (inference weights for ``nasnet predict/eval --weights``), ``labels.txt``,
 ``tensorboard/`` scalars and ``results.json``.
+
+Every number is checked by the parser (positive epochs, batches, sizes and steps, finite rates,
+probabilities in range) and conflicting flags are refused, all before anything is written. The
+run holds ``run_lock(OUTPUT_DIR)`` from its first write to its last, so a second ``nasnet train``
+on the same directory is refused with the holder named. ``--seed`` seeds the model's
+initialisation as well as the data order and every random draw of training.
 """
 
 from __future__ import annotations
@@ -11,19 +17,22 @@ import argparse
 import json
 import logging
 import sys
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch.utils.data import Dataset
 
+from ..argtypes import nonnegative_float, nonnegative_int, positive_float, positive_int, probability, refuse_together
 from ..data import CIFAR10_CLASSES, ImageNetFolder, default_workers, load_cifar10, load_image_folder
 from ..imagenet import imagenet_classes
 from ..model_args import add_model_arguments, build_model_from_args
 from ..transforms import (ClassificationEval, cifar10_eval_transform, cifar10_train_transform,
                           imagenet_train_transform, resize_for_crop)
 from ..registry import get_model_entry, split_model_tag
+from ..runlock import run_lock
 from .distributed import init_distributed
 from .recipes import RECIPES, TrainRecipe, recipe_for
 from .trainer import RESUME_FILE, Trainer
@@ -32,22 +41,39 @@ __all__ = ["add_parser", "run", "build_datasets", "eval_preprocessing"]
 
 logger = logging.getLogger(__name__)
 
+def drop_rate(text: str) -> float:
+    """argparse type: a drop-path rate in [0, 1); 1 would drop every path (and divide by zero)."""
+    value = probability(text)
+    if value >= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}")
+    return value
+
+
+def _choice(*names: str):
+    def parse(text: str) -> str:
+        if text not in names:
+            raise argparse.ArgumentTypeError(f"must be one of {', '.join(names)}, got {text!r}")
+        return text
+
+    return parse
+
+
 # (flag, recipe field, type, help)
 _OVERRIDES = [
-    ("--epochs", "epochs", int, "epochs"),
-    ("--batch-size", "batch_size", int, "images per process and step"),
-    ("--lr", "lr", float, "learning rate (default: the recipe's; ImageNet's scales with the global batch)"),
-    ("--weight-decay", "weight_decay", float, "L2 weight decay on conv/linear weights"),
-    ("--optimizer", "optimizer", str, "sgd or rmsprop"),
-    ("--schedule", "schedule", str, "cosine or exponential"),
-    ("--warmup-epochs", "warmup_epochs", float, "linear warm-up epochs"),
-    ("--label-smoothing", "label_smoothing", float, "label smoothing"),
-    ("--aux-weight", "aux_weight", float, "auxiliary-head loss weight (0 disables the head)"),
-    ("--grad-clip", "grad_clip", float, "clip gradients at this global norm (0 disables)"),
-    ("--drop-path-prob", "drop_path_prob", float, "final ScheduledDropPath rate (1 - keep prob)"),
-    ("--cutout", "cutout", int, "cifar10: cutout square side (0 disables)"),
-    ("--ema-decay", "ema_decay", float, "keep a moving average of the weights for evaluation (0 disables)"),
-    ("--img-size", "img_size", int, "training crop size (default: the model's input size)"),
+    ("--epochs", "epochs", positive_int, "epochs"),
+    ("--batch-size", "batch_size", positive_int, "images per process and step"),
+    ("--lr", "lr", positive_float, "learning rate (default: the recipe's; ImageNet's scales with the global batch)"),
+    ("--weight-decay", "weight_decay", nonnegative_float, "L2 weight decay on conv/linear weights"),
+    ("--optimizer", "optimizer", _choice("sgd", "rmsprop"), "sgd or rmsprop"),
+    ("--schedule", "schedule", _choice("cosine", "exponential"), "cosine or exponential"),
+    ("--warmup-epochs", "warmup_epochs", nonnegative_float, "linear warm-up epochs"),
+    ("--label-smoothing", "label_smoothing", probability, "label smoothing"),
+    ("--aux-weight", "aux_weight", nonnegative_float, "auxiliary-head loss weight (0 disables the head)"),
+    ("--grad-clip", "grad_clip", nonnegative_float, "clip gradients at this global norm (0 disables)"),
+    ("--drop-path-prob", "drop_path_prob", drop_rate, "final ScheduledDropPath rate (1 - keep prob), in [0, 1)"),
+    ("--cutout", "cutout", nonnegative_int, "cifar10: cutout square side (0 disables)"),
+    ("--ema-decay", "ema_decay", probability, "keep a moving average of the weights for evaluation (0 disables)"),
+    ("--img-size", "img_size", positive_int, "training crop size (default: the model's input size)"),
 ]
 
 
@@ -67,10 +93,14 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--resume", action="store_true", help=f"continue from OUTPUT_DIR/{RESUME_FILE}")
     for flag, dest, typ, text in _OVERRIDES:
         p.add_argument(flag, dest=dest, type=typ, help=text)
-    p.add_argument("--max-steps", type=int, help="stop after this many steps in total (resumable)")
-    p.add_argument("--workers", type=int, default=default_workers(), help="DataLoader workers per process")
+    p.add_argument("--max-steps", type=positive_int, help="stop after this many steps in total (resumable)")
+    p.add_argument("--workers", type=nonnegative_int, default=default_workers(), help="DataLoader workers per process")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=nonnegative_int, default=0,
+                   help="seeds the model's initialisation, the data order, augmentation and dropout (default 0)")
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="leave unreadable images out (counted in the log and results.json) instead of stopping at "
+                   "the first, which is named, with the run saved for --resume")
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
     p.add_argument("--sync-bn", action="store_true", help="synchronised BatchNorm across processes")
     p.add_argument("--no-download", action="store_true", help="cifar10: never try to download")
@@ -106,6 +136,17 @@ def build_datasets(recipe: TrainRecipe, data_dir: str | Path, img_size: int,
     return train, val, list(train.classes)
 
 
+@contextmanager
+def _writer_lock(output: Path, is_main: bool) -> Iterator[None]:
+    """The main process holds ``run_lock(output)`` (one writer per output directory); the other
+    processes of a torchrun job write nothing there and take no lock."""
+    if not is_main:
+        yield
+        return
+    with run_lock(output):
+        yield
+
+
 def _recipe_from_args(args: argparse.Namespace) -> TrainRecipe:
     recipe = recipe_for(args.dataset, args.model and get_model_entry(split_model_tag(args.model)[0]).name)
     recipe = recipe.with_overrides(**{dest: getattr(args, dest) for _, dest, _, _ in _OVERRIDES})
@@ -121,12 +162,28 @@ def _default_img_size(args: argparse.Namespace) -> int:
     return 32 if args.stem == "cifar" else 224
 
 
-def run(args: argparse.Namespace) -> int:
-    output = Path(args.output_dir).expanduser()
-    if not args.resume and (output / RESUME_FILE).exists():
+def _refuse_conflicts(args: argparse.Namespace) -> None:
+    """Flags that contradict each other: one error before anything is read or written."""
+    refuse_together(args, "--scratch", "--weights")
+    if args.scratch and args.dataset != "folder":
+        logger.info("--scratch: %s training always starts from random weights", args.dataset)
+
+
+def _refuse_overwrite(output: Path, resume: bool) -> None:
+    if not resume and (output / RESUME_FILE).exists():
         raise ValueError(f"{output} already holds a run ({RESUME_FILE}); pass --resume to continue it, "
                          "or choose another --output-dir")
+    if resume and not (output / RESUME_FILE).is_file():
+        raise FileNotFoundError(f"--resume: nothing to resume, {output / RESUME_FILE} does not exist "
+                                "(drop --resume to start a new run there)")
+
+
+def run(args: argparse.Namespace) -> int:
+    _refuse_conflicts(args)
+    output = Path(args.output_dir).expanduser()
+    _refuse_overwrite(output, args.resume)
     recipe = _recipe_from_args(args)
+    recipe.validate()
     img_size = recipe.img_size or _default_img_size(args)
     # The data first: a missing dataset fails before a large model is built.
     train_set, val_set, classes = build_datasets(recipe, args.data_dir, img_size, download=not args.no_download)
@@ -135,22 +192,25 @@ def run(args: argparse.Namespace) -> int:
     model_kwargs: dict[str, Any] = {"aux_head": recipe.aux_weight > 0, "img_size": img_size}
     if recipe.drop_path_prob is not None:
         model_kwargs["drop_path_prob"] = recipe.drop_path_prob
+    torch.manual_seed(args.seed)  # the initialisation (and a fine-tuned run's new classifier) follows --seed
     model = build_model_from_args(args, num_classes=len(classes), pretrained_default=fine_tune,
                                   default_stem="cifar" if args.dataset == "cifar10" else "imagenet", **model_kwargs)
     run_info = {"model": model.model_name, "dataset": args.dataset, "data_dir": str(args.data_dir),
                 "img_size": img_size, "num_classes": len(classes), "world_size": ctx.world_size,
                 "init_weights": args.weights or (model.pretrained_weights.name if model.pretrained_weights else None)}
-    if ctx.is_main:
-        output.mkdir(parents=True, exist_ok=True)
-        (output / "labels.txt").write_text("\n".join(classes) + "\n")
     # Stored in the exported .safetensors, so predict/eval prepare inputs as validation did.
     metadata = {"preprocessing": json.dumps(eval_preprocessing(recipe, img_size).to_dict()),
                 "labels": json.dumps(classes)}
     trainer = Trainer(model, recipe, train_set, val_set, output, ctx, workers=args.workers, seed=args.seed,
-                      amp=args.amp, sync_bn=args.sync_bn, run_info=run_info, export_metadata=metadata)
-    if args.resume:
-        trainer.resume()
-    summary = trainer.fit(max_steps=args.max_steps)
+                      amp=args.amp, sync_bn=args.sync_bn, run_info=run_info, export_metadata=metadata,
+                      skip_bad_images=args.skip_bad_images)
+    with _writer_lock(output, ctx.is_main):
+        _refuse_overwrite(output, args.resume)  # again, now that no other run can start in between
+        if args.resume:
+            trainer.resume()  # a checkpoint with other settings is refused before anything is written
+        if ctx.is_main:
+            (output / "labels.txt").write_text("\n".join(classes) + "\n")
+        summary = trainer.fit(max_steps=args.max_steps)
     if ctx.is_main:
         json.dump({k: v for k, v in summary.items() if k != "history"}, sys.stdout, indent=2)
         print()

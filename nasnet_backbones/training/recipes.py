@@ -17,6 +17,7 @@ setting, not from the paper): momentum SGD, cosine decay, label smoothing 0.1, 1
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -47,6 +48,44 @@ class TrainRecipe:
     cutout: int = 0
     ema_decay: float | None = None
     img_size: int | None = None  # None: the model's default input size
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first setting that makes no sense (the CLI refuses the
+        same at its parser; this guards library callers): a run of no epochs, a zero batch, a
+        negative or non-finite rate, a drop-path rate that drops everything."""
+        def bad(name: str, rule: str) -> None:
+            raise ValueError(f"recipe {name}={getattr(self, name)!r}: must be {rule}")
+
+        def finite(value: float | None) -> bool:
+            return value is None or math.isfinite(value)
+
+        for name in ("epochs", "batch_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                bad(name, "a positive integer")
+        if self.lr is not None and not (finite(self.lr) and self.lr > 0):
+            bad("lr", "a finite number > 0")
+        if not (finite(self.lr_per_image) and self.lr_per_image > 0):
+            bad("lr_per_image", "a finite number > 0")
+        for name in ("weight_decay", "warmup_epochs", "aux_weight", "momentum", "decay_epochs"):
+            value = getattr(self, name)
+            if not (finite(value) and value >= 0):
+                bad(name, "a finite number >= 0")
+        if self.grad_clip is not None and not (finite(self.grad_clip) and self.grad_clip >= 0):
+            bad("grad_clip", "a finite number >= 0")
+        for name in ("label_smoothing", "ema_decay"):
+            value = getattr(self, name)
+            if value is not None and not (finite(value) and 0 <= value <= 1):
+                bad(name, "a number in [0, 1]")
+        if self.drop_path_prob is not None and not (finite(self.drop_path_prob) and 0 <= self.drop_path_prob < 1):
+            bad("drop_path_prob", "in [0, 1) (1 would drop every path)")
+        if not (isinstance(self.cutout, int) and self.cutout >= 0):
+            bad("cutout", "an integer >= 0")
+        if self.img_size is not None and not (isinstance(self.img_size, int) and self.img_size >= 1):
+            bad("img_size", "a positive integer")
+        if self.optimizer not in ("sgd", "rmsprop"):
+            bad("optimizer", "sgd or rmsprop")
+        if self.schedule not in ("cosine", "exponential"):
+            bad("schedule", "cosine or exponential")
 
     def learning_rate(self, global_batch: int) -> float:
         return self.lr if self.lr is not None else self.lr_per_image * global_batch

@@ -7,6 +7,17 @@ global norm, an optimizer step, a per-step learning-rate schedule, and the weigh
 when the recipe keeps one. Every epoch ends with an evaluation and ``last.pth`` (everything needed
 to resume at that exact step); an interrupted run (Ctrl-C) saves one too. Checkpoints contain only
 tensors and plain containers, so they load with ``torch.load(weights_only=True)``.
+
+Exact resume: every source of randomness is a pure function of the seed and the position in the
+run, never of what happened earlier in the process. The data order is the sampler's permutation
+of ``(seed, epoch)``; each sample's augmentation is seeded by ``(seed, epoch, index)`` in whichever
+worker loads it; dropout and drop-path draw from torch's RNG re-seeded by ``(seed, step, rank)``
+before every step. A run resumed at any step, mid-epoch included, therefore ends bit-identical to
+an uninterrupted one.
+
+Unreadable images: with ``skip_bad_images`` they are left out of their batch and counted (in the
+log and ``results.json``); without, training stops at the first with an error naming the file,
+after saving ``last.pth`` at the last completed step.
 """
 
 from __future__ import annotations
@@ -29,7 +40,10 @@ from tqdm import tqdm
 
 from ..atomic import write_atomic
 from ..checkpoint import save_checkpoint
+from ..data import (BadImages, GuardedDataset, ResumableSampler, SeededSampler, collate_readable, readable_batches,
+                    sample_seed)
 from ..evaluate import TopKCounts, evaluate
+from ..images import UnreadableImage
 from .distributed import DistContext, all_reduce_sum, barrier
 from .recipes import TrainRecipe
 
@@ -114,8 +128,20 @@ def _tf_ema(decay: float):
     return update
 
 
+_SKIP_HINT = ("; remove or replace the file and continue with --resume, or pass --skip-bad-images to skip "
+              "unreadable images (counted in results.json)")
+
+
+def _step_seed(seed: int, step: int, rank: int) -> int:
+    """The seed of torch's RNG (dropout, drop-path) for training step ``step`` on ``rank``."""
+    return sample_seed(seed, 1_000_003 + rank, step)  # a stream apart from the samples' (seed, epoch, index)
+
+
 class Trainer:
-    """Train ``model`` on ``train_set`` with ``recipe``; evaluate on ``val_set`` after every epoch."""
+    """Train ``model`` on ``train_set`` with ``recipe``; evaluate on ``val_set`` after every epoch.
+
+    ``skip_bad_images``: leave unreadable images out of their batch and count them, instead of
+    stopping at the first (after saving resumable state) with an error naming the file."""
 
     def __init__(
         self,
@@ -132,32 +158,39 @@ class Trainer:
         run_info: dict[str, Any] | None = None,
         export_metadata: dict[str, str] | None = None,
         progress: bool = True,
+        skip_bad_images: bool = False,
     ) -> None:
+        recipe.validate()
+        if seed < 0:
+            raise ValueError(f"seed must be >= 0, got {seed}")
         self.recipe, self.ctx, self.seed = recipe, ctx, seed
         self.progress = progress and ctx.is_main
         self.export_metadata = export_metadata or {}
         self.output_dir = Path(output_dir)
         self.run_info = run_info or {}
         self.amp = amp and ctx.device.type == "cuda"
-        torch.manual_seed(seed)
         if sync_bn and ctx.enabled:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model.to(ctx.device)
         self.net: nn.Module = DistributedDataParallel(self.model, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None) if ctx.enabled else self.model
 
-        from ..data import ResumableSampler
-
         self.sampler = ResumableSampler(len(train_set), recipe.batch_size, seed, True, ctx.rank, ctx.world_size)
         pin = ctx.device.type == "cuda"
-        self.train_loader = DataLoader(train_set, batch_size=recipe.batch_size, sampler=self.sampler,
+        # The loaders' own generators: creating an iterator must not draw from torch's global RNG
+        # (it would shift every later draw by where in the run the iterator was made).
+        self.train_loader = DataLoader(GuardedDataset(train_set), batch_size=recipe.batch_size,
+                                       sampler=SeededSampler(self.sampler), collate_fn=collate_readable,
                                        num_workers=workers, pin_memory=pin, persistent_workers=False,
+                                       generator=torch.Generator().manual_seed(seed),
                                        drop_last=True)  # a 1-image batch breaks BatchNorm in training
         self.val_loader = None
         if val_set is not None:
             val_sampler = ResumableSampler(len(val_set), recipe.batch_size, shuffle=False, rank=ctx.rank,
                                            world_size=ctx.world_size, pad=False)
-            self.val_loader = DataLoader(val_set, batch_size=recipe.batch_size, sampler=val_sampler,
-                                         num_workers=workers, pin_memory=pin)
+            self.val_loader = DataLoader(GuardedDataset(val_set), batch_size=recipe.batch_size, sampler=val_sampler,
+                                         collate_fn=collate_readable, num_workers=workers, pin_memory=pin,
+                                         generator=torch.Generator().manual_seed(seed))
+        self.bad_images = BadImages(skip_bad_images, hint=_SKIP_HINT)
         self.steps_per_epoch = self.sampler.per_rank // recipe.batch_size
         if self.steps_per_epoch == 0:
             raise ValueError(f"{len(train_set)} training images over {ctx.world_size} process(es) do not fill one "
@@ -184,7 +217,8 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "step": s.step, "epoch": s.epoch, "batch_in_epoch": s.batch_in_epoch, "best_top1": s.best_top1,
-            "history": s.history, "recipe": self.recipe.to_dict(), "run": self.run_info,
+            "history": s.history, "recipe": self.recipe.to_dict(), "run": self.run_info, "seed": self.seed,
+            "bad_images": self.bad_images.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state(self.ctx.device) if self.ctx.device.type == "cuda" else None,
         }
@@ -205,6 +239,8 @@ class Trainer:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         saved = {**ckpt["recipe"], "world_size": ckpt["run"].get("world_size", 1)}
         now = {**self.recipe.to_dict(), "world_size": self.ctx.world_size}
+        if "seed" in ckpt:  # the seed decides the data order and every random draw from here on
+            saved["seed"], now["seed"] = ckpt["seed"], self.seed
         changed = [f"{k} {saved.get(k)} -> {now[k]}" for k in now if _differs(saved.get(k), now[k])]
         if changed:
             raise ValueError(
@@ -219,6 +255,8 @@ class Trainer:
             self.ema.load_state_dict(ckpt["ema"])
         self.state = TrainState(ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["best_top1"],
                                 list(ckpt["history"]))
+        if ckpt.get("bad_images") is not None:
+            self.bad_images.load_state_dict(ckpt["bad_images"])
         torch.set_rng_state(ckpt["torch_rng"])
         if ckpt.get("cuda_rng") is not None and self.ctx.device.type == "cuda":
             torch.cuda.set_rng_state(ckpt["cuda_rng"], self.ctx.device)
@@ -235,6 +273,7 @@ class Trainer:
         return loss, logits
 
     def _train_step(self, images: torch.Tensor, target: torch.Tensor) -> float:
+        torch.manual_seed(_step_seed(self.seed, self.state.step, self.ctx.rank))  # dropout, drop-path
         self.model.set_drop_path_progress(self.state.step / max(1, self.total_steps))
         images = images.to(self.ctx.device, non_blocking=True)
         target = target.to(self.ctx.device, non_blocking=True)
@@ -253,6 +292,41 @@ class Trainer:
         self.state.step += 1
         return float(loss.detach())
 
+    def _empty_step(self, readable: int) -> float:
+        """A step whose batch kept too few readable images to train on (BatchNorm needs two): the
+        schedule advances so the run keeps its length and its learning rates; nothing is updated."""
+        logger.warning("step %d: only %d readable image(s) in the batch; the step makes no update",
+                       self.state.step + 1, readable)
+        self.scheduler.step()
+        self.state.step += 1
+        return float("nan")
+
+    def _check_batch(self, target: torch.Tensor | None, bad: list) -> bool:
+        """Handle a batch's unreadable images (skip and count, or save and stop naming the file);
+        True when the batch can be trained on. Every process takes the same decision."""
+        fatal = ""
+        try:
+            self.bad_images.check(bad)
+        except UnreadableImage as exc:
+            fatal = str(exc)
+        readable = 0 if target is None else len(target)
+        if self.ctx.enabled:
+            flags = all_reduce_sum(torch.tensor([1.0 if fatal else 0.0, 1.0 if readable < 2 else 0.0]), self.ctx)
+            if flags[0] > 0 and not fatal:
+                fatal = "another process met an unreadable image (its log names the file)"
+            trainable = bool(flags[1] == 0)
+        else:
+            trainable = readable >= 2
+        if fatal:
+            self._stop_on_bad_image(fatal)
+        return trainable
+
+    def _stop_on_bad_image(self, message: str) -> None:
+        """Save the run at the last completed step, then raise the error naming the file."""
+        path = self.save()
+        raise UnreadableImage(f"{message}. Training stopped after step {self.state.step}; {path} holds the run at "
+                              "that step")
+
     def _scalar(self, tag: str, value: float) -> None:
         if self.writer is not None:
             self.writer.add_scalar(tag, value, self.state.step)
@@ -261,7 +335,11 @@ class Trainer:
         if self.val_loader is None:
             return None
         model = self.ema.module if self.ema is not None else self.model
-        counts, _ = evaluate(model, self.val_loader, self.ctx.device, progress=False)
+        try:
+            counts, _ = evaluate(model, readable_batches(self.val_loader, self.bad_images), self.ctx.device,
+                                 progress=False)
+        except UnreadableImage as exc:
+            self._stop_on_bad_image(str(exc))
         return TopKCounts.from_tensor(all_reduce_sum(counts.as_tensor(), self.ctx))
 
     def fit(self, max_steps: int | None = None, log_every: int = 50) -> dict[str, Any]:
@@ -312,14 +390,17 @@ class Trainer:
         bar = tqdm(total=self.steps_per_epoch, initial=s.batch_in_epoch, desc=f"epoch {s.epoch + 1}/{self.recipe.epochs}",
                    disable=not self.progress, unit="step", dynamic_ncols=True)
         start, seen, loss_sum, batches = time.perf_counter(), 0, 0.0, 0
-        for images, target in self.train_loader:
-            loss = self._train_step(images, target)
+        for images, target, bad in self.train_loader:
+            if self._check_batch(target, bad):
+                loss = self._train_step(images, target)
+                seen += len(target)
+                loss_sum, batches = loss_sum + loss, batches + 1
+            else:
+                loss = self._empty_step(0 if target is None else len(target))
             s.batch_in_epoch += 1
-            seen += len(target)
-            loss_sum, batches = loss_sum + loss, batches + 1
             bar.update(1)
-            bar.set_postfix(loss=f"{loss_sum / batches:.3f}", lr=f"{self.scheduler.get_last_lr()[0]:.3g}")
-            if s.step % log_every == 0 or s.step == 1:
+            bar.set_postfix(loss=f"{loss_sum / max(1, batches):.3f}", lr=f"{self.scheduler.get_last_lr()[0]:.3g}")
+            if (s.step % log_every == 0 or s.step == 1) and loss == loss:  # not an empty step's NaN
                 self._scalar("train/loss", loss)
                 self._scalar("train/lr", self.scheduler.get_last_lr()[0])
             if (s.step >= stop_at or self._should_stop()) and s.batch_in_epoch < self.steps_per_epoch:
@@ -360,7 +441,9 @@ class Trainer:
             "train_loss": last.get("train_loss"),
             "weights": str(self.output_dir / FINAL_WEIGHTS), "resume_checkpoint": str(self.output_dir / RESUME_FILE),
             "recipe": self.recipe.to_dict(), "history": s.history,
+            **self.bad_images.summary(),
         }
+        self.bad_images.log_summary("training")
         if self.ctx.is_main:
             self._export_weights(self.output_dir / FINAL_WEIGHTS)
             (self.output_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
