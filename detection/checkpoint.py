@@ -8,30 +8,192 @@
 - registered weights as ``nasnet://nasnet_a_mobile`` or ``nasnet://nasnet_a_large.cadene_in1k``
   (found locally or downloaded and hash-checked like ``create_model(pretrained=True)``);
 - a detectron2 checkpoint of the detector itself, which loads (and resumes) as usual.
-``.pth`` and ``.safetensors`` files are read with ``weights_only=True`` or safetensors. detectron2's
-own ``.pkl`` format (its model zoo's) is a plain pickle, loaded by detectron2: use only trusted ones.
+``.pth`` and ``.safetensors`` files are read with ``torch.load(weights_only=True)`` or safetensors,
+which run no code. A pickle (detectron2's model-zoo ``.pkl`` format, or a ``.pth`` that
+``weights_only`` refuses) can run any code when loaded: it is refused, with the way to convert it,
+unless the caller opts in (``--allow-pickle``, ``MODEL.NASNET.ALLOW_PICKLE_WEIGHTS True`` or
+``allow_pickle=True``). Remote weights (``http://``, ``https://``, ``file://``, ``detectron2://``)
+are downloaded only with a sha256 to check them against: a ``#sha256=HEX`` fragment (8 to 64 hex
+digits) or torch.hub's file name convention ``name-<sha256 prefix>.ext``; they go into torch.hub's
+cache and are checked again each time they are used.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import pickle
 import re
+import urllib.error
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import torch
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.utils.file_io import PathManager
+from detectron2.utils.file_io import Detectron2Handler, PathManager
 from iopath.common.file_io import PathHandler
 
-from nasnet_backbones.checkpoint import read_state_dict
+from nasnet_backbones.checkpoint import CheckpointError, read_state_dict
 from nasnet_backbones.convert import convert_state_dict, detect_layout
 from nasnet_backbones.registry import split_model_tag
-from nasnet_backbones.weights import get_weights, weights_file
+from nasnet_backbones.weights import cache_dir, get_weights, weights_file
 
 from .backbone import build_nasnet_from_cfg
 
-__all__ = ["NASNetDetectionCheckpointer", "NASNetWeightsHandler", "classification_to_detector"]
+__all__ = ["NASNetDetectionCheckpointer", "NASNetWeightsHandler", "PickleWeightsRefused", "check_weights",
+           "classification_to_detector", "fetch_remote_weights", "read_weights"]
 
 logger = logging.getLogger(__name__)
+
+# torch.hub's convention: ``name-<leading hex digits of the sha256>.ext``; here at least 8 digits.
+_HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.[^/.]+$")
+_HASH_FRAGMENT = re.compile(r"^sha256=([0-9a-fA-F]{8,64})$")
+_DOWNLOADABLE = ("http", "https", "file")
+
+
+class PickleWeightsRefused(ValueError):
+    """A weights file that only unpickling could read, without the caller's opt-in."""
+
+
+def _pickle_refusal(filename: str, why: str) -> PickleWeightsRefused:
+    stem = Path(urlsplit(filename).path if "://" in filename else filename).with_suffix("").name
+    return PickleWeightsRefused(
+        f"weights {filename}: refused to load, {why}; unpickling runs any code the file contains. Convert it "
+        f"once, on a machine where you trust the file, to a plain state dict, e.g. for detectron2's .pkl format: "
+        f"python -c \"import pickle, torch; d = pickle.load(open('{stem}.pkl', 'rb'), encoding='latin1'); "
+        f"torch.save({{k: torch.as_tensor(v) for k, v in d.get('model', d).items()}}, '{stem}.pth')\" "
+        f"and load {stem}.pth (read with weights_only=True), or save it as .safetensors. To load this file "
+        "as it is, if you trust its source, pass --allow-pickle (or set MODEL.NASNET.ALLOW_PICKLE_WEIGHTS True)")
+
+
+def read_weights(filename: str, *, allow_pickle: bool = False) -> Any:
+    """The object stored in a local weights file, read without running code unless ``allow_pickle``:
+    ``.safetensors`` with safetensors, ``.pkl`` (a plain pickle) only with the opt-in, anything else
+    with ``torch.load(weights_only=True)``, falling back to a full unpickle only with the opt-in."""
+    if filename.endswith(".safetensors"):
+        return read_state_dict(filename)
+    if filename.endswith(".pkl"):
+        if not allow_pickle:
+            raise _pickle_refusal(filename, "a .pkl file is a Python pickle (detectron2's model-zoo format)")
+        logger.warning("unpickling %s (allowed by --allow-pickle / MODEL.NASNET.ALLOW_PICKLE_WEIGHTS)", filename)
+        with open(filename, "rb") as f:
+            return pickle.load(f, encoding="latin1")
+    try:
+        return torch.load(filename, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if not allow_pickle:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise _pickle_refusal(filename, f"it is a pickle that needs more than tensors and plain containers "
+                                  f"(torch.load(weights_only=True) said: {first})") from None
+        logger.warning("unpickling %s in full (allowed by --allow-pickle / MODEL.NASNET.ALLOW_PICKLE_WEIGHTS)",
+                       filename)
+        return torch.load(filename, map_location="cpu", weights_only=False)
+    except (OSError, MemoryError):
+        raise
+    except Exception as exc:  # torch.load raises many types (KeyError, RuntimeError, ...) on garbage
+        raise CheckpointError(f"weights {filename}: not a PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
+
+
+def _expected_sha256(url: str) -> str | None:
+    """The sha256 (or its leading digits) a remote weights URL declares, if any."""
+    parts = urlsplit(url)
+    if parts.fragment:
+        m = _HASH_FRAGMENT.match(parts.fragment)
+        if not m:
+            raise ValueError(f"weights {url}: the URL fragment must be #sha256=HEX (8 to 64 hex digits), "
+                             f"not #{parts.fragment}")
+        return m.group(1).lower()
+    m = _HASH_IN_NAME.search(parts.path)
+    return m.group(1) if m else None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fetch_remote_weights(url: str, *, allow_pickle: bool = False) -> str:
+    """A local, hash-checked copy of remote weights (see module doc), in torch.hub's cache.
+
+    Refused before anything is downloaded when the URL declares no sha256, when it names a
+    ``.pkl`` without ``allow_pickle``, or when its scheme cannot be downloaded here."""
+    check_weights(url, allow_pickle=allow_pickle, flag="weights")
+    if url.startswith(Detectron2Handler.PREFIX):
+        url = Detectron2Handler.S3_DETECTRON2_PREFIX + url[len(Detectron2Handler.PREFIX):]
+    parts = urlsplit(url)
+    expected = _expected_sha256(url)
+    name = Path(parts.path).name
+    target = cache_dir() / name
+    if target.is_file() and _sha256(target).startswith(expected):
+        return str(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    source = parts._replace(fragment="").geturl()
+    logger.info("downloading %s to %s", source, target)
+    try:
+        # writes a temporary file beside the target and renames it only once the hash matched
+        torch.hub.download_url_to_file(source, str(target), hash_prefix=expected, progress=False)
+    except RuntimeError as exc:
+        if "invalid hash value" not in str(exc):
+            raise
+        raise ValueError(f"weights {url}: the downloaded file's sha256 does not start with {expected}; it is "
+                         "corrupt or not the file the URL promises (nothing was kept)") from None
+    except urllib.error.URLError as exc:
+        raise ValueError(f"weights {url}: could not download ({getattr(exc, 'reason', exc)})") from None
+    return str(target)
+
+
+def _is_remote(path: str) -> bool:
+    return "://" in path and not path.startswith(NASNetWeightsHandler.PREFIX) and not os.path.exists(path)
+
+
+def check_weights(path: str, *, allow_pickle: bool = False, flag: str = "MODEL.WEIGHTS") -> None:
+    """Refuse, before any model is built or anything downloaded, weights that could only be loaded
+    unsafely or not at all: a ``.pkl`` without the opt-in, a remote URL without a sha256 or with an
+    unsupported scheme, a local file that does not exist. Reads nothing but the name."""
+    if not path:
+        return
+    if _is_remote(path):
+        url = Detectron2Handler.S3_DETECTRON2_PREFIX + path[len(Detectron2Handler.PREFIX):] \
+            if path.startswith(Detectron2Handler.PREFIX) else path
+        parts = urlsplit(url)
+        if parts.scheme not in _DOWNLOADABLE:
+            raise ValueError(f"{flag} {path}: {parts.scheme}:// is not supported; give a local file, nasnet://MODEL, "
+                             "or an http(s):// or file:// URL with its sha256")
+        if _expected_sha256(url) is None:
+            raise ValueError(f"{flag} {path}: remote weights are downloaded only with a hash to check them against; "
+                             "append #sha256=HEX (the file's sha256, or at least its first 8 hex digits) to the URL, "
+                             "or download the file yourself and give its local path")
+        name = parts.path
+    elif path.startswith(NASNetWeightsHandler.PREFIX):
+        return  # registered weights: hash-checked .pth / .safetensors
+    else:
+        name = path.split("?", 1)[0] if not os.path.isfile(path) else path
+        if not os.path.isfile(name):
+            raise FileNotFoundError(f"{flag} {path} does not exist (a local file, nasnet://MODEL, or a URL with its "
+                                    "sha256)")
+    if name.endswith(".pkl") and not allow_pickle:
+        raise _pickle_refusal(path, "a .pkl file is a Python pickle (detectron2's model-zoo format)")
+
+
+def _state_dict_of(obj: Any, filename: str) -> dict[str, Any]:
+    """The state dict inside a loaded checkpoint (unwrapping ``{"model": ...}`` and the like, and
+    DataParallel's ``module.`` prefix)."""
+    for key in ("state_dict", "model", "model_state_dict", "model_state"):
+        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
+            obj = obj[key]
+            break
+    if not isinstance(obj, Mapping) or not obj:
+        raise CheckpointError(f"weights {filename}: expected a state dict (names -> tensors), found "
+                              f"{'an empty one' if isinstance(obj, Mapping) else type(obj).__name__}")
+    if all(isinstance(k, str) and k.startswith("module.") for k in obj):
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return dict(obj)
 
 # Where a classification network's modules live in a detector built from this package.
 _BODY = re.compile(r"^(backbone\.(?:bottom_up\.)?|roi_heads\.res5\.)body\.(.+)$")
@@ -76,19 +238,70 @@ def classification_to_detector(cfg, detector_keys: list[str], source: dict) -> t
 
 
 class NASNetDetectionCheckpointer(DetectionCheckpointer):
-    """detectron2's checkpointer, also reading ImageNet classification checkpoints (see module doc)."""
+    """detectron2's checkpointer, also reading ImageNet classification checkpoints, and never
+    unpickling or downloading unchecked files without an opt-in (see module doc).
 
-    def __init__(self, model, save_dir: str = "", *, cfg, **checkpointables: Any) -> None:
+    ``allow_pickle`` defaults to the config's ``MODEL.NASNET.ALLOW_PICKLE_WEIGHTS``."""
+
+    def __init__(self, model, save_dir: str = "", *, cfg, allow_pickle: bool | None = None,
+                 **checkpointables: Any) -> None:
         super().__init__(model, save_dir, **checkpointables)
         self.cfg = cfg
+        if allow_pickle is None:
+            allow_pickle = bool(cfg.MODEL.get("NASNET", {}).get("ALLOW_PICKLE_WEIGHTS", False))
+        self.allow_pickle = allow_pickle
+        self._preloaded: tuple[str, Any] | None = None
+
+    def local_weights(self, path: str) -> str:
+        """A local file for ``path``: itself, registered ``nasnet://`` weights, or a hash-checked
+        download of a remote URL. A missing local file is a ``FileNotFoundError`` naming it."""
+        if os.path.isfile(path):
+            return path
+        if path.startswith(NASNetWeightsHandler.PREFIX):
+            return self.path_manager.get_local_path(path)
+        if _is_remote(path):
+            return fetch_remote_weights(path, allow_pickle=self.allow_pickle)
+        raise FileNotFoundError(f"weights {path} do not exist (MODEL.WEIGHTS / --weights: a local file, "
+                                "nasnet://MODEL, or a URL with its sha256)")
+
+    def read_state(self, path: str) -> dict[str, Any]:
+        """The state dict in a local weights file, read as :meth:`load` would read it."""
+        return _state_dict_of(read_weights(path, allow_pickle=self.allow_pickle), path)
+
+    def load(self, path: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        if path:
+            query = ""
+            if not os.path.isfile(path) and "?" in path:  # detectron2's ?matching_heuristics=True
+                path, query = path.split("?", 1)
+                query = "?" + query
+            path = self.local_weights(path) + query
+        return super().load(path, *args, **kwargs)
+
+    def _torch_load(self, f: str) -> dict[str, Any]:
+        """detectron2 reads ``.pth`` checkpoints through this: the same safe reader as everywhere."""
+        if self._preloaded is not None and self._preloaded[0] == f:
+            obj, self._preloaded = self._preloaded[1], None
+        else:
+            obj = read_weights(f, allow_pickle=self.allow_pickle)
+        if not isinstance(obj, dict):
+            raise CheckpointError(f"weights {f}: expected a checkpoint dict, found {type(obj).__name__}")
+        return obj
 
     def _load_file(self, filename: str) -> dict[str, Any]:
         if filename.endswith(".pkl"):
+            if not self.allow_pickle:
+                raise _pickle_refusal(filename, "a .pkl file is a Python pickle (detectron2's model-zoo format)")
+            logger.warning("unpickling %s (allowed by --allow-pickle / MODEL.NASNET.ALLOW_PICKLE_WEIGHTS)", filename)
+            return super()._load_file(filename)  # detectron2's model-zoo and Caffe2 formats
+        obj = read_weights(filename, allow_pickle=self.allow_pickle)
+        if filename.endswith(".pyth") and isinstance(obj, dict) and "model_state" in obj:  # pycls, as detectron2
+            state = {k: v for k, v in obj["model_state"].items() if not k.endswith("num_batches_tracked")}
+            return {"model": state, "__author__": "pycls", "matching_heuristics": True}
+        state = _state_dict_of(obj, filename)
+        if any(str(k).startswith(("backbone.", "proposal_generator.", "roi_heads.", "head.")) for k in state):
+            self._preloaded = (filename, obj)  # a detectron2 checkpoint: resume as usual, without reading it twice
             return super()._load_file(filename)
-        state = read_state_dict(filename)  # weights_only / safetensors; unwraps {"model": ...}
-        if any(k.startswith(("backbone.", "proposal_generator.", "roi_heads.", "head.")) for k in state):
-            return super()._load_file(filename)  # a detectron2 checkpoint: resume as usual
-        if detect_layout(state) == "unknown":
+        if not all(isinstance(v, torch.Tensor) for v in state.values()) or detect_layout(state) == "unknown":
             raise ValueError(f"MODEL.WEIGHTS {filename} is neither a detectron2 checkpoint nor a NASNet classification "
                              "checkpoint (this package's, Cadene's or timm's)")
         model = self.model.module if hasattr(self.model, "module") else self.model

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from nasnet_backbones.argtypes import nonnegative_int, positive_int, probability
+
 __all__ = ["add_parser"]
+
+_ALLOW_PICKLE_HELP = ("load pickle-based weights (detectron2's model-zoo .pkl, or a .pth that torch.load(weights_only="
+                      "True) refuses). RISK: unpickling runs any code the file contains; only for files you trust. "
+                      "Same as MODEL.NASNET.ALLOW_PICKLE_WEIGHTS True")
 
 
 def add_parser(subparsers: Any) -> None:
@@ -22,14 +28,15 @@ def add_parser(subparsers: Any) -> None:
     t.add_argument("--config-file", required=True, metavar="FILE", help="config file or shipped config name")
     t.add_argument("--resume", action="store_true", help="resume from OUTPUT_DIR's last checkpoint")
     t.add_argument("--eval-only", action="store_true", help="evaluate MODEL.WEIGHTS on DATASETS.TEST")
-    t.add_argument("--num-gpus", type=int, default=1, help="processes (GPUs) per machine")
-    t.add_argument("--num-machines", type=int, default=1)
-    t.add_argument("--machine-rank", type=int, default=0, help="this machine's rank")
+    t.add_argument("--num-gpus", type=positive_int, default=1, help="processes (GPUs) per machine")
+    t.add_argument("--num-machines", type=positive_int, default=1)
+    t.add_argument("--machine-rank", type=nonnegative_int, default=0, help="this machine's rank (0 .. --num-machines - 1)")
     t.add_argument("--dist-url", default="auto", help="tcp://HOST:PORT of machine 0 (multi-machine)")
     t.add_argument("--dataset-json", help="a COCO-format training json (instead of DATASETS.TRAIN)")
     t.add_argument("--image-root", help="folder of the --dataset-json images")
     t.add_argument("--val-json", help="COCO-format json to evaluate on (default: --dataset-json)")
     t.add_argument("--val-image-root", help="folder of the --val-json images (default: --image-root)")
+    t.add_argument("--allow-pickle", action="store_true", help=_ALLOW_PICKLE_HELP)
     t.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
                    help="config overrides, e.g. SOLVER.MAX_ITER 1000 MODEL.DEVICE cpu")
     t.set_defaults(func=_train)
@@ -39,7 +46,8 @@ def add_parser(subparsers: Any) -> None:
     pr.add_argument("--config-file", required=True, metavar="FILE", help="config file or shipped config name")
     pr.add_argument("--weights", help="detector checkpoint (default: the config's MODEL.WEIGHTS)")
     pr.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="where PNGs and detections.json go")
-    pr.add_argument("--score-threshold", type=float, default=0.5)
+    pr.add_argument("--score-threshold", type=probability, default=0.5, help="drop detections scoring lower (0-1)")
+    pr.add_argument("--allow-pickle", action="store_true", help=_ALLOW_PICKLE_HELP)
     pr.add_argument("--dataset-json", help="COCO json whose categories name the classes")
     pr.add_argument("--opts", nargs=argparse.REMAINDER, default=[], metavar="KEY VALUE",
                     help="config overrides, last on the line (as detectron2's demo.py)")
@@ -47,18 +55,34 @@ def add_parser(subparsers: Any) -> None:
 
     s = sub.add_parser("make-synthetic", help="write a COCO-format dataset of drawn shapes: boxes, masks, panoptic (tests, demos)")
     s.add_argument("--out", required=True, metavar="DIR")
-    s.add_argument("--num-images", type=int, default=200)
-    s.add_argument("--size", type=int, default=128, help="image side in pixels")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--num-images", type=positive_int, default=200, help="images in both splits (at least 2)")
+    s.add_argument("--size", type=positive_int, default=128, help="image side in pixels (at least 32)")
+    s.add_argument("--seed", type=nonnegative_int, default=0)
     s.set_defaults(func=_synthetic)
 
     c = sub.add_parser("configs", help="list the shipped configs")
     c.set_defaults(func=_configs)
 
 
+def _check_train_flags(args: argparse.Namespace) -> None:
+    """Flags that make no sense together or alone: refused before a config is read."""
+    if args.machine_rank >= args.num_machines:
+        raise ValueError(f"--machine-rank {args.machine_rank} must be below --num-machines {args.num_machines}")
+    if not args.dataset_json:
+        given = [f for f in ("--image-root", "--val-json", "--val-image-root")
+                 if getattr(args, f.lstrip("-").replace("-", "_"))]
+        if given:
+            raise ValueError(f"{', '.join(given)} without --dataset-json would be ignored: give --dataset-json too, "
+                             "or set the datasets in the config")
+    if args.val_image_root and not args.val_json:
+        raise ValueError("--val-image-root without --val-json: it is the folder of the --val-json images; give "
+                         "--val-json too (the training json is evaluated with --image-root)")
+
+
 def _train(args: argparse.Namespace) -> int:
     from .engine import launch_main
 
+    _check_train_flags(args)
     launch_main(args)  # evaluation results: OUTPUT_DIR/results.json, and detectron2's log
     return 0
 
@@ -68,6 +92,8 @@ def _predict(args: argparse.Namespace) -> int:
 
     from detectron2.data import DatasetCatalog
 
+    from .checkpoint import check_weights
+    from .config import check_config_numbers
     from .datasets import register_coco_json, set_num_classes_from_json
     from .engine import merge_overrides
     from .model_zoo import get_config
@@ -80,6 +106,11 @@ def _predict(args: argparse.Namespace) -> int:
         cfg.DATASETS.TEST = ("nasnet_predict_classes",)
         set_num_classes_from_json(cfg, args.dataset_json)
     merge_overrides(cfg, args.opts)
+    if args.allow_pickle:
+        cfg.MODEL.NASNET.ALLOW_PICKLE_WEIGHTS = True
+    check_config_numbers(cfg, training=False)
+    check_weights(args.weights or cfg.MODEL.WEIGHTS, allow_pickle=cfg.MODEL.NASNET.ALLOW_PICKLE_WEIGHTS,
+                  flag="--weights" if args.weights else "MODEL.WEIGHTS")
     results = predict_files(cfg, args.weights, args.images, args.output, args.score_threshold)
     for r in results:
         print(f"{r['image']}: {len(r['detections'])} detections -> {r['drawing']}")

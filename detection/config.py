@@ -2,9 +2,85 @@
 
 from __future__ import annotations
 
+import argparse
+from typing import Callable
+
 from detectron2.config import CfgNode as CN
 
-__all__ = ["add_nasnet_config"]
+from nasnet_backbones.argtypes import (fraction, nonnegative_float, nonnegative_int, positive_float, positive_int,
+                                       probability)
+
+__all__ = ["add_nasnet_config", "check_config_numbers"]
+
+# Config numbers with a meaningful range, checked before anything is built or written. The last
+# field says whether the key matters only for training. detectron2 itself accepts a MAX_ITER of -1
+# (no training, "finished"), a negative batch or a NaN learning rate and fails late or silently.
+_NUMBERS: list[tuple[str, Callable[[str], object], bool]] = [
+    ("SOLVER.MAX_ITER", positive_int, True),
+    ("SOLVER.IMS_PER_BATCH", positive_int, True),
+    ("SOLVER.BASE_LR", positive_float, True),
+    ("SOLVER.MOMENTUM", probability, True),
+    ("SOLVER.WEIGHT_DECAY", nonnegative_float, True),
+    ("SOLVER.GAMMA", positive_float, True),
+    ("SOLVER.WARMUP_ITERS", nonnegative_int, True),
+    ("SOLVER.WARMUP_FACTOR", probability, True),
+    ("SOLVER.CHECKPOINT_PERIOD", positive_int, True),
+    ("SOLVER.STEPS", positive_int, True),
+    ("TEST.EVAL_PERIOD", nonnegative_int, True),
+    ("INPUT.MIN_SIZE_TRAIN", positive_int, True),
+    ("INPUT.MAX_SIZE_TRAIN", positive_int, True),
+    ("MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", positive_int, True),
+    ("MODEL.ROI_HEADS.POSITIVE_FRACTION", fraction, True),
+    ("MODEL.RPN.BATCH_SIZE_PER_IMAGE", positive_int, True),
+    ("MODEL.RPN.POSITIVE_FRACTION", fraction, True),
+    ("MODEL.RPN.PRE_NMS_TOPK_TRAIN", positive_int, True),
+    ("MODEL.RPN.POST_NMS_TOPK_TRAIN", positive_int, True),
+    ("DATALOADER.NUM_WORKERS", nonnegative_int, False),
+    ("INPUT.MIN_SIZE_TEST", nonnegative_int, False),  # 0 turns test-time resizing off (detectron2)
+    ("INPUT.MAX_SIZE_TEST", positive_int, False),
+    ("TEST.DETECTIONS_PER_IMAGE", positive_int, False),
+    ("MODEL.ROI_HEADS.NUM_CLASSES", positive_int, False),
+    ("MODEL.ROI_HEADS.SCORE_THRESH_TEST", probability, False),
+    ("MODEL.ROI_HEADS.NMS_THRESH_TEST", probability, False),
+    ("MODEL.RETINANET.NUM_CLASSES", positive_int, False),
+    ("MODEL.RETINANET.SCORE_THRESH_TEST", probability, False),
+    ("MODEL.RETINANET.NMS_THRESH_TEST", probability, False),
+    ("MODEL.RETINANET.TOPK_CANDIDATES_TEST", positive_int, False),
+    ("MODEL.RPN.PRE_NMS_TOPK_TEST", positive_int, False),
+    ("MODEL.RPN.POST_NMS_TOPK_TEST", positive_int, False),
+    ("MODEL.RPN.NMS_THRESH", probability, False),
+    ("MODEL.NASNET.CELLS", positive_int, False),
+    ("MODEL.NASNET.FILTERS", positive_int, False),
+    ("MODEL.NASNET.BN_MOMENTUM", probability, False),
+    ("MODEL.NASNET.DROP_PATH_PROB", probability, False),
+]
+
+
+def _lookup(cfg: CN, key: str):
+    node = cfg
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def check_config_numbers(cfg: CN, *, training: bool) -> None:
+    """Refuse config numbers outside their range (a batch of 0, a NaN learning rate, a threshold
+    of 2, ...) with one ``ValueError`` naming the key, before anything is built or written.
+    ``training`` also checks the keys only training reads."""
+    for key, check, train_only in _NUMBERS:
+        value = _lookup(cfg, key)
+        if value is None or (train_only and not training):
+            continue
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            try:
+                if isinstance(item, bool) or not isinstance(item, (int, float)):
+                    raise argparse.ArgumentTypeError(f"must be a number, got {item!r}")
+                check(repr(item))
+            except argparse.ArgumentTypeError as exc:
+                raise ValueError(f"config {key}: {exc} (set it in the config file or as KEY VALUE on the "
+                                 "command line)") from None
 
 
 def add_nasnet_config(cfg: CN) -> CN:

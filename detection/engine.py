@@ -1,8 +1,9 @@
 """Training and evaluation on detectron2's engine: ``DefaultTrainer``, ``launch``, ``COCOEvaluator``.
 
 ``setup`` turns command-line arguments into a frozen config and checks everything that can be
-checked before training starts (datasets exist, the backbone can be built as configured);
-``main`` trains or evaluates; ``launch_main`` runs it on one process, or on every GPU and machine
+checked before training starts (datasets exist, numbers are in range, the weights can be loaded
+safely, the backbone can be built as configured); ``main`` trains or evaluates, holding
+``OUTPUT_DIR``'s run lock so that a second run on the same directory is refused; ``launch_main`` runs it on one process, or on every GPU and machine
 through ``detectron2.engine.launch`` (torch.distributed), exactly as detectron2's ``train_net.py``.
 """
 
@@ -13,6 +14,7 @@ import logging
 import math
 import os
 import weakref
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,10 @@ from detectron2.evaluation import (COCOEvaluator, COCOPanopticEvaluator, Dataset
                                    verify_results)
 from detectron2.utils import comm
 
-from .checkpoint import NASNetDetectionCheckpointer
+from nasnet_backbones.runlock import run_lock
+
+from .checkpoint import NASNetDetectionCheckpointer, check_weights
+from .config import check_config_numbers
 from .datasets import (check_dataset, needs_masks, needs_semantic, register_coco_json,
                        register_coco_panoptic_separated_json, set_num_classes_from_json, uses_rle_masks)
 from .model_zoo import get_config
@@ -101,6 +106,11 @@ def setup(args: argparse.Namespace) -> CfgNode:
 
         args.config_file = get_config_file(args.config_file)
     merge_overrides(cfg, args.opts)
+    if getattr(args, "allow_pickle", False):
+        cfg.MODEL.NASNET.ALLOW_PICKLE_WEIGHTS = True
+    check_config_numbers(cfg, training=not args.eval_only)
+    if not (args.resume and (Path(cfg.OUTPUT_DIR) / "last_checkpoint").is_file()):  # else resumed from there
+        check_weights(cfg.MODEL.WEIGHTS, allow_pickle=cfg.MODEL.NASNET.ALLOW_PICKLE_WEIGHTS)
     if args.dataset_json:
         train_json, val_json = args.dataset_json, args.val_json or args.dataset_json
         image_root, val_root = args.image_root, args.val_image_root or args.image_root
@@ -127,7 +137,6 @@ def setup(args: argparse.Namespace) -> CfgNode:
         check_dataset(cfg, name)
     _check_model(cfg)
     cfg.freeze()
-    default_setup(cfg, args)
     return cfg
 
 
@@ -144,7 +153,15 @@ def _check_model(cfg: CfgNode) -> None:
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
+    """Train or evaluate as ``args`` say; the main process holds ``OUTPUT_DIR``'s run lock
+    throughout (other processes of the same run write only through it)."""
     cfg = setup(args)
+    with run_lock(cfg.OUTPUT_DIR) if comm.is_main_process() else nullcontext():
+        default_setup(cfg, args)  # the first write into OUTPUT_DIR (config.yaml, log.txt)
+        return _run(cfg, args)
+
+
+def _run(cfg: CfgNode, args: argparse.Namespace) -> dict[str, Any]:
     if args.eval_only:
         model = NASNetTrainer.build_model(cfg)
         NASNetDetectionCheckpointer(model, cfg.OUTPUT_DIR, cfg=cfg).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)

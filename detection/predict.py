@@ -15,8 +15,6 @@ from detectron2.data.detection_utils import read_image
 from detectron2.engine import DefaultPredictor
 from detectron2.utils.visualizer import Visualizer
 
-from nasnet_backbones.checkpoint import read_state_dict
-
 from .checkpoint import NASNetDetectionCheckpointer
 
 __all__ = ["Detector", "detections_to_json"]
@@ -50,15 +48,16 @@ class Detector(DefaultPredictor):
     def _load(self, cfg: CfgNode, weights: str) -> None:
         """Load, refusing a checkpoint whose tensors do not fit (fvcore would skip them and go on)."""
         checkpointer = NASNetDetectionCheckpointer(self.model, cfg=cfg)
-        path = weights if Path(weights).is_file() else checkpointer.path_manager.get_local_path(weights)
-        state = {} if path.endswith(".pkl") else read_state_dict(path)  # classification files convert strictly
+        path = checkpointer.local_weights(weights)  # remote files only hash-checked; pickles only with the opt-in
+        # detectron2's .pkl formats need its name matching; classification files convert strictly
+        state = {} if path.endswith(".pkl") else checkpointer.read_state(path)
         model_state = self.model.state_dict()
         wrong = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(model_state[k].shape)}"
                  for k, v in state.items() if k in model_state and tuple(v.shape) != tuple(model_state[k].shape)]
         if wrong:
             raise ValueError(f"{weights} does not fit this config ({len(wrong)} tensors differ, e.g. {wrong[0]}); "
                              "check MODEL.ROI_HEADS.NUM_CLASSES (or pass --dataset-json) and the backbone settings")
-        checkpointer.load(weights)
+        checkpointer.load(path)
 
     def detect_file(self, path: str | Path) -> tuple[np.ndarray, Any]:
         """(RGB image, detectron2 ``Instances`` on the CPU) for an image file."""

@@ -243,8 +243,14 @@ def export_detector_from_args(args: Any) -> ExportReport:
     from detection.engine import merge_overrides
     from detection.model_zoo import get_config
 
+    from detection.checkpoint import check_weights
+
     cfg = get_config(args.config_file)
     merge_overrides(cfg, args.opts)
+    if getattr(args, "allow_pickle", False):
+        cfg.MODEL.NASNET.ALLOW_PICKLE_WEIGHTS = True
     weights = args.weights if args.weights is not None else (cfg.MODEL.WEIGHTS or None)
+    check_weights(weights or "", allow_pickle=cfg.MODEL.NASNET.ALLOW_PICKLE_WEIGHTS,
+                  flag="--weights" if args.weights is not None else "MODEL.WEIGHTS")  # before the model is built
     return export_detector(cfg, weights, args.output, tuple(args.image_size), score_atol=args.score_atol,
                            box_rtol=args.box_rtol, verify_image=args.verify_image)
