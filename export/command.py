@@ -54,6 +54,10 @@ def add_parser(subparsers: Any) -> None:
     d.add_argument("--config-file", metavar="FILE", help="detectron2: config file or shipped config name")
     d.add_argument("--weights", help="detectron2: detector checkpoint (default: the config's MODEL.WEIGHTS); "
                    "torchvision: the whole detector's state_dict saved with torch.save (default: random weights)")
+    d.add_argument("--allow-pickle", action="store_true",
+                   help="detectron2: load pickle-based weights (its model-zoo .pkl, or a .pth that torch.load("
+                   "weights_only=True) refuses). RISK: unpickling runs any code the file contains; only for files "
+                   "you trust. Same as MODEL.NASNET.ALLOW_PICKLE_WEIGHTS True")
     tv = d.add_argument_group("torchvision detectors")
     tv.add_argument("--model", choices=DETECTOR_KINDS, help="the torchvision detector")
     tv.add_argument("--backbone", default="nasnet_a_mobile",
