@@ -37,7 +37,7 @@ from .distributed import init_distributed
 from .recipes import RECIPES, TrainRecipe, recipe_for
 from .trainer import RESUME_FILE, Trainer
 
-__all__ = ["add_parser", "run", "build_datasets", "eval_preprocessing"]
+__all__ = ["add_parser", "run", "build_datasets", "build_model", "eval_preprocessing", "drop_rate"]
 
 logger = logging.getLogger(__name__)
 
@@ -178,6 +178,19 @@ def _refuse_overwrite(output: Path, resume: bool) -> None:
                                 "(drop --resume to start a new run there)")
 
 
+def build_model(args: argparse.Namespace, recipe: TrainRecipe, *, num_classes: int, img_size: int) -> Any:
+    """The model to train, initialised from ``--seed``: torch's RNG is seeded just before it is
+    built, so two runs with one seed start from the same weights (a fine-tuned run's new
+    classifier included), and different seeds from different ones."""
+    fine_tune = args.dataset == "folder" and not args.scratch
+    model_kwargs: dict[str, Any] = {"aux_head": recipe.aux_weight > 0, "img_size": img_size}
+    if recipe.drop_path_prob is not None:
+        model_kwargs["drop_path_prob"] = recipe.drop_path_prob
+    torch.manual_seed(args.seed)
+    return build_model_from_args(args, num_classes=num_classes, pretrained_default=fine_tune,
+                                 default_stem="cifar" if args.dataset == "cifar10" else "imagenet", **model_kwargs)
+
+
 def run(args: argparse.Namespace) -> int:
     _refuse_conflicts(args)
     output = Path(args.output_dir).expanduser()
@@ -188,13 +201,7 @@ def run(args: argparse.Namespace) -> int:
     # The data first: a missing dataset fails before a large model is built.
     train_set, val_set, classes = build_datasets(recipe, args.data_dir, img_size, download=not args.no_download)
     ctx = init_distributed(args.device)
-    fine_tune = args.dataset == "folder" and not args.scratch
-    model_kwargs: dict[str, Any] = {"aux_head": recipe.aux_weight > 0, "img_size": img_size}
-    if recipe.drop_path_prob is not None:
-        model_kwargs["drop_path_prob"] = recipe.drop_path_prob
-    torch.manual_seed(args.seed)  # the initialisation (and a fine-tuned run's new classifier) follows --seed
-    model = build_model_from_args(args, num_classes=len(classes), pretrained_default=fine_tune,
-                                  default_stem="cifar" if args.dataset == "cifar10" else "imagenet", **model_kwargs)
+    model = build_model(args, recipe, num_classes=len(classes), img_size=img_size)
     run_info = {"model": model.model_name, "dataset": args.dataset, "data_dir": str(args.data_dir),
                 "img_size": img_size, "num_classes": len(classes), "world_size": ctx.world_size,
                 "init_weights": args.weights or (model.pretrained_weights.name if model.pretrained_weights else None)}
