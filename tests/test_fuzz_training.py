@@ -279,3 +279,46 @@ def test_library_recipe_checks():
 def test_eval_refuses_nonsense_numbers(imagenet_eval_setup, capsys, flag, value):
     args, _ = imagenet_eval_setup
     expect_clean_error(capsys, *args, flag, value, names=[flag, value])
+
+
+def test_bad_validation_image_stops_after_saving(folder, tmp_path, capsys):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(folder, root)
+    bad = root / "val" / "c2" / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    out = tmp_path / "run"
+    expect_clean_error(capsys, *_train_args(root, out, data=root), names=[str(bad), "--skip-bad-images"])
+    assert torch.load(out / "last.pth", weights_only=True)["step"] == 5  # epoch 1 trained and kept
+    result = run_cli(capsys, *_train_args(root, out, "--resume", "--skip-bad-images", data=root))
+    assert result.code == 0, result.err
+    assert json.loads((out / "results.json").read_text())["skipped_images"] == 1  # epoch 2's validation
+
+
+class _HalfUnreadable(torch.utils.data.Dataset):
+    """Samples 0..7; the odd ones raise as an unreadable file does."""
+
+    samples = [(f"img{i}.png", 0) for i in range(8)]
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, index):
+        from nasnet_backbones.images import UnreadableImage
+
+        if index % 2:
+            raise UnreadableImage(f"img{index}.png is corrupt")
+        return torch.full((3, 32, 32), float(index) / 8), index % CLASSES
+
+
+def test_batches_left_with_under_two_images_keep_the_schedule(tmp_path):
+    torch.manual_seed(0)
+    model = build_nasnet(genotypes.NASNET_A, num_cells=3, num_filters=8, stem="cifar", num_classes=CLASSES,
+                         img_size=32)
+    recipe = recipe_for("folder").with_overrides(epochs=2, batch_size=2)
+    trainer = Trainer(model, recipe, _HalfUnreadable(), None, tmp_path, CPU, workers=0, progress=False,
+                      skip_bad_images=True)
+    summary = trainer.fit()
+    assert summary["finished"] and summary["steps"] == summary["total_steps"] == 8
+    assert summary["skipped_images"] == 8 and len(summary["unreadable_files"]) == 4
