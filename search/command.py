@@ -15,13 +15,14 @@ from typing import Any
 
 import torch
 
+from nasnet_backbones.argtypes import finite_float, nonnegative_float, nonnegative_int, positive_float, positive_int
 from nasnet_backbones.data import default_workers
 from nasnet_backbones.ops import NASNET_SEARCH_OPS
 
 from .child import CHILD_PRESETS, ChildSettings, default_preset
 from .data import DATASETS, search_splits
 from .enas import SupernetTrainer
-from .executor import EXECUTORS
+from .executor import EXECUTORS, RAY_CONNECT_TIMEOUT_S, check_ray_address
 from .latency import DEVICES, LatencySettings
 from .report import best_over_time, load_run, plot_runs, plot_runs_over_time, top_k_table, write_report
 from .run import SEARCH_FILE, SearchConfig, SearchError, SearchRun, read_search_file
@@ -34,28 +35,28 @@ logger = logging.getLogger(__name__)
 
 # (flag, ChildSettings field, type, help)
 _CHILD_FLAGS = [
-    ("--child-cells", "cells", int, "N: normal cells per stack of each child (paper: 2)"),
-    ("--child-filters", "filters", int, "base width (num_filters) of each child's first stack"),
-    ("--child-epochs", "epochs", int, "training epochs per child (paper: 20)"),
-    ("--child-batch-size", "batch_size", int, "child training batch size"),
-    ("--child-lr", "lr", float, "child learning rate (cosine decay)"),
-    ("--train-size", "train_size", int, "train children on this many images (default: all not held out)"),
-    ("--val-size", "val_size", int, "images held out of the training set to score children (paper: 5000)"),
-    ("--img-size", "img_size", int, "synthetic dataset: image side"),
+    ("--child-cells", "cells", positive_int, "N: normal cells per stack of each child (paper: 2)"),
+    ("--child-filters", "filters", positive_int, "base width (num_filters) of each child's first stack"),
+    ("--child-epochs", "epochs", positive_int, "training epochs per child (paper: 20)"),
+    ("--child-batch-size", "batch_size", positive_int, "child training batch size"),
+    ("--child-lr", "lr", positive_float, "child learning rate (cosine decay)"),
+    ("--train-size", "train_size", positive_int, "train children on this many images (default: all not held out)"),
+    ("--val-size", "val_size", positive_int, "images held out of the training set to score children (paper: 5000)"),
+    ("--img-size", "img_size", positive_int, "synthetic dataset: image side"),
 ]
 # (flag, {strategy: its option}, type, help)
 _STRATEGY_FLAGS = [
-    ("--controller-lr", {"ppo": "lr", "enas": "controller_lr"}, float,
+    ("--controller-lr", {"ppo": "lr", "enas": "controller_lr"}, positive_float,
      "ppo, enas: controller learning rate (paper: 0.00035; ENAS: 0.0035)"),
-    ("--controller-batch", {"ppo": "batch_size", "enas": "controller_batch"}, int,
+    ("--controller-batch", {"ppo": "batch_size", "enas": "controller_batch"}, positive_int,
      "ppo, enas: rewards per PPO update (paper: 20; enas default 10)"),
-    ("--entropy-weight", {"ppo": "entropy_weight", "enas": "entropy_weight"}, float,
+    ("--entropy-weight", {"ppo": "entropy_weight", "enas": "entropy_weight"}, nonnegative_float,
      "ppo, enas: entropy bonus weight (paper: 0.00001; ENAS: 0.0001)"),
-    ("--population-size", {"evolution": "population_size"}, int, "evolution: population P (AmoebaNet: 100)"),
-    ("--sample-size", {"evolution": "sample_size"}, int, "evolution: tournament sample S (AmoebaNet: 25)"),
-    ("--enas-epochs", {"enas": "epochs"}, int, "enas: supernet training epochs (default 50; ENAS: 150)"),
-    ("--controller-steps", {"enas": "controller_steps"}, int, "enas: controller proposals per epoch (default 20)"),
-    ("--derive-samples", {"enas": "derive_samples"}, int,
+    ("--population-size", {"evolution": "population_size"}, positive_int, "evolution: population P (AmoebaNet: 100)"),
+    ("--sample-size", {"evolution": "sample_size"}, positive_int, "evolution: tournament sample S (AmoebaNet: 25)"),
+    ("--enas-epochs", {"enas": "epochs"}, positive_int, "enas: supernet training epochs (default 50; ENAS: 150)"),
+    ("--controller-steps", {"enas": "controller_steps"}, positive_int, "enas: controller proposals per epoch (default 20)"),
+    ("--derive-samples", {"enas": "derive_samples"}, positive_int,
      "enas: cells drawn from the trained controller and ranked with shared weights (default 100)"),
 ]
 
@@ -73,23 +74,25 @@ def add_parser(subparsers: Any) -> None:
                    "(default: cifar10)")
     p.add_argument("--data-dir", help="cifar10: the folder that holds (or will get) cifar-10-batches-py")
     p.add_argument("--no-download", action="store_true", help="cifar10: never try to download")
-    p.add_argument("--trials", type=int, help="children to evaluate in all (default: 100; on --resume, the run's own "
+    p.add_argument("--trials", type=positive_int, help="children to evaluate in all (default: 100; on --resume, the run's own "
                    "target, which this raises)")
-    p.add_argument("--budget-hours", type=float, help="start no child after the search has run this long "
+    p.add_argument("--budget-hours", type=positive_float, help="start no child after the search has run this long "
                    "(wall clock over all sessions); the running ones finish")
-    p.add_argument("--workers", type=int, default=torch.cuda.device_count() or default_workers(),
+    p.add_argument("--workers", type=positive_int, default=torch.cuda.device_count() or default_workers(),
                    help="children evaluated at once")
-    p.add_argument("--seed", type=int, help="strategy seed; child k trains with seed + k (default: 0)")
+    p.add_argument("--seed", type=nonnegative_int, help="strategy seed; child k trains with seed + k (default: 0)")
     p.add_argument("--executor", choices=sorted(EXECUTORS), default="ray",
                    help="ray: children as Ray tasks; inprocess: one at a time in this process (debugging)")
-    p.add_argument("--ray-address", help="join this Ray cluster ('auto', 'ray://head:10001'); default: start a "
-                   "local one")
+    p.add_argument("--ray-address", help="join this Ray cluster ('HOST:PORT' of its head, 'auto', "
+                   "'ray://head:10001'); default: start a local one")
+    p.add_argument("--ray-connect-timeout", type=positive_float, default=RAY_CONNECT_TIMEOUT_S,
+                   help="seconds to wait for --ray-address to answer before giving up (default %(default)s)")
     p.add_argument("--preset", choices=sorted(CHILD_PRESETS), help="child size and schedule: gpu (the paper's), cpu "
                    "(a proxy for a few cores), tiny (synthetic data); default: tiny for synthetic, else gpu when "
                    "CUDA is present, else cpu")
     for flag, dest, typ, text in _CHILD_FLAGS:
         p.add_argument(flag, dest=f"child_{dest}", type=typ, help=text)
-    p.add_argument("--blocks", type=int, help="B: blocks per cell (default: 5)")
+    p.add_argument("--blocks", type=positive_int, help="B: blocks per cell (default: 5)")
     p.add_argument("--ops", help="comma-separated op names (default: the paper's 13: " + ",".join(NASNET_SEARCH_OPS) + ")")
     p.add_argument("--combine", help="comma-separated combine ops: add, concat (default: add)")
     for flag, _, typ, text in _STRATEGY_FLAGS:
@@ -97,18 +100,18 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="enas: where the supernet trains (the search process's device)")
     lat = p.add_argument_group("latency-aware reward (accuracy x (latency / target) ^ weight, MnasNet's form)")
-    lat.add_argument("--latency-target", type=float, help="target latency in ms; turns the latency-aware reward on")
+    lat.add_argument("--latency-target", type=positive_float, help="target latency in ms; turns the latency-aware reward on")
     lat.add_argument("--latency-device", choices=DEVICES, default="onnxruntime-cpu", help="where latency is measured")
-    lat.add_argument("--latency-weight", type=float, help="the exponent w (default -0.07)")
-    lat.add_argument("--latency-cells", type=int, help="N of the deployed network (default 4, NASNet-A mobile)")
-    lat.add_argument("--latency-filters", type=int, help="base width of the deployed network (default 44)")
-    lat.add_argument("--latency-size", type=int, help="deployed input size (default 224)")
+    lat.add_argument("--latency-weight", type=finite_float, help="the exponent w (default -0.07)")
+    lat.add_argument("--latency-cells", type=positive_int, help="N of the deployed network (default 4, NASNet-A mobile)")
+    lat.add_argument("--latency-filters", type=positive_int, help="base width of the deployed network (default 44)")
+    lat.add_argument("--latency-size", type=positive_int, help="deployed input size (default 224)")
     lat.add_argument("--latency-stem", choices=("imagenet", "cifar"), help="deployed stem (default imagenet)")
-    lat.add_argument("--latency-threads", type=int, help="onnxruntime intra-op threads (default 1)")
+    lat.add_argument("--latency-threads", type=positive_int, help="onnxruntime intra-op threads (default 1)")
     lat.add_argument("--latency-table", choices=("auto", "build", "off"), default="auto",
                      help="time each op once and predict latency from the table when it is within 10%% of measured "
                      "networks: auto (for enas; multi-trial measures each child), build (always), off")
-    p.add_argument("--top-k", type=int, default=10, help="rows of the top-k table")
+    p.add_argument("--top-k", type=positive_int, default=10, help="rows of the top-k table")
     p.set_defaults(func=run)
 
     sub = p.add_subparsers(dest="search_command", metavar="{compare,report}")
@@ -117,11 +120,11 @@ def add_parser(subparsers: Any) -> None:
     compare.add_argument("-o", "--output", default="search_compare.png", help="figure to write (png, svg, pdf)")
     compare.add_argument("--by", choices=("models", "time"), default="models",
                          help="x axis: models evaluated (the paper's Fig. 6), or wall-clock time")
-    compare.add_argument("--budget-hours", type=float, help="--by time: cut every run at this many hours")
+    compare.add_argument("--budget-hours", type=positive_float, help="--by time: cut every run at this many hours")
     compare.set_defaults(func=run_compare)
     report = sub.add_parser("report", help="rewrite a run's top-k table, reward plot and cell diagrams")
     report.add_argument("run_dir")
-    report.add_argument("--top-k", type=int, default=10)
+    report.add_argument("--top-k", type=positive_int, default=10)
     report.set_defaults(func=run_report)
 
 
@@ -181,20 +184,25 @@ def run(args: argparse.Namespace) -> int:
     child = config.child
     search_splits(child.dataset, child.data_dir, child.val_size, child.train_size, child.img_size,
                   download=not args.no_download)
-    search = SearchRun(out, config, resume=args.resume)
-    logger.info("search space: %s; strategy %s; children: %s", config.space.describe(), config.strategy, child)
-    search.set_target(args.trials if args.trials is not None or args.resume else 100)
-    search.save_state()  # the target survives a crash in any phase
-    model = search.latency
-    if model is not None and model.table is None and (
-            args.latency_table == "build" or (args.latency_table == "auto" and config.strategy == "enas")):
-        model.build_table()
-    if config.strategy == "enas":
-        reward_fn = None if model is None else (lambda genotype, accuracy: model.reward(genotype, accuracy)[0])
-        SupernetTrainer(search, args.device, reward_fn).run()  # phase 1; the derived cells are the children
-    executor_cls = EXECUTORS[args.executor]
-    search.run(None, args.workers, lambda: executor_cls(args.workers, args.ray_address), args.budget_hours)
-    written = write_report(out, k=args.top_k)
+    if args.executor == "ray" and args.ray_address:  # an unreachable cluster fails now, not after a hang
+        check_ray_address(args.ray_address, timeout_s=args.ray_connect_timeout)
+    with SearchRun(out, config, resume=args.resume, lock=True) as search:  # one writer, ENAS phase included
+        logger.info("search space: %s; strategy %s; children: %s", config.space.describe(), config.strategy, child)
+        search.set_target(args.trials if args.trials is not None or args.resume else 100)
+        search.save_state()  # the target survives a crash in any phase
+        model = search.latency
+        if model is not None and model.table is None and (
+                args.latency_table == "build" or (args.latency_table == "auto" and config.strategy == "enas")):
+            model.build_table()
+        if config.strategy == "enas":
+            reward_fn = None if model is None else (lambda genotype, accuracy: model.reward(genotype, accuracy)[0])
+            SupernetTrainer(search, args.device, reward_fn).run()  # phase 1; the derived cells are the children
+        executor_cls = EXECUTORS[args.executor]
+        timeout = args.ray_connect_timeout
+        factory = (lambda: executor_cls(args.workers, args.ray_address, connect_timeout_s=timeout)) \
+            if args.executor == "ray" else (lambda: executor_cls(args.workers, args.ray_address))
+        search.run(None, args.workers, factory, args.budget_hours)
+        written = write_report(out, k=args.top_k)
     print((out / "top_k.md").read_text())
     print(f"best genotype: {out / 'best_genotype.json'}")
     for name, path in written.items():

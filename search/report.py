@@ -17,27 +17,91 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from nasnet_backbones.atomic import atomic_target, write_atomic
 from nasnet_backbones.draw import draw_genotype
 from nasnet_backbones.genotype import Genotype
 
-__all__ = ["load_run", "top_k_table", "top_k_curve", "plot_runs", "best_over_time", "plot_runs_over_time",
-           "write_report"]
+__all__ = ["load_run", "read_rows", "run_strategy", "best_row", "best_genotype", "write_top_k", "write_plots",
+           "top_k_table", "top_k_curve", "plot_runs", "best_over_time", "plot_runs_over_time", "write_report"]
 
 logger = logging.getLogger(__name__)
 
 TOP_KS = (1, 5, 25)
+SEARCH_FILE = "search.json"
+RESULTS_FILE = "results.jsonl"
+BEST_FILE = "best_genotype.json"
+TOP_K_FILE = "top_k.md"
+PLOT_FILE = "rewards.png"
+
+
+def read_rows(results: Path) -> list[dict[str, Any]]:
+    """The complete lines of a ``results.jsonl`` (a half-written last line, from a search killed
+    while appending, is not a result yet)."""
+    data = results.read_bytes()
+    complete = data[: data.rfind(b"\n") + 1].decode()
+    rows = []
+    for number, line in enumerate(complete.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{results}, line {number}: not valid JSON ({exc.msg}); restore the file or remove "
+                             "that line") from None
+    return rows
+
+
+def run_strategy(run_dir: str | Path) -> str:
+    """The strategy a search directory was started with (``?`` without a readable ``search.json``)."""
+    meta_file = Path(run_dir) / SEARCH_FILE
+    try:
+        return str(json.loads(meta_file.read_text()).get("strategy", "?"))
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return "?"
 
 
 def load_run(run_dir: str | Path) -> tuple[str, list[dict[str, Any]]]:
     """(label, result rows) of a search directory; the label names the strategy and the folder."""
     run_dir = Path(run_dir).expanduser()
-    results = run_dir / "results.jsonl"
+    results = run_dir / RESULTS_FILE
     if not results.is_file():
         raise FileNotFoundError(f"{run_dir} is not a search directory: {results} does not exist")
-    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
-    meta_file = run_dir / "search.json"
-    strategy = json.loads(meta_file.read_text()).get("strategy", "?") if meta_file.is_file() else "?"
-    return f"{strategy} ({run_dir.name})", rows
+    return f"{run_strategy(run_dir)} ({run_dir.name})", read_rows(results)
+
+
+def best_row(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The logged child with the highest reward (the earliest of equals)."""
+    return max(rows, key=lambda r: r["reward"])
+
+
+def best_genotype(rows: Sequence[dict[str, Any]], strategy: str, run_dir: str | Path) -> Genotype:
+    """The best logged child's genotype, named after the search that found it."""
+    best = best_row(rows)
+    return Genotype.from_dict({**best["genotype"], "name": f"search-{strategy}-{best['hash']}",
+                               "source": f"nasnet search {strategy} in {run_dir}: child {best['index']}, "
+                                         f"reward {best['reward']:.4f}"})
+
+
+def write_top_k(run_dir: str | Path, rows: Sequence[dict[str, Any]], label: str, k: int = 10) -> Path:
+    """``top_k.md``, written atomically."""
+    path = Path(run_dir) / TOP_K_FILE
+    text = f"# Top {min(k, len(rows))} of {len(rows)} children: {label}\n\n" + top_k_table(rows, k)
+    write_atomic(path, lambda tmp: tmp.write_text(text))
+    return path
+
+
+def write_plots(run_dir: str | Path, rows: Sequence[dict[str, Any]], label: str,
+                best: Genotype) -> dict[str, Path]:
+    """``rewards.png`` and the diagrams of the best cells, each written atomically."""
+    run_dir = Path(run_dir)
+    written = {}
+    with atomic_target(run_dir / PLOT_FILE, suffix=".tmp.png") as tmp:
+        plot_runs([(label, rows)], tmp, title=f"{label}: {len(rows)} models")
+    written["plot"] = run_dir / PLOT_FILE
+    for cell in ("normal", "reduce"):
+        for suffix in ("png", "svg"):
+            written[f"{cell}_{suffix}"] = draw_genotype(best, run_dir / f"best_{cell}.{suffix}", cells=(cell,))
+    return written
 
 
 def top_k_curve(rewards: Sequence[float], k: int) -> np.ndarray:
@@ -134,20 +198,16 @@ def plot_runs_over_time(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], pa
 
 
 def write_report(run_dir: str | Path, k: int = 10) -> dict[str, Path]:
-    """Write ``top_k.md``, ``rewards.png`` and the best cells' diagrams into a search directory."""
+    """Rebuild every derived file of a search directory from its log alone: ``best_genotype.json``,
+    ``top_k.md``, ``rewards.png`` and the best cells' diagrams (so none can disagree with the log,
+    whatever an earlier crash or full disk left)."""
     run_dir = Path(run_dir).expanduser()
     label, rows = load_run(run_dir)
     if not rows:
         raise ValueError(f"{run_dir}: no child has finished yet")
-    written = {"top_k": run_dir / "top_k.md"}
-    written["top_k"].write_text(f"# Top {min(k, len(rows))} of {len(rows)} children: {label}\n\n" + top_k_table(rows, k))
-    written["plot"] = plot_runs([(label, rows)], run_dir / "rewards.png", title=f"{label}: {len(rows)} models")
-    best_file = run_dir / "best_genotype.json"
-    if best_file.is_file():
-        best = Genotype.from_json(best_file)
-    else:
-        best = Genotype.from_dict(max(rows, key=lambda r: r["reward"])["genotype"])
-    for cell in ("normal", "reduce"):
-        for suffix in ("png", "svg"):
-            written[f"{cell}_{suffix}"] = draw_genotype(best, run_dir / f"best_{cell}.{suffix}", cells=(cell,))
+    best = best_genotype(rows, run_strategy(run_dir), run_dir)
+    written = {"best": run_dir / BEST_FILE}
+    best.to_json(written["best"])
+    written["top_k"] = write_top_k(run_dir, rows, label, k)
+    written.update(write_plots(run_dir, rows, label, best))
     return written

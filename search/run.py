@@ -9,8 +9,14 @@ A run directory holds:
   the cache: a genotype whose hash is in it is never trained again.
 * ``state.pt``: the strategy's state and the proposals in flight, rewritten (atomically) after
   every proposal and every result.
-* outputs: ``best_genotype.json`` (kept current), and at the end ``top_k.md``, ``rewards.png``,
-  ``best_normal.{png,svg}``, ``best_reduce.{png,svg}``; TensorBoard scalars in ``tensorboard/``.
+* outputs, derived from the log alone (:meth:`SearchRun.refresh_outputs`): ``best_genotype.json``
+  and ``top_k.md`` after every result, ``rewards.png`` and ``best_normal.{png,svg}``,
+  ``best_reduce.{png,svg}`` every minute or so and at the end; all of them again at every resume,
+  so whatever a crash or a full disk left, they cannot disagree with the log for long. TensorBoard
+  scalars in ``tensorboard/``.
+
+One process writes a run directory at a time: ``nasnet search`` holds its lock (``.lock``) for the
+whole run, and a log that two writers did corrupt (the same proposal or genotype twice) is refused.
 
 Resuming after any crash, ``kill -9`` included: the log is read (a half-written last line is cut
 off), results that finished after the last state save are observed, and the proposals still in
@@ -21,9 +27,9 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,10 +40,12 @@ from tqdm import tqdm
 
 from nasnet_backbones.atomic import write_atomic
 from nasnet_backbones.genotype import Genotype, GenotypeError
+from nasnet_backbones.runlock import run_lock
 
 from .child import ChildSettings
 from .executor import ChildFailed, Executor
 from .latency import LatencyModel, LatencySettings
+from .report import PLOT_FILE, TOP_K_FILE, best_genotype, best_row, write_plots, write_top_k
 from .space import SearchSpace
 from .strategies import Proposal, create_strategy
 
@@ -52,6 +60,7 @@ STATE_FILE = "state.pt"
 BEST_FILE = "best_genotype.json"
 FORMAT_VERSION = 1
 MAX_REPEATS_IN_A_ROW = 1000  # a strategy that only re-proposes evaluated cells has converged
+PLOT_INTERVAL_S = 60.0  # while a search runs, its plots are redrawn at most this often (and at every resume)
 
 
 class SearchError(ValueError):
@@ -82,17 +91,21 @@ class ResultsLog:
         self.path = path
         self.rows: list[dict[str, Any]] = []
 
-    def read(self, space: SearchSpace) -> None:
-        """Load existing rows; cut off a torn last line; refuse rows outside ``space``."""
+    def read(self, space: SearchSpace, repair: bool = True) -> None:
+        """Load existing rows; refuse rows outside ``space`` and repeated proposals or genotypes;
+        with ``repair``, cut off a torn last line (without it, the file is only read)."""
         if not self.path.exists():
             return
         data = self.path.read_bytes()
         complete = data[: data.rfind(b"\n") + 1]
         rows = []
-        for number, line in enumerate(complete.decode().splitlines(), 1):
+        proposals: dict[Any, int] = {}
+        hashes: dict[str, int] = {}
+        for number, line in enumerate(complete.decode(errors="replace").splitlines(), 1):
             try:
                 row = json.loads(line)
                 genotype = Genotype.from_dict(row["genotype"])
+                proposal, key = row["proposal"], row["hash"]
             except (json.JSONDecodeError, KeyError, TypeError, GenotypeError) as exc:
                 raise SearchError(f"{self.path}, line {number}: not a result of this tool ({exc}); move the file "
                                   "aside or start a new search with another --out") from None
@@ -100,8 +113,16 @@ class ResultsLog:
                 raise SearchError(f"{self.path}, line {number}: genotype {row.get('hash')} is not in this search space "
                                   f"({space.describe()}); the log is from a different search. Resume it with its own "
                                   "settings or start a new search with another --out")
+            for what, value, seen in (("proposal", proposal, proposals), ("genotype", key, hashes)):
+                if value in seen:
+                    raise SearchError(
+                        f"{self.path}, line {number}: {what} {value} was already logged at line {seen[value]}: two "
+                        "searches wrote this directory at once (a version without the run lock). Delete the later "
+                        "repeats (keep the first line of each proposal) and resume, or start a new search with "
+                        "another --out")
+                seen[value] = number
             rows.append(row)
-        if len(complete) != len(data):  # only once the log is known to be this search's
+        if repair and len(complete) != len(data):  # only once the log is known to be this search's
             logger.warning("%s: dropping a half-written last line (a child that was being recorded when the search "
                            "stopped; it is still in flight and runs again)", self.path)
             with open(self.path, "r+b") as f:
@@ -143,7 +164,12 @@ def _differences(saved: Any, now: Any, prefix: str = "") -> list[str]:
 class SearchRun:
     """One search in ``out_dir``: ``run(trials)`` evaluates children until ``trials`` have finished."""
 
-    def __init__(self, out_dir: str | Path, config: SearchConfig, resume: bool = False) -> None:
+    def __init__(self, out_dir: str | Path, config: SearchConfig, resume: bool = False, lock: bool = False) -> None:
+        """Start a new search in ``out_dir``, or with ``resume`` continue the one there. Every
+        refusal (another search there, other settings, a log that is not this search's) comes before
+        anything is written. With ``lock`` the directory is held (:func:`~nasnet_backbones.runlock.run_lock`)
+        until :meth:`close`, so a second process is refused instead of writing the same log; use the
+        run as a context manager then."""
         self.out = Path(out_dir).expanduser()
         self.config = config
         self.space = config.space
@@ -156,30 +182,61 @@ class SearchRun:
         self.trials: int | None = None  # the target of the run, saved so --resume can keep it
         self.elapsed_before = 0.0  # seconds the search ran in earlier sessions
         self._session_start = time.perf_counter()
-        self._prepare(resume)
-        self.cache = {row["hash"]: row["reward"] for row in self.log.rows}
-        self.latency = LatencyModel(config.latency, config.space, self.out) if config.latency else None
+        self._best_written: str | None = None  # hash of the genotype best_genotype.json holds
+        self._plotted_at = time.monotonic()
+        self._check(resume)
+        self._held = ExitStack()
+        try:
+            if lock:
+                self._held.enter_context(run_lock(self.out))
+            self._prepare(resume)
+            self.cache = {row["hash"]: row["reward"] for row in self.log.rows}
+            self.latency = LatencyModel(config.latency, config.space, self.out) if config.latency else None
+            if resume:  # whatever an earlier session's crash or full disk left, the outputs follow the log
+                self.refresh_outputs(plots=True)
+        except BaseException:
+            self._held.close()
+            raise
+
+    def close(self) -> None:
+        """Release the run directory (when it was locked)."""
+        self._held.close()
+
+    def __enter__(self) -> "SearchRun":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- start / resume ------------------------------------------------------------------------
 
-    def _prepare(self, resume: bool) -> None:
+    def _check(self, resume: bool) -> None:
+        """Refuse a search that cannot start or continue here, reading files only."""
         search_file = self.out / SEARCH_FILE
-        wanted = self.config.to_dict(self.strategy.settings())
         if not resume:
             if search_file.exists() or (self.out / RESULTS_FILE).exists():
                 raise SearchError(f"{self.out} already holds a search; pass --resume to continue it, or choose another --out")
-            self.out.mkdir(parents=True, exist_ok=True)
-            write_atomic(search_file, lambda p: p.write_text(json.dumps(wanted, indent=2) + "\n"))
             return
         if not search_file.is_file():
             raise SearchError(f"nothing to resume: {search_file} does not exist")
         saved = read_search_file(search_file)
         comparable = lambda d: {"latency": None, **d,  # noqa: E731 - runs from before latency-aware rewards
                                 "child": ChildSettings.from_dict(d["child"]).reward_defining()}
-        changed = _differences(comparable(saved), comparable(wanted))
+        changed = _differences(comparable(saved), comparable(self.config.to_dict(self.strategy.settings())))
         if changed:
             raise SearchError(f"{self.out} holds a search with other settings ({'; '.join(changed)}). Resume it with "
                               "the same settings, or start a new search with another --out")
+        ResultsLog(self.log.path).read(self.space, repair=False)
+
+    def _prepare(self, resume: bool) -> None:
+        """Write a new search's settings, or load a resumed one's log and state (the directory is
+        held by now when the run locks it; :meth:`_check` has passed)."""
+        search_file = self.out / SEARCH_FILE
+        if not resume:
+            self.out.mkdir(parents=True, exist_ok=True)
+            wanted = self.config.to_dict(self.strategy.settings())
+            write_atomic(search_file, lambda p: p.write_text(json.dumps(wanted, indent=2) + "\n"))
+            return
         self.log.read(self.space)
         state_file = self.out / STATE_FILE
         if state_file.is_file():
@@ -255,25 +312,66 @@ class SearchRun:
                **scores, **{k: v for k, v in result.items() if k != "reward"},
                "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "elapsed": self.elapsed,
                "info": proposal.info, "decisions": proposal.decisions, "genotype": genotype.to_dict()}
-        best_before = max((r["reward"] for r in self.log.rows), default=-math.inf)
         self.log.append(row)  # the commit point
         self.cache[row["hash"]] = row["reward"]
         self.strategy.observe(proposal, row["reward"])
         for repeat in self.waiting.pop(row["hash"], []):
             self.strategy.observe(repeat, row["reward"])
-        if row["reward"] > best_before:
-            self.write_best()
+        self.refresh_outputs()
         return row
 
     def write_best(self) -> Genotype | None:
+        """Write ``best_genotype.json``: the log's best child (None while the log is empty)."""
         if not self.log.rows:
             return None
-        best = max(self.log.rows, key=lambda r: r["reward"])
-        genotype = Genotype.from_dict({**best["genotype"], "name": f"search-{self.config.strategy}-{best['hash']}",
-                                       "source": f"nasnet search {self.config.strategy} in {self.out}: child "
-                                                 f"{best['index']}, reward {best['reward']:.4f}"})
+        genotype = best_genotype(self.log.rows, self.config.strategy, self.out)
         genotype.to_json(self.out / BEST_FILE)
+        self._best_written = best_row(self.log.rows)["hash"]
         return genotype
+
+    def refresh_outputs(self, plots: bool = False) -> None:
+        """Rebuild the derived files from the log alone: ``best_genotype.json`` (when the best
+        changed, or an earlier write failed) and ``top_k.md`` after every result; the reward plot and
+        the best cells' diagrams with ``plots``, else at most every ``PLOT_INTERVAL_S``.
+
+        A derived file that cannot be written (a full disk) is removed instead, with a warning,
+        so that no stale file contradicts the log (the log is the record of truth; the next result or
+        ``--resume`` writes the file again). The search goes on: the log append is what must succeed."""
+        rows = self.log.rows
+        if not rows:
+            for name in (BEST_FILE, TOP_K_FILE):  # a log emptied by hand: nothing may name a best child
+                self._discard(name)
+            return
+        if best_row(rows)["hash"] != self._best_written or not (self.out / BEST_FILE).is_file():
+            self._derived((BEST_FILE,), self.write_best)
+        label = f"{self.config.strategy} ({self.out.name})"
+        self._derived((TOP_K_FILE,), lambda: write_top_k(self.out, rows, label))
+        if plots or time.monotonic() - self._plotted_at >= PLOT_INTERVAL_S:
+            names = (PLOT_FILE, *(f"best_{c}.{x}" for c in ("normal", "reduce") for x in ("png", "svg")))
+            best = best_genotype(rows, self.config.strategy, self.out)
+            if self._derived(names, lambda: write_plots(self.out, rows, label, best)):
+                self._plotted_at = time.monotonic()
+
+    def _derived(self, names: tuple[str, ...], write: Callable[[], object]) -> bool:
+        """Run ``write``; on an OSError, warn and remove the files ``names`` (possibly stale)."""
+        try:
+            write()
+            return True
+        except OSError as exc:
+            logger.warning("could not write %s (%s): removed so that it cannot disagree with %s; it is written again "
+                           "from the log after the next result, by --resume or by 'nasnet search report'",
+                           ", ".join(names), exc, self.log.path)
+            if BEST_FILE in names:
+                self._best_written = None
+            for name in names:
+                self._discard(name)
+            return False
+
+    def _discard(self, name: str) -> None:
+        try:
+            (self.out / name).unlink(missing_ok=True)
+        except OSError as exc:
+            logger.warning("could not remove %s: %s", self.out / name, exc)
 
     def set_target(self, trials: int | None) -> None:
         """How many children the search evaluates: ``trials``, or with None the target it already
