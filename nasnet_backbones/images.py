@@ -69,7 +69,7 @@ def open_rgb(path: str | Path) -> Image.Image:
     except UnreadableImage:
         raise
     except UnidentifiedImageError:
-        raise UnreadableImage(f"{path} is not an image file PIL can read (unknown or unsupported format)") from None
+        raise UnreadableImage(f"{path} is not an image PIL can read (unknown or unsupported format)") from None
     except Image.DecompressionBombError as exc:
         raise UnreadableImage(f"{path} is too large to decode safely ({exc})") from None
     except _DECODE_ERRORS as exc:

@@ -94,7 +94,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         size = args.input_size if args.input_size is not None else (32 if args.stem == "cifar" else 224)
         paper = None
-    model = build_model_from_args(args, pretrained_default=False, img_size=size)
+    try:
+        model = build_model_from_args(args, pretrained_default=False, img_size=size)
+    except ValueError as exc:
+        if args.input_size is None or "img_size" not in str(exc):
+            raise
+        raise ValueError(f"--input-size {size} is too small for this model: {exc}") from None
     if not args.model:
         title = f"{model.model_name} ({args.stem or 'imagenet'} stem)"
     info = model_info(model, size)

@@ -261,6 +261,7 @@ def test_predict_refuses_nonsense_numbers_at_the_parser(run_dir, capsys, extra, 
     (["--model", "nasnet_a_mobile", "--input-size", "0"], "--input-size"),
     (["--model", "nasnet_a_mobile", "--input-size", "100000"], "--input-size"),
     (["--model", "nasnet_a_mobile", "--input-size", "-5"], "--input-size"),
+    (["--model", "nasnet_a_mobile", "--input-size", "64"], "--input-size 64 is too small"),
     (["--genotype", "nasnet_a.json", "--cells", "-1"], "--cells"),
 ])
 def test_info_refuses_nonsense_numbers_at_the_parser(capsys, argv, flag):
