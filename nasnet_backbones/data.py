@@ -171,10 +171,9 @@ class ResumableSampler(Sampler[int]):
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
     """The seed of sample ``index``'s augmentation in ``epoch``: a hash of the three, so that it
-    does not depend on which worker process loads the sample, nor on what ran before."""
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
-    state = np.random.SeedSequence((seed, epoch, index)).generate_state(1, np.uint64)[0]
+    does not depend on which worker process loads the sample, nor on what ran before. Any integer
+    seed works (a negative one is taken modulo 2**64)."""
+    state = np.random.SeedSequence((seed % 2**64, epoch, index)).generate_state(1, np.uint64)[0]
     return int(state) >> 1  # below 2**63, as torch.manual_seed wants
 
 

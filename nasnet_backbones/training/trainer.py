@@ -161,8 +161,6 @@ class Trainer:
         skip_bad_images: bool = False,
     ) -> None:
         recipe.validate()
-        if seed < 0:
-            raise ValueError(f"seed must be >= 0, got {seed}")
         self.recipe, self.ctx, self.seed = recipe, ctx, seed
         self.progress = progress and ctx.is_main
         self.export_metadata = export_metadata or {}
