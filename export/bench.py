@@ -20,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["add_parser", "measure", "run_backends", "timed"]
+from nasnet_backbones.argtypes import nonnegative_int, positive_int, refuse_together
+
+__all__ = ["add_parser", "check_target", "measure", "run_backends", "timed"]
 
 
 def peak_rss_mb() -> float:
@@ -129,7 +131,11 @@ def run_backends(args: argparse.Namespace) -> list[dict[str, Any]]:
                 export_classifier(model, fp32, input_size=args.input_size)
                 if not args.no_int8:
                     int8 = str(Path(tmp) / "int8.onnx")
-                    quantize_onnx(fp32, int8, args.calib, per_channel=True, num_calibration=16, num_held_out=8)
+                    # Timing only; random weights (the default) agree with FP32 by chance, so only
+                    # trained weights are held to the agreement threshold.
+                    gate = {} if args.weights else {"min_agreement": 0.0}
+                    quantize_onnx(fp32, int8, args.calib, per_channel=True, num_calibration=16, num_held_out=8,
+                                  **gate)
         if fp32:
             if not args.input_size:
                 args.input_size = _recorded_size(fp32)
@@ -153,16 +159,46 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--int8", help="with --onnx: its INT8 version, timed too")
     p.add_argument("--no-int8", action="store_true", help="with --model: skip quantization")
     p.add_argument("--calib", default="synthetic", help="with --model: calibration images for INT8 (folder or 'synthetic')")
-    p.add_argument("--input-size", type=int, help="square input size (default: the model's)")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--runs", type=int, default=20)
-    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--input-size", type=positive_int, help="square input size (default: the model's)")
+    p.add_argument("--threads", type=positive_int, default=2)
+    p.add_argument("--batch", type=positive_int, default=1)
+    p.add_argument("--runs", type=positive_int, default=20)
+    p.add_argument("--warmup", type=nonnegative_int, default=3)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_run)
 
 
+def check_target(path: str, flag: str) -> None:
+    """Refuse (``ValueError`` naming ``flag`` and the file) a file to time that onnxruntime cannot
+    run as one of this package's graphs: an .onnx is checked as :func:`export.quantize.load_exported`
+    does, an .ort (which onnx cannot read) by loading it in onnxruntime."""
+    if Path(path).suffix != ".ort":
+        from .quantize import load_exported
+
+        load_exported(path, what=flag)
+        return
+    import onnxruntime as ort
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{flag} {path}: no such file")
+    try:
+        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's own error types
+        cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{flag} {path} is not a model onnxruntime can load ({cause})") from None
+    inputs = session.get_inputs()
+    if len(inputs) != 1 or len(inputs[0].shape) not in (3, 4):
+        raise ValueError(f"{flag} {path} has {len(inputs)} inputs of shapes {[i.shape for i in inputs]}; only "
+                         "graphs with one image input (as `nasnet export` writes them) are supported")
+
+
 def _run(args: argparse.Namespace) -> int:
+    refuse_together(args, "--model", "--int8")  # --int8 is --onnx's quantized version
+    refuse_together(args, "--onnx", "--no-int8")
+    refuse_together(args, "--onnx", "--weights")
+    for flag, path in (("--onnx", args.onnx), ("--int8", args.int8)):
+        if path:
+            check_target(path, flag)
     rows = run_backends(args)
     if args.json:
         json.dump(rows, sys.stdout, indent=2)

@@ -7,8 +7,11 @@ import json
 import sys
 from typing import Any
 
+from nasnet_backbones.argtypes import nonnegative_float, positive_int, probability, refuse_together
 from nasnet_backbones.model_args import add_model_arguments, build_model_from_args
 from nasnet_backbones.torchvision_detector import DETECTOR_KINDS
+
+from .quantize import DEFAULT_MAX_REL_ERROR, DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_BOX_IOU
 
 __all__ = ["add_parser"]
 
@@ -25,6 +28,32 @@ def _batch(value: str) -> int | str:
     return number
 
 
+_MIN_OPSET = 13  # the oldest opset whose ops (Resize, Pad with tensor inputs) the exports rely on
+
+
+def _opset(value: str) -> int:
+    """An ONNX opset this exporter can write (argparse ``type=``)."""
+    number = positive_int(value)
+    if number < _MIN_OPSET:
+        raise argparse.ArgumentTypeError(f"must be an opset of {_MIN_OPSET} or later, got {value!r}")
+    return number
+
+
+def _num_classes(value: str) -> int:
+    """Classes including the background: at least 2 (argparse ``type=``)."""
+    number = positive_int(value)
+    if number < 2:
+        raise argparse.ArgumentTypeError(f"must be at least 2 (the background and one class), got {value!r}")
+    return number
+
+
+def _local_file(value: str | None) -> str | None:
+    """``value`` when it names a file here (not a weights tag or a URL), else ``None``."""
+    from pathlib import Path
+
+    return value if value and "://" not in value and Path(value).exists() else None
+
+
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("export", help="verified ONNX export (classifier, backbone, detector), INT8, ORT format",
                               description="Export to ONNX; every file is checked with onnx.checker and compared "
@@ -36,13 +65,15 @@ def add_parser(subparsers: Any) -> None:
         add_model_arguments(e)
         e.add_argument("--random-weights", action="store_true",
                        help="export the architecture with random weights (default: the model's pretrained weights)")
-        e.add_argument("--input-size", type=int, help="square input size baked into the graph (default: the model's)")
+        e.add_argument("--input-size", type=positive_int,
+                       help="square input size baked into the graph (default: the model's)")
         e.add_argument("--batch", type=_batch, default="dynamic", help="'dynamic' (default) or a fixed batch size")
         e.add_argument("--dynamic-size", action="store_true",
                        help="any input height/width (TF 'SAME' padding computed in the graph); verified at a second size")
-        e.add_argument("--opset", type=int, default=17)
-        e.add_argument("--rtol", type=float, default=1e-4, help="verification tolerance, relative to the output scale")
-        e.add_argument("--atol", type=float, default=1e-5, help="verification tolerance, absolute")
+        e.add_argument("--opset", type=_opset, default=17, help=f"ONNX opset ({_MIN_OPSET} or later; default 17)")
+        e.add_argument("--rtol", type=nonnegative_float, default=1e-4,
+                       help="verification tolerance, relative to the output scale")
+        e.add_argument("--atol", type=nonnegative_float, default=1e-5, help="verification tolerance, absolute")
         e.add_argument("-o", "--output", required=True, help="the .onnx file to write")
         e.add_argument("--json", action="store_true", help="print the verification report as JSON")
         e.set_defaults(func=_run, kind=kind)
@@ -62,20 +93,23 @@ def add_parser(subparsers: Any) -> None:
     tv.add_argument("--model", choices=DETECTOR_KINDS, help="the torchvision detector")
     tv.add_argument("--backbone", default="nasnet_a_mobile",
                     help="registered model name, or a genotype JSON file (with --cells and --filters)")
-    tv.add_argument("--cells", type=int, default=4, help="with a genotype backbone: normal cells per stack (N)")
-    tv.add_argument("--filters", type=int, default=44, help="with a genotype backbone: base width")
-    tv.add_argument("--num-classes", type=int, default=91, help="classes including the background (COCO: 91)")
-    tv.add_argument("--min-size", type=int, help="the transform's shortest side (default 800; ssdlite: its fixed "
+    tv.add_argument("--cells", type=positive_int, default=4,
+                    help="with a genotype backbone: normal cells per stack (N)")
+    tv.add_argument("--filters", type=positive_int, default=44, help="with a genotype backbone: base width")
+    tv.add_argument("--num-classes", type=_num_classes, default=91,
+                    help="classes including the background (COCO: 91)")
+    tv.add_argument("--min-size", type=positive_int, help="the transform's shortest side (default 800; ssdlite: its fixed "
                     "square side, default 320)")
-    tv.add_argument("--max-size", type=int, help="the transform's longest side (default 1333; not for ssdlite)")
-    tv.add_argument("--fpn-channels", type=int, default=256, help="FPN width (not for ssdlite)")
-    tv.add_argument("--score-thresh", type=float, help="drop detections scoring lower (default: the detector's)")
-    d.add_argument("--image-size", type=int, nargs=2, default=[320, 416], metavar=("H", "W"),
+    tv.add_argument("--max-size", type=positive_int, help="the transform's longest side (default 1333; not for ssdlite)")
+    tv.add_argument("--fpn-channels", type=positive_int, default=256, help="FPN width (not for ssdlite)")
+    tv.add_argument("--score-thresh", type=probability, help="drop detections scoring lower (default: the detector's)")
+    d.add_argument("--image-size", type=positive_int, nargs=2, default=[320, 416], metavar=("H", "W"),
                    help="size of the traced image (any size works in the graph)")
     d.add_argument("--verify-image", help="an image with objects the model detects, for the onnxruntime check "
                    "(default: drawn shapes)")
-    d.add_argument("--score-atol", type=float, default=1e-3, help="verification: max score difference")
-    d.add_argument("--box-rtol", type=float, default=5e-3, help="verification: max box difference / image size")
+    d.add_argument("--score-atol", type=nonnegative_float, default=1e-3, help="verification: max score difference")
+    d.add_argument("--box-rtol", type=nonnegative_float, default=5e-3,
+                   help="verification: max box difference / image size")
     d.add_argument("-o", "--output", required=True)
     d.add_argument("--opts", nargs=argparse.REMAINDER, default=[], metavar="KEY VALUE",
                    help="detectron2: config overrides, last")
@@ -86,8 +120,21 @@ def add_parser(subparsers: Any) -> None:
     q.add_argument("--calib", required=True, help="a folder of images (searched recursively) or 'synthetic'")
     q.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=True,
                    help="per-channel weight scales (default; --no-per-channel for per-tensor)")
-    q.add_argument("--num-calibration", type=int, default=32, help="calibration images")
-    q.add_argument("--num-held-out", type=int, default=16, help="held-out images for the FP32 agreement check")
+    q.add_argument("--num-calibration", type=positive_int, default=32, help="calibration images")
+    q.add_argument("--num-held-out", type=positive_int, default=16,
+                   help="held-out images for the FP32 agreement check")
+    gates = q.add_argument_group("agreement with FP32 the INT8 file must reach to be written")
+    gates.add_argument("--min-agreement", type=probability, default=DEFAULT_MIN_AGREEMENT,
+                       help=f"classifiers: share of held-out images with FP32's top-1 class (default "
+                       f"{DEFAULT_MIN_AGREEMENT:g})")
+    gates.add_argument("--max-rel-error", type=nonnegative_float, default=DEFAULT_MAX_REL_ERROR,
+                       help=f"backbones and other graphs: worst output error over its FP32 scale (default "
+                       f"{DEFAULT_MAX_REL_ERROR:g})")
+    gates.add_argument("--min-box-iou", type=probability, default=DEFAULT_MIN_BOX_IOU,
+                       help=f"detectors: mean IoU of FP32's boxes with INT8's of the same class (default "
+                       f"{DEFAULT_MIN_BOX_IOU:g})")
+    gates.add_argument("--box-score-threshold", type=probability, default=0.5,
+                       help="detectors: FP32 detections scoring at least this are compared (default 0.5)")
     q.add_argument("-o", "--output", required=True, help="the INT8 .onnx file to write")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=_quantize)
@@ -99,8 +146,11 @@ def add_parser(subparsers: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .onnx_export import export_backbone, export_classifier
+    from .onnx_export import export_backbone, export_classifier, refuse_own_input
 
+    refuse_together(args, "--random-weights", "--weights")
+    refuse_own_input(args.output, "-o/--output", {"--weights": _local_file(args.weights),
+                                                  "--genotype": args.genotype})
     kwargs = {"features_only": True} if args.kind == "backbone" else {}
     if args.input_size:
         kwargs["img_size"] = args.input_size
@@ -122,7 +172,8 @@ def _quantize(args: argparse.Namespace) -> int:
     from .quantize import quantize_onnx
 
     report = quantize_onnx(args.model, args.output, args.calib, args.per_channel, args.num_calibration,
-                           args.num_held_out)
+                           args.num_held_out, args.box_score_threshold, min_agreement=args.min_agreement,
+                           max_rel_error=args.max_rel_error, min_box_iou=args.min_box_iou)
     if args.json:
         json.dump(asdict(report), sys.stdout, indent=2)
         print()
@@ -143,6 +194,11 @@ _TORCHVISION_ONLY = ("model", "min_size", "max_size", "score_thresh")
 
 
 def _detector(args: argparse.Namespace) -> int:
+    from .onnx_export import refuse_own_input
+
+    refuse_own_input(args.output, "-o/--output", {
+        "--weights": _local_file(args.weights), "--config-file": _local_file(args.config_file),
+        "--backbone": _local_file(args.backbone), "--verify-image": args.verify_image})
     if args.framework == "torchvision":
         if args.config_file or args.opts:
             raise ValueError("--config-file and --opts are for --framework detectron2; a torchvision detector is "

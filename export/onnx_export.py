@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from contextlib import contextmanager, nullcontext
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -33,10 +32,12 @@ import onnx
 import torch
 from torch import nn
 
+from nasnet_backbones.atomic import atomic_target
 from nasnet_backbones.padding import traceable_padding
 
 __all__ = ["ExportReport", "ExportVerificationError", "export_classifier", "export_backbone", "export_module", "verify_onnx",
-           "graph_problems", "verified_output", "save_checked"]
+           "graph_problems", "verified_output", "save_checked", "same_file",
+           "refuse_own_input"]
 
 logger = logging.getLogger(__name__)
 
@@ -129,24 +130,37 @@ def _fold_constants(path: Path) -> onnx.ModelProto:
 
 
 @contextmanager
-def verified_output(path: Path, suffix: str = ".onnx.tmp") -> Iterator[Path]:
-    """A private temporary file next to ``path``. When the block finishes (its checks passed), the
-    file becomes ``path`` with ordinary permissions; on any error it is removed and nothing is
-    left. ``onnx.checker`` and shape-inference failures become :class:`ExportVerificationError`."""
+def verified_output(path: Path, suffix: str = ".tmp") -> Iterator[Path]:
+    """A temporary file beside ``path`` (:func:`nasnet_backbones.atomic.atomic_target`: a name unique
+    to this process, and one a killed export left behind is removed by the next export of the same
+    file). When the block finishes (its checks passed), the file becomes ``path`` with ordinary
+    permissions; on any error it is removed and nothing is left. ``onnx.checker`` and
+    shape-inference failures become :class:`ExportVerificationError`."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(suffix=suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
     try:
-        yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it private; the result is an ordinary file
-        tmp.replace(path)
+        with atomic_target(path, suffix=suffix) as tmp:
+            yield tmp
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise ExportVerificationError(f"onnx.checker rejected the graph: {exc}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name one file: :func:`os.path.samefile` when both exist (hard links,
+    symbolic links), else the same resolved path."""
+    a, b = Path(a), Path(b)
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
+
+
+def refuse_own_input(output: str | Path, output_flag: str, inputs: dict[str, str | Path | None]) -> None:
+    """Raise ``ValueError`` before anything is written when ``output`` is one of ``inputs`` (flag ->
+    path; ``None`` for a flag not given): writing it would replace the very file being read."""
+    for flag, source in inputs.items():
+        if source and same_file(output, source):
+            raise ValueError(f"{output_flag} {output} is the {flag} file itself: writing it would replace "
+                             f"its input; choose another {output_flag}")
 
 
 def save_checked(graph: onnx.ModelProto, metadata: dict[str, str], path: Path) -> None:

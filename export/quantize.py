@@ -10,22 +10,33 @@ from __future__ import annotations
 
 import json
 import logging
-import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import onnx
 
-from .onnx_export import verified_output
+from .onnx_export import ExportVerificationError, refuse_own_input, verified_output
 
-__all__ = ["QuantizationReport", "calibration_inputs", "quantize_onnx", "convert_to_ort"]
+__all__ = ["QuantizationReport", "QuantizationCheckError", "calibration_inputs", "quantize_onnx", "convert_to_ort",
+           "load_exported", "DEFAULT_MIN_AGREEMENT", "DEFAULT_MAX_REL_ERROR", "DEFAULT_MIN_BOX_IOU"]
 
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
+
+# The gates an INT8 file must pass before it is written (see quantize_onnx). A trained classifier
+# keeps its top-1 on well over 90% of images; a wrong calibration or a broken graph drops to chance.
+DEFAULT_MIN_AGREEMENT = 0.9  # classifiers: share of held-out inputs with FP32's top-1 class
+DEFAULT_MAX_REL_ERROR = 0.5  # other outputs (backbone features): worst error over the output's FP32 scale
+DEFAULT_MIN_BOX_IOU = 0.5  # detectors: mean IoU of FP32's confident boxes with INT8's of the same class
+
+
+class QuantizationCheckError(ExportVerificationError):
+    """The INT8 graph is too far from FP32 on the held-out inputs; it was not written."""
 
 
 @dataclass
@@ -54,22 +65,83 @@ def _metadata(model: onnx.ModelProto) -> dict[str, str]:
     return {p.key: p.value for p in model.metadata_props}
 
 
+# Metadata this package writes and reads back as JSON (sizes, mean/std); a file whose values do not
+# parse is refused when loaded, not halfway through calibration.
+_JSON_METADATA = ("input_size", "resize_size", "mean", "std", "interpolation", "min_size_test", "max_size_test",
+                  "min_size", "max_size", "fixed_size")
+
+
+def _image_input(model: onnx.ModelProto) -> onnx.ValueInfoProto:
+    """The graph's inputs that are not initializers (old exporters list the weights as inputs too)."""
+    weights = {init.name for init in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in weights]
+
+
+def load_exported(path: str | Path, what: str = "model") -> onnx.ModelProto:
+    """The ONNX graph at ``path``, checked to be one that quantization, the ORT conversion and the
+    benchmark can feed: a readable file that ``onnx.checker`` accepts, with one float image input
+    (N x C x H x W, or C x H x W for a whole detector) and readable metadata. Anything else is one
+    ``ValueError`` naming the file (``what`` says which argument it came from), before anything is written."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path}: no such file" if not path.exists() else f"{what} {path} is not a file")
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as exc:  # protobuf's DecodeError, onnx's ValidationError, external-data errors
+        cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{what} {path} is not a readable ONNX model ({cause}); pass a .onnx file written by "
+                         "`nasnet export`") from None
+    inputs = _image_input(model)
+    if len(inputs) != 1:
+        raise ValueError(f"{what} {path} has {len(inputs)} inputs ({', '.join(i.name for i in inputs) or 'none'}); "
+                         "only graphs with one image input (as `nasnet export` writes them) are supported")
+    tensor = inputs[0].type.tensor_type
+    dims = [d.dim_value or None for d in tensor.shape.dim] if inputs[0].type.HasField("tensor_type") else []
+    if tensor.elem_type != onnx.TensorProto.FLOAT or len(dims) not in (3, 4) or not dims[-3]:
+        shape = [d or "?" for d in dims]
+        raise ValueError(f"{what} {path}: input {inputs[0].name} is {onnx.TensorProto.DataType.Name(tensor.elem_type)} "
+                         f"{shape}; an image input is float, N x C x H x W (or C x H x W for a detector) with a "
+                         "fixed channel count")
+    meta = _metadata(model)
+    for key in _JSON_METADATA:
+        if key in meta:
+            try:
+                json.loads(meta[key])
+            except ValueError:
+                raise ValueError(f"{what} {path}: metadata {key}={meta[key]!r} is not a JSON value; re-export the "
+                                 "model with `nasnet export`") from None
+    if len(dims) == 4 and not (dims[2] and dims[3]) and not isinstance(_recorded_int(meta, "input_size"), int):
+        raise ValueError(f"{what} {path} takes any input size and its metadata records no input_size (an integer), "
+                         "so there is no size to calibrate and check at; export it with `nasnet export` "
+                         "(which records one) or with a fixed --input-size")
+    return model
+
+
+def _recorded_int(meta: dict[str, str], key: str) -> Any:
+    try:
+        value = json.loads(meta[key]) if key in meta else None
+    except ValueError:
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
 def _input_shape(model: onnx.ModelProto) -> tuple[int, int, int, int]:
     """(batch, channels, height, width) to feed: a dynamic batch becomes 1, a dynamic size the
     ``input_size`` the export recorded."""
-    dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    dims = [d.dim_value for d in _image_input(model)[0].type.tensor_type.shape.dim]
     batch, channels, height, width = dims
     if not height or not width:
-        recorded = _metadata(model).get("input_size")
+        recorded = _recorded_int(_metadata(model), "input_size")
         if not recorded:
             raise ValueError("the model's input size is dynamic and its metadata does not record one")
-        height = width = int(json.loads(recorded))
+        height = width = recorded
     return batch or 1, channels, height, width
 
 
 def is_detector(model: onnx.ModelProto) -> bool:
     """A whole-detector graph from ``export_detector``: one CHW image in, boxes out."""
-    return len(model.graph.input[0].type.tensor_type.shape.dim) == 3
+    return len(_image_input(model)[0].type.tensor_type.shape.dim) == 3
 
 
 def detector_inputs(model: onnx.ModelProto, source: str | Path, count: int, seed: int = 0) -> Iterator[np.ndarray]:
@@ -184,38 +256,159 @@ def _run(path: str | Path, inputs: list[np.ndarray], outputs: list[str] | None =
     """Each input's outputs (all, or the named ones in that order)."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return [session.run(outputs, {name: x}) for x in inputs]
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        return [session.run(outputs, {name: x}) for x in inputs]
+    except Exception as exc:  # onnxruntime's own error types
+        cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ExportVerificationError(f"onnxruntime cannot run {path}: {cause}") from None
+
+
+# Ops that pass values through unchanged (a -inf padding value travels through them to the pooling).
+_PASS_THROUGH = {"Slice", "Pad", "Identity", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Concat"}
+
+
+def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    consts = {init.name: onnx.numpy_helper.to_array(init) for init in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value":
+                    consts[node.output[0]] = onnx.numpy_helper.to_array(attr.t)
+    return consts
+
+
+def infinite_padding_nodes(model: onnx.ModelProto) -> list[str]:
+    """Names of the nodes that carry a non-finite padding value: ``Pad`` nodes padding with -inf
+    (max pooling's TF 'SAME' padding in its size-independent form, ``--dynamic-size``), the ops
+    that pass those values on, and the pooling that consumes them.
+
+    They must stay FP32: MinMax calibration of a tensor holding -inf gives an infinite range, so
+    its scale and zero point are meaningless and every value after it is wrong (this is why the
+    INT8 of a dynamic-size export agreed with FP32 on 0% of images)."""
+    consts = _constants(model)
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    excluded: list[str] = []
+    for node in model.graph.node:
+        value = consts.get(node.input[2]) if node.op_type == "Pad" and len(node.input) > 2 and node.input[2] else None
+        if value is None or np.isfinite(value).all():
+            continue
+        frontier = [node]
+        while frontier:
+            current = frontier.pop()
+            if current.name in excluded:
+                continue
+            excluded.append(current.name)
+            if current.op_type in _PASS_THROUGH:
+                frontier += [c for out in current.output for c in consumers.get(out, [])]
+    return excluded
+
+
+def _name_nodes(path: Path) -> onnx.ModelProto:
+    """Give every node of the graph at ``path`` a unique name (exclusions are by name); saves it back."""
+    model = onnx.load(str(path))
+    seen: set[str] = set()
+    for index, node in enumerate(model.graph.node):
+        if not node.name or node.name in seen:
+            node.name = f"{node.op_type}_{index}"
+        seen.add(node.name)
+    onnx.save(model, str(path))
+    return model
+
+
+def _agreement(fp32_out: list[list[np.ndarray]], int8_out: list[list[np.ndarray]]) -> float:
+    """Share of held-out inputs (each image of a batch counts) where INT8's top-1 class is FP32's."""
+    return float(np.mean(np.concatenate([a[0].argmax(1) == b[0].argmax(1) for a, b in zip(fp32_out, int8_out)])))
+
+
+def _max_rel_error(fp32_out: list[list[np.ndarray]], int8_out: list[list[np.ndarray]]) -> float:
+    """The worst output's max error relative to its FP32 scale; inf when INT8 gives NaN or inf."""
+    worst = 0.0
+    for fa, fb in zip(fp32_out, int8_out):
+        for a, b in zip(fa, fb):
+            if not np.isfinite(b).all():
+                return float("inf")
+            worst = max(worst, float(np.abs(b - a).max() / max(np.abs(a).max(), 1e-12)))
+    return worst
+
+
+_ADVICE = ("try per-channel weight scales (--per-channel), more calibration images (--num-calibration), "
+           "calibration images like the deployment's (--calib FOLDER rather than 'synthetic'), or, if this "
+           "accuracy is acceptable, {flag}")
+
+
+def _gate(report: QuantizationReport, min_agreement: float, max_rel_error: float, min_box_iou: float) -> None:
+    """Raise :class:`QuantizationCheckError` when the measured agreement misses its threshold."""
+    held = f"on {report.held_out_images} held-out inputs"
+    if report.mean_box_iou is not None:
+        if np.isnan(report.mean_box_iou):
+            logger.warning("%s: FP32 found no detections scoring at least the box score threshold on the %d held-out "
+                           "images, so the box agreement was not measured; calibrate with images it detects "
+                           "objects in (--calib FOLDER)", report.path, report.held_out_images)
+        elif report.mean_box_iou < min_box_iou:
+            raise QuantizationCheckError(
+                f"{report.path} not written: mean IoU of INT8's boxes with FP32's is {report.mean_box_iou:.3f} {held}, "
+                f"below the threshold {min_box_iou:g} (--min-box-iou); "
+                + _ADVICE.format(flag="a lower --min-box-iou"))
+        return
+    if report.top1_agreement is not None:
+        if not report.top1_agreement >= min_agreement:
+            raise QuantizationCheckError(
+                f"{report.path} not written: INT8 top-1 agreement with FP32 is {100 * report.top1_agreement:.1f}% "
+                f"{held}, below the threshold {100 * min_agreement:.1f}% (--min-agreement {min_agreement:g}); "
+                + _ADVICE.format(flag="a lower --min-agreement"))
+        return
+    if not report.max_rel_error <= max_rel_error:  # inf (NaN outputs) fails too
+        raise QuantizationCheckError(
+            f"{report.path} not written: INT8 outputs differ from FP32 by {report.max_rel_error:.3f} of their scale "
+            f"{held}, over the threshold {max_rel_error:g} (--max-rel-error); "
+            + _ADVICE.format(flag="a higher --max-rel-error"))
 
 
 def quantize_onnx(fp32_path: str | Path, output: str | Path, calibration: str | Path = "synthetic",
                   per_channel: bool = True, num_calibration: int = 32, num_held_out: int = 16,
-                  box_score_threshold: float = 0.5) -> QuantizationReport:
-    """Static INT8 (QDQ, u8 activations / s8 weights) with MinMax calibration; writes atomically.
-    For detectors, FP32 detections scoring at least ``box_score_threshold`` are matched to INT8's."""
+                  box_score_threshold: float = 0.5, *, min_agreement: float = DEFAULT_MIN_AGREEMENT,
+                  max_rel_error: float = DEFAULT_MAX_REL_ERROR,
+                  min_box_iou: float = DEFAULT_MIN_BOX_IOU) -> QuantizationReport:
+    """Static INT8 (QDQ, u8 activations / s8 weights) with MinMax calibration, written only when it
+    agrees with FP32 on the held-out inputs: a classifier's top-1 on at least ``min_agreement`` of
+    them, a detector's confident boxes (FP32 score >= ``box_score_threshold``) with a mean IoU of at
+    least ``min_box_iou`` with INT8's, any other graph's outputs within ``max_rel_error`` of their
+    FP32 scale. Otherwise :class:`QuantizationCheckError` says by how much it missed and what to
+    try, and nothing is written. (Random-weight models agree less than trained ones: callers that
+    quantize them on purpose pass lower thresholds.) Pass-through ops carrying max pooling's -inf
+    padding stay FP32 (:func:`infinite_padding_nodes`)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     fp32_path, output = Path(fp32_path), Path(output)
-    if not fp32_path.is_file():
-        raise FileNotFoundError(f"{fp32_path} does not exist")
     if num_calibration < 1 or num_held_out < 1:
         raise ValueError("calibration and the held-out check each need at least one image")
-    model = onnx.load(str(fp32_path))
+    for name, value in (("min_agreement", min_agreement), ("min_box_iou", min_box_iou)):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], not {value!r}")
+    if not max_rel_error >= 0.0:
+        raise ValueError(f"max_rel_error must be a number >= 0, not {max_rel_error!r}")
+    refuse_own_input(output, "-o/--output", {"input model": fp32_path})
+    model = load_exported(fp32_path)
     inputs = list(calibration_inputs(model, calibration, num_calibration + num_held_out))
     calib, held_out = inputs[:num_calibration], inputs[num_calibration:]
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=output.parent) as tmp:
+    detector = is_detector(model)
+    with tempfile.TemporaryDirectory(prefix="nasnet-quantize-") as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        excluded = infinite_padding_nodes(_name_nodes(prepared))
         quantized = Path(tmp) / "int8.onnx"
         # Detectors: only the convolutions and linear layers (NMS, RoIAlign and box arithmetic stay FP32).
-        op_types = ["Conv", "Gemm", "MatMul"] if is_detector(model) else None
-        quantize_static(str(prepared), str(quantized), _Reader(model.graph.input[0].name, calib),
+        op_types = ["Conv", "Gemm", "MatMul"] if detector else None
+        quantize_static(str(prepared), str(quantized), _Reader(_image_input(model)[0].name, calib),
                         quant_format=QuantFormat.QDQ, per_channel=per_channel, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-                        op_types_to_quantize=op_types)
+                        op_types_to_quantize=op_types, nodes_to_exclude=excluded)
         int8 = onnx.load(str(quantized))
         del int8.graph.value_info[:]  # shape annotations from pre-processing; onnxruntime infers them
         props = {**_metadata(int8), **_metadata(model), "quantization": "static INT8 QDQ, MinMax, "
@@ -224,48 +417,51 @@ def quantize_onnx(fp32_path: str | Path, output: str | Path, calibration: str | 
         onnx.checker.check_model(int8)
         onnx.save(int8, str(quantized))
         # A detector's boxes, classes and scores by name (masks or semantic logits may sit between them).
-        compared = ["boxes", "classes", "scores"] if is_detector(model) else None
+        compared = ["boxes", "classes", "scores"] if detector else None
         fp32_out, int8_out = _run(fp32_path, held_out, compared), _run(quantized, held_out, compared)
-        os.replace(quantized, output)
-    names = [o.name for o in model.graph.output]
-    agreement = iou = None
-    if is_detector(model):
-        iou, rel = matched_box_iou(fp32_out, int8_out, box_score_threshold), float("nan")
-    else:
-        if names == ["logits"]:
-            agreement = float(np.mean([a[0].argmax(1) == b[0].argmax(1) for a, b in zip(fp32_out, int8_out)]))
-        rel = max(float(np.abs(b - a).max() / max(np.abs(a).max(), 1e-12))
-                  for fa, fb in zip(fp32_out, int8_out) for a, b in zip(fa, fb))
-    report = QuantizationReport(str(output), fp32_path.stat().st_size, output.stat().st_size,
-                                fp32_path.stat().st_size / output.stat().st_size, len(calib), len(held_out), agreement,
-                                rel, iou, per_channel)
+        agreement = iou = None
+        if detector:
+            iou, rel = matched_box_iou(fp32_out, int8_out, box_score_threshold), float("nan")
+        else:
+            if [o.name for o in model.graph.output] == ["logits"]:
+                agreement = _agreement(fp32_out, int8_out)
+            rel = _max_rel_error(fp32_out, int8_out)
+        fp32_bytes, int8_bytes = fp32_path.stat().st_size, quantized.stat().st_size
+        report = QuantizationReport(str(output), fp32_bytes, int8_bytes, fp32_bytes / int8_bytes, len(calib),
+                                    len(held_out), agreement, rel, iou, per_channel)
+        _gate(report, min_agreement, max_rel_error, min_box_iou)
+        with verified_output(output) as target:  # the very bytes measured, renamed into place
+            shutil.copyfile(quantized, target)
     logger.info("%s", report.summary())
     return report
 
 
 def convert_to_ort(onnx_path: str | Path, output: str | Path | None = None) -> tuple[Path, float]:
     """The ``.ort`` format onnxruntime mobile loads; verified by loading it back and comparing its
-    outputs with the ``.onnx`` file's on a generated input. Returns (path, max abs difference)."""
+    outputs with the ``.onnx`` file's on a generated input before it is written. Returns (path, max
+    abs difference)."""
     import onnxruntime as ort
 
     onnx_path = Path(onnx_path)
-    if not onnx_path.is_file():
-        raise FileNotFoundError(f"{onnx_path} does not exist")
     output = Path(output) if output else onnx_path.with_suffix(".ort")
+    refuse_own_input(output, "-o/--output", {"input model": onnx_path})
     if output.suffix != ".ort":
         raise ValueError(f"{output}: ORT-format files must end in .ort (onnxruntime tells the format by the suffix)")
+    model = load_exported(onnx_path)
     with verified_output(output, suffix=".tmp.ort") as tmp:  # onnxruntime tells the format by the suffix
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         options.optimized_model_filepath = str(tmp)
         options.add_session_config_entry("session.save_model_format", "ORT")
-        ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-        x = next(calibration_inputs(onnx.load(str(onnx_path)), "synthetic", 1, seed=1))
+        try:
+            ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime's own error types
+            raise ValueError(f"onnxruntime cannot load {onnx_path}: {str(exc).strip().splitlines()[0]}") from None
+        x = next(calibration_inputs(model, "synthetic", 1, seed=1))
         (reference,), (loaded,) = _run(onnx_path, [x]), _run(tmp, [x])
         diff = max(float(np.abs(a - b).max()) for a, b in zip(reference, loaded))
         scale = max(float(np.abs(a).max()) for a in reference)
-        if diff > 1e-4 * max(scale, 1.0):
-            raise ValueError(f"the .ort file computes something else (max difference {diff:.3e})")
+        if not diff <= 1e-4 * max(scale, 1.0):  # NaN fails too
+            raise ExportVerificationError(f"{output} not written: the .ort file computes something else "
+                                          f"(max difference {diff:.3e})")
     return output, diff
-
-

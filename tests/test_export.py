@@ -307,7 +307,9 @@ def test_quantize_ort_and_bench_accept_every_export_shape(tmp_path, tiny_imagene
     export_classifier(model, tmp_path / "any_size.onnx", input_size=96, dynamic_size=True)
     export_classifier(model, tmp_path / "batch2.onnx", input_size=96, batch=2)
     for name in ("any_size", "batch2"):
-        report = quantize_onnx(tmp_path / f"{name}.onnx", tmp_path / f"{name}.int8.onnx", "synthetic", True, 4, 2)
+        # Random weights: near-tied logits flip under INT8 (3 of 4 images agree), below the 90% default.
+        report = quantize_onnx(tmp_path / f"{name}.onnx", tmp_path / f"{name}.int8.onnx", "synthetic", True, 4, 2,
+                               min_agreement=0.5)
         onnx.checker.check_model(onnx.load(str(tmp_path / f"{name}.int8.onnx")), full_check=True)
         assert report.top1_agreement is not None
     ort_file, _ = convert_to_ort(tmp_path / "any_size.onnx")
