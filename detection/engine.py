@@ -109,8 +109,6 @@ def setup(args: argparse.Namespace) -> CfgNode:
     if getattr(args, "allow_pickle", False):
         cfg.MODEL.NASNET.ALLOW_PICKLE_WEIGHTS = True
     check_config_numbers(cfg, training=not args.eval_only)
-    if not (args.resume and (Path(cfg.OUTPUT_DIR) / "last_checkpoint").is_file()):  # else resumed from there
-        check_weights(cfg.MODEL.WEIGHTS, allow_pickle=cfg.MODEL.NASNET.ALLOW_PICKLE_WEIGHTS)
     if args.dataset_json:
         train_json, val_json = args.dataset_json, args.val_json or args.dataset_json
         image_root, val_root = args.image_root, args.val_image_root or args.image_root
@@ -133,6 +131,8 @@ def setup(args: argparse.Namespace) -> CfgNode:
         raise ValueError("nothing to train on: set DATASETS.TRAIN or pass --dataset-json")
     if args.eval_only and not cfg.MODEL.WEIGHTS:
         raise ValueError("--eval-only with MODEL.WEIGHTS empty would evaluate random weights; give MODEL.WEIGHTS")
+    if not (args.resume and (Path(cfg.OUTPUT_DIR) / "last_checkpoint").is_file()):  # else resumed from there
+        check_weights(cfg.MODEL.WEIGHTS, allow_pickle=cfg.MODEL.NASNET.ALLOW_PICKLE_WEIGHTS)
     for name in (*(cfg.DATASETS.TEST if args.eval_only else cfg.DATASETS.TRAIN), *cfg.DATASETS.TEST):
         check_dataset(cfg, name)
     _check_model(cfg)
