@@ -59,11 +59,12 @@ class PickleWeightsRefused(ValueError):
 
 
 def _pickle_refusal(filename: str, why: str) -> PickleWeightsRefused:
-    stem = Path(urlsplit(filename).path if "://" in filename else filename).with_suffix("").name
+    source = Path(urlsplit(filename).path).name if "://" in filename else filename  # remote: once downloaded
+    stem = str(Path(source).with_suffix(""))
     return PickleWeightsRefused(
         f"weights {filename}: refused to load, {why}; unpickling runs any code the file contains. Convert it "
         f"once, on a machine where you trust the file, to a plain state dict, e.g. for detectron2's .pkl format: "
-        f"python -c \"import pickle, torch; d = pickle.load(open('{stem}.pkl', 'rb'), encoding='latin1'); "
+        f"python -c \"import pickle, torch; d = pickle.load(open('{source}', 'rb'), encoding='latin1'); "
         f"torch.save({{k: torch.as_tensor(v) for k, v in d.get('model', d).items()}}, '{stem}.pth')\" "
         f"and load {stem}.pth (read with weights_only=True), or save it as .safetensors. To load this file "
         "as it is, if you trust its source, pass --allow-pickle (or set MODEL.NASNET.ALLOW_PICKLE_WEIGHTS True)")
