@@ -83,6 +83,23 @@ def test_dynamic_size_int8_agrees_as_the_fixed_size_one_does(exports, tmp_path, 
     assert report["top1_agreement"] == 0.75 and report["max_rel_error"] < 0.5, report
 
 
+def test_backbone_int8_over_the_error_bound_is_not_written(tmp_path, capsys):
+    """Graphs without logits (backbone features) are held to a bound on their relative error."""
+    from export import export_backbone
+
+    torch.manual_seed(0)
+    model = build_nasnet(genotypes.NASNET_A, num_cells=3, num_filters=8, stem="imagenet", img_size=64,
+                         features_only=True).eval()
+    export_backbone(model, tmp_path / "bb.onnx", input_size=64, batch=1)
+    before = snapshot(tmp_path)
+    out = tmp_path / "bb.int8.onnx"
+    err = expect_clean_error(capsys, *QUANTIZE, tmp_path / "bb.onnx", "-o", out, "--max-rel-error", "0.001",
+                             names=[str(out), "not written", "of their scale", "0.001", "--max-rel-error"])
+    measured = float(err.split("differ from FP32 by ")[1].split()[0])
+    assert 0.001 < measured < 0.5  # a real measurement, within the default bound
+    assert snapshot(tmp_path) == before
+
+
 # -- no command overwrites its own input ------------------------------------------------------------
 
 def test_quantize_and_ort_refuse_to_overwrite_their_input(exports, tmp_path, capsys):
