@@ -12,5 +12,5 @@ from .onnx_export import ExportReport, ExportVerificationError, export_backbone,
 from .detector import export_detector  # imports detectron2 only when called
 from .quantize import QuantizationCheckError, QuantizationReport, convert_to_ort, quantize_onnx
 
-__all__ = ["ExportReport", "ExportVerificationError", "QuantizationCheckError", "QuantizationReport", "convert_to_ort", "export_backbone",
-           "export_classifier", "export_detector", "quantize_onnx", "verify_onnx"]
+__all__ = ["ExportReport", "ExportVerificationError", "QuantizationCheckError", "QuantizationReport", "convert_to_ort",
+           "export_backbone", "export_classifier", "export_detector", "quantize_onnx", "verify_onnx"]
