@@ -129,7 +129,10 @@ def _not_an_object(data):
     (_drop("images", 2, "width"), ["image id 3 (index 2)", "'width' must be"]),
     (_drop("images", 0, "file_name"), ["image id 1 (index 0)", "'file_name'"]),
     (_not_an_object, ["annotation at index 1", "not an object"]),
-])
+], ids=["negative-width", "zero-height", "nan", "inf", "past-right-edge", "past-left-edge", "three-numbers",
+        "string-bbox", "unknown-image", "unhashable-image-id", "unknown-category", "iscrowd-2", "ignore-1",
+        "no-area", "no-iscrowd", "no-id", "duplicate-annotation-id", "duplicate-image-id", "no-width",
+        "no-file-name", "annotation-not-object"])
 def test_bad_annotations_are_refused_before_training(corrupt, names, valid, synthetic, tmp_path, capsys):
     corrupt(valid)
     _train(capsys, synthetic, tmp_path, _write(tmp_path, valid), names)
@@ -199,7 +202,8 @@ def _rle(counts, size=(SIZE, SIZE)):
     (_rle([1, -2, SIZE * SIZE + 1]), "non-negative integers"),
     ({"counts": "abc"}, "'size' must be [height, width]"),
     ("polygon", "not a str"),
-])
+], ids=["odd-coordinates", "two-points", "non-number", "nan", "rle-size", "rle-short-counts", "rle-truncated",
+        "rle-negative", "rle-no-size", "string"])
 def test_malformed_masks_are_refused(segmentation, message, valid, synthetic, tmp_path, capsys):
     valid["annotations"][2]["segmentation"] = segmentation
     _train(capsys, synthetic, tmp_path, _write(tmp_path, valid), ["annotation id 3 (index 2)", message])
