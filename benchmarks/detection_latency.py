@@ -53,7 +53,7 @@ def measure(kind: str, config: str, size: int, runs: int, threads: int) -> dict:
         from detectron2.config import get_cfg
 
         cfg = get_cfg()
-        cfg.merge_from_file(model_zoo.get_config_file(config))
+        cfg.merge_from_file(model_zoo.get_config_file(config), allow_unsafe=False)
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.0
     cfg.MODEL.RPN.POST_NMS_TOPK_TEST = 1000

@@ -203,6 +203,9 @@ def _detector(args: argparse.Namespace) -> int:
         if args.config_file or args.opts:
             raise ValueError("--config-file and --opts are for --framework detectron2; a torchvision detector is "
                              "chosen with --model and --backbone")
+        if args.allow_pickle:
+            raise ValueError("--allow-pickle is for --framework detectron2: torchvision detector weights are always "
+                             "read without unpickling (a state_dict .pth or .safetensors)")
         if not args.model:
             raise ValueError(f"--framework torchvision needs --model ({', '.join(DETECTOR_KINDS)})")
         from .torchvision_detector import export_torchvision_detector_from_args

@@ -30,6 +30,7 @@ import numpy as np
 import onnx
 import torch
 
+from nasnet_backbones.images import open_rgb
 from nasnet_backbones.padding import traceable_padding
 
 from .onnx_export import ExportReport, ExportVerificationError, graph_problems, save_checked, verified_output
@@ -90,7 +91,7 @@ def _check_image(size: tuple[int, int], image: str | Path | None, bgr: bool) -> 
     if image is not None:
         if not Path(image).is_file():
             raise FileNotFoundError(f"verification image {image} does not exist")
-        img = Image.open(image).convert("RGB")
+        img = open_rgb(image)
     else:
         from detection.synthetic import _image
 

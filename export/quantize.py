@@ -19,6 +19,8 @@ from typing import Any, Iterator
 import numpy as np
 import onnx
 
+from nasnet_backbones.images import open_rgb
+
 from .onnx_export import ExportVerificationError, refuse_own_input, verified_output
 
 __all__ = ["QuantizationReport", "QuantizationCheckError", "calibration_inputs", "quantize_onnx", "convert_to_ort",
@@ -172,7 +174,7 @@ def detector_inputs(model: onnx.ModelProto, source: str | Path, count: int, seed
         files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         if len(files) < count:
             raise ValueError(f"{folder} has {len(files)} images; calibration and the held-out check need {count}")
-        images = (Image.open(f).convert("RGB") for f in files[:count])
+        images = (open_rgb(f) for f in files[:count])
     for img in images:
         w, h = img.size
         scale = min(short / min(h, w), longest / max(h, w))
@@ -221,8 +223,6 @@ def calibration_inputs(model: onnx.ModelProto, source: str | Path, count: int, s
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if len(files) < count * batch:
         raise ValueError(f"{folder} has {len(files)} images; calibration and the held-out check need {count * batch}")
-    from PIL import Image
-
     from nasnet_backbones.transforms import ClassificationEval
 
     mean = json.loads(meta.get("mean", "[0.5, 0.5, 0.5]"))
@@ -233,8 +233,7 @@ def calibration_inputs(model: onnx.ModelProto, source: str | Path, count: int, s
     for start in range(0, count * batch, batch):
         images = []
         for index in order[start : start + batch]:
-            with Image.open(files[index]) as img:
-                images.append(transform(img).numpy())
+            images.append(transform(open_rgb(files[index])).numpy())
         yield np.stack(images)
 
 

@@ -113,6 +113,7 @@ def evaluate_child(genotype: Genotype, settings: ChildSettings, seed: int) -> di
     device = _device(settings.device)
     train_set, val_set = search_splits(settings.dataset, settings.data_dir, settings.val_size, settings.train_size,
                                        img_size=settings.img_size, download=False)
+    torch.manual_seed(seed)  # the child's initialisation is a function of its seed, as its training is
     model = build_nasnet(genotype, num_cells=3 * settings.cells, num_filters=settings.filters, stem="cifar",
                          num_classes=NUM_CLASSES, img_size=settings.img_size, drop_path_prob=settings.drop_path_prob)
     result: dict[str, Any] = {"params": count_params(model), "madds": count_madds(model, settings.img_size), "seed": seed,

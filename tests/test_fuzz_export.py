@@ -220,6 +220,8 @@ def test_nonsense_numbers_are_refused(argv, flag, tmp_path, capsys):
     (["bench", "--onnx", "m.onnx", "--weights", "w.pth"], ["--onnx", "--weights"]),
     (["export", "classifier", "--model", "nasnet_a_mobile", "--random-weights", "--weights", "w.pth", "-o", "x.onnx"],
      ["--random-weights", "--weights"]),
+    (["export", "detector", "--framework", "torchvision", "--model", "fasterrcnn", "--allow-pickle", "-o", "d.onnx"],
+     ["--allow-pickle", "--framework detectron2"]),
 ])
 def test_conflicting_flags_are_refused(argv, flags, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
