@@ -116,20 +116,27 @@ def _entry(kind: str, index: int, entry: Any) -> str:
     return f"{kind} id {ident!r} (index {index})" if ident is not None else f"{kind} at index {index}"
 
 
+def _identified(kind: str, where: str, entry: Any, seen: set[int], problems: _Problems) -> bool:
+    """Whether ``entry`` is an object with an integer id not seen before (recorded in ``seen``);
+    otherwise the problem is reported and the entry is skipped."""
+    if not isinstance(entry, dict):
+        problems.add(f"{where}: not an object but a {type(entry).__name__}")
+    elif not _is_int(entry.get("id")):
+        problems.add(f"{where}: 'id' must be an integer")
+    elif entry["id"] in seen:
+        problems.add(f"{where}: duplicate {kind} id")
+    else:
+        seen.add(entry["id"])
+        return True
+    return False
+
+
 def _check_categories(categories: list, problems: _Problems) -> set[int]:
     ids: set[int] = set()
     for index, cat in enumerate(categories):
         where = _entry("category", index, cat)
-        if not isinstance(cat, dict):
-            problems.add(f"{where}: not an object but a {type(cat).__name__}")
-        elif not _is_int(cat.get("id")):
-            problems.add(f"{where}: 'id' must be an integer")
-        elif cat["id"] in ids:
-            problems.add(f"{where}: duplicate category id")
-        else:
-            ids.add(cat["id"])
-            if not isinstance(cat.get("name"), str):
-                problems.add(f"{where}: 'name' must be a string")
+        if _identified("category", where, cat, ids, problems) and not isinstance(cat.get("name"), str):
+            problems.add(f"{where}: 'name' must be a string")
     return ids
 
 
@@ -139,16 +146,8 @@ def _check_images(images: list, problems: _Problems) -> dict[int, tuple[float, f
     seen: set[int] = set()
     for index, img in enumerate(images):
         where = _entry("image", index, img)
-        if not isinstance(img, dict):
-            problems.add(f"{where}: not an object but a {type(img).__name__}")
+        if not _identified("image", where, img, seen, problems):
             continue
-        if not _is_int(img.get("id")):
-            problems.add(f"{where}: 'id' must be an integer")
-            continue
-        if img["id"] in seen:
-            problems.add(f"{where}: duplicate image id")
-            continue
-        seen.add(img["id"])
         name = img.get("file_name")
         if not isinstance(name, str) or not name:
             problems.add(f"{where}: 'file_name' must be a non-empty string")
@@ -257,16 +256,8 @@ def _check_annotations(annotations: list, sizes: dict[int, tuple[float, float]],
     crowd_boxes = 0
     for index, ann in enumerate(annotations):
         where = _entry("annotation", index, ann)
-        if not isinstance(ann, dict):
-            problems.add(f"{where}: not an object but a {type(ann).__name__}")
+        if not _identified("annotation", where, ann, seen, problems):
             continue
-        if not _is_int(ann.get("id")):
-            problems.add(f"{where}: 'id' must be an integer")
-            continue
-        if ann["id"] in seen:
-            problems.add(f"{where}: duplicate annotation id")
-            continue
-        seen.add(ann["id"])
         image_id, category_id = ann.get("image_id"), ann.get("category_id")
         if not _is_int(image_id) or image_id not in image_ids:
             problems.add(f"{where}: image_id {image_id!r} is not the id of any image")

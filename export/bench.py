@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from nasnet_backbones.argtypes import nonnegative_int, positive_int, refuse_together
+from nasnet_backbones.argtypes import image_size, nonnegative_int, positive_int, refuse_together
 
 __all__ = ["add_parser", "check_target", "measure", "run_backends", "timed"]
 
@@ -159,7 +159,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--int8", help="with --onnx: its INT8 version, timed too")
     p.add_argument("--no-int8", action="store_true", help="with --model: skip quantization")
     p.add_argument("--calib", default="synthetic", help="with --model: calibration images for INT8 (folder or 'synthetic')")
-    p.add_argument("--input-size", type=positive_int, help="square input size (default: the model's)")
+    p.add_argument("--input-size", type=image_size, help="square input size (default: the model's)")
     p.add_argument("--threads", type=positive_int, default=2)
     p.add_argument("--batch", type=positive_int, default=1)
     p.add_argument("--runs", type=positive_int, default=20)

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from nasnet_backbones.argtypes import nonnegative_float, positive_int, probability, refuse_together
+from nasnet_backbones.argtypes import image_size, nonnegative_float, number, positive_int, probability, refuse_together
 from nasnet_backbones.model_args import add_model_arguments, build_model_from_args
 from nasnet_backbones.torchvision_detector import DETECTOR_KINDS
 
@@ -17,34 +17,15 @@ __all__ = ["add_parser"]
 
 
 def _batch(value: str) -> int | str:
-    if value == "dynamic":
-        return value
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--batch must be 'dynamic' or a positive integer, not {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"--batch must be positive, not {number}")
-    return number
+    """``dynamic`` or a positive batch size (argparse ``type=``)."""
+    return value if value == "dynamic" else number(int, "'dynamic' or a positive integer", lambda v: v >= 1)(value)
 
 
 _MIN_OPSET = 13  # the oldest opset whose ops (Resize, Pad with tensor inputs) the exports rely on
 
 
-def _opset(value: str) -> int:
-    """An ONNX opset this exporter can write (argparse ``type=``)."""
-    number = positive_int(value)
-    if number < _MIN_OPSET:
-        raise argparse.ArgumentTypeError(f"must be an opset of {_MIN_OPSET} or later, got {value!r}")
-    return number
-
-
-def _num_classes(value: str) -> int:
-    """Classes including the background: at least 2 (argparse ``type=``)."""
-    number = positive_int(value)
-    if number < 2:
-        raise argparse.ArgumentTypeError(f"must be at least 2 (the background and one class), got {value!r}")
-    return number
+_opset = number(int, f"an opset of {_MIN_OPSET} or later", lambda v: v >= _MIN_OPSET)
+_num_classes = number(int, "at least 2 (the background and one class)", lambda v: v >= 2)
 
 
 def _local_file(value: str | None) -> str | None:
@@ -65,7 +46,7 @@ def add_parser(subparsers: Any) -> None:
         add_model_arguments(e)
         e.add_argument("--random-weights", action="store_true",
                        help="export the architecture with random weights (default: the model's pretrained weights)")
-        e.add_argument("--input-size", type=positive_int,
+        e.add_argument("--input-size", type=image_size,
                        help="square input size baked into the graph (default: the model's)")
         e.add_argument("--batch", type=_batch, default="dynamic", help="'dynamic' (default) or a fixed batch size")
         e.add_argument("--dynamic-size", action="store_true",

@@ -36,7 +36,7 @@ from nasnet_backbones.atomic import atomic_target
 from nasnet_backbones.padding import traceable_padding
 
 __all__ = ["ExportReport", "ExportVerificationError", "export_classifier", "export_backbone", "export_module", "verify_onnx",
-           "graph_problems", "verified_output", "save_checked", "same_file",
+           "graph_constants", "graph_problems", "verified_output", "save_checked", "same_file",
            "refuse_own_input"]
 
 logger = logging.getLogger(__name__)
@@ -84,15 +84,21 @@ class _Features(nn.Module):
         return tuple(features[n] for n in self.names)
 
 
-def graph_problems(model: onnx.ModelProto) -> list[str]:
-    """Deployment hazards in a graph: negative pads, training-only ops."""
-    problems = []
+def graph_constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Every value the graph knows before it runs: initializers and ``Constant`` node outputs, by name."""
     consts = {init.name: onnx.numpy_helper.to_array(init) for init in model.graph.initializer}
     for node in model.graph.node:
         if node.op_type == "Constant":
             for attr in node.attribute:
                 if attr.name == "value":
                     consts[node.output[0]] = onnx.numpy_helper.to_array(attr.t)
+    return consts
+
+
+def graph_problems(model: onnx.ModelProto) -> list[str]:
+    """Deployment hazards in a graph: negative pads, training-only ops."""
+    problems = []
+    consts = graph_constants(model)
     for node in model.graph.node:
         if node.op_type in _TRAINING_OPS:
             problems.append(f"training-only op {node.op_type} ({node.name})")

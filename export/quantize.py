@@ -21,7 +21,7 @@ import onnx
 
 from nasnet_backbones.images import open_rgb
 
-from .onnx_export import ExportVerificationError, refuse_own_input, verified_output
+from .onnx_export import ExportVerificationError, graph_constants, refuse_own_input, verified_output
 
 __all__ = ["QuantizationReport", "QuantizationCheckError", "calibration_inputs", "quantize_onnx", "convert_to_ort",
            "load_exported", "DEFAULT_MIN_AGREEMENT", "DEFAULT_MAX_REL_ERROR", "DEFAULT_MIN_BOX_IOU"]
@@ -268,16 +268,6 @@ def _run(path: str | Path, inputs: list[np.ndarray], outputs: list[str] | None =
 _PASS_THROUGH = {"Slice", "Pad", "Identity", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Concat"}
 
 
-def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    consts = {init.name: onnx.numpy_helper.to_array(init) for init in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Constant":
-            for attr in node.attribute:
-                if attr.name == "value":
-                    consts[node.output[0]] = onnx.numpy_helper.to_array(attr.t)
-    return consts
-
-
 def infinite_padding_nodes(model: onnx.ModelProto) -> list[str]:
     """Names of the nodes that carry a non-finite padding value: ``Pad`` nodes padding with -inf
     (max pooling's TF 'SAME' padding in its size-independent form, ``--dynamic-size``), the ops
@@ -286,7 +276,7 @@ def infinite_padding_nodes(model: onnx.ModelProto) -> list[str]:
     They must stay FP32: MinMax calibration of a tensor holding -inf gives an infinite range, so
     its scale and zero point are meaningless and every value after it is wrong (this is why the
     INT8 of a dynamic-size export agreed with FP32 on 0% of images)."""
-    consts = _constants(model)
+    consts = graph_constants(model)
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for node in model.graph.node:
         for name in node.input:

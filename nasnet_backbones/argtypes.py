@@ -9,72 +9,49 @@ from __future__ import annotations
 
 import argparse
 import math
+from typing import Any, Callable
 
-__all__ = ["positive_int", "nonnegative_int", "positive_float", "nonnegative_float", "finite_float", "probability",
+from .transforms import SIZE_RANGE
+
+__all__ = ["number", "image_size", "positive_int", "nonnegative_int", "positive_float", "nonnegative_float", "finite_float", "probability",
            "fraction", "refuse_together"]
 
 
-def _number(kind, text: str, what: str):
-    try:
-        value = kind(text)
-    except (TypeError, ValueError):
-        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
-    if isinstance(value, float) and not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
-    return value
+def number(kind: Callable[[str], Any], what: str, ok: Callable[[Any], bool] = lambda value: True
+           ) -> Callable[[str], Any]:
+    """An argparse ``type=`` that parses with ``kind`` (``int`` or ``float``) and accepts only
+    finite values for which ``ok`` holds; anything else is "must be WHAT, got 'TEXT'"."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except (TypeError, ValueError):
+            value = None
+        if value is None or (isinstance(value, float) and not math.isfinite(value)) or not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return value
+
+    parse.__name__ = f"number({what})"
+    return parse
 
 
-def positive_int(text: str) -> int:
-    """An integer >= 1 (sizes, batches, epochs, steps, counts)."""
-    value = _number(int, text, "a positive integer")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
-
-
-def nonnegative_int(text: str) -> int:
-    """An integer >= 0 (seeds, workers, warm-up runs)."""
-    value = _number(int, text, "an integer >= 0")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
-    return value
-
-
-def finite_float(text: str) -> float:
-    """Any finite number (no NaN, no infinity)."""
-    return _number(float, text, "a finite number")
-
-
-def positive_float(text: str) -> float:
-    """A finite number > 0 (learning rates, time limits, targets)."""
-    value = _number(float, text, "a finite number > 0")
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
-    return value
-
-
-def nonnegative_float(text: str) -> float:
-    """A finite number >= 0 (weight decay, clipping norms, smoothing)."""
-    value = _number(float, text, "a finite number >= 0")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
-    return value
-
-
-def probability(text: str) -> float:
-    """A number in [0, 1] (dropout and drop-path rates, thresholds, agreements)."""
-    value = _number(float, text, "a number in [0, 1]")
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}")
-    return value
-
-
-def fraction(text: str) -> float:
-    """A number in (0, 1] (keep probabilities, shares of a data set)."""
-    value = _number(float, text, "a number in (0, 1]")
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text!r}")
-    return value
+positive_int = number(int, "a positive integer", lambda v: v >= 1)
+"""An integer >= 1 (sizes, batches, epochs, steps, counts)."""
+nonnegative_int = number(int, "an integer >= 0", lambda v: v >= 0)
+"""An integer >= 0 (seeds, workers, warm-up runs)."""
+finite_float = number(float, "a finite number")
+"""Any finite number (no NaN, no infinity)."""
+positive_float = number(float, "a finite number > 0", lambda v: v > 0)
+"""A finite number > 0 (learning rates, time limits, targets)."""
+nonnegative_float = number(float, "a finite number >= 0", lambda v: v >= 0)
+"""A finite number >= 0 (weight decay, clipping norms, smoothing)."""
+probability = number(float, "a number in [0, 1]", lambda v: 0.0 <= v <= 1.0)
+"""A number in [0, 1] (dropout and drop-path rates, thresholds, agreements)."""
+fraction = number(float, "a number in (0, 1]", lambda v: 0.0 < v <= 1.0)
+"""A number in (0, 1] (keep probabilities, shares of a data set)."""
+image_size = number(int, f"a size in {SIZE_RANGE[0]}..{SIZE_RANGE[1]} pixels", lambda v: SIZE_RANGE[0] <= v <= SIZE_RANGE[1])
+"""A square input size in ``transforms.SIZE_RANGE`` (0 used to be ignored; 100000 would build
+activations no machine holds)."""
 
 
 def refuse_together(args: argparse.Namespace, *flags: str) -> None:

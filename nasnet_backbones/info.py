@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from .argtypes import positive_int
+from .argtypes import image_size
 from .complexity import count_madds, count_params
 from .nasnet import NASNet
 from .model_args import add_model_arguments, build_model_from_args
@@ -27,19 +27,10 @@ def add_parser(subparsers: Any) -> None:
     )
     source = add_model_arguments(p, weights=False)
     source.add_argument("--list", action="store_true", help="list registered models (and their weights) and exit")
-    p.add_argument("--input-size", type=input_size, help="square input size in pixels, "
+    p.add_argument("--input-size", type=image_size, help="square input size in pixels, "
                    f"{SIZE_RANGE[0]}..{SIZE_RANGE[1]} (default: the model's)")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.set_defaults(func=run)
-
-
-def input_size(text: str) -> int:
-    """argparse type: an input size in ``transforms.SIZE_RANGE`` (a size of 0 used to be ignored;
-    one of 100000 would build activations no machine holds)."""
-    value = positive_int(text)
-    if not SIZE_RANGE[0] <= value <= SIZE_RANGE[1]:
-        raise argparse.ArgumentTypeError(f"must be a size in {SIZE_RANGE[0]}..{SIZE_RANGE[1]} pixels, got {text!r}")
-    return value
 
 
 def model_info(model: NASNet, input_size: int) -> dict[str, Any]:

@@ -25,7 +25,8 @@ from typing import Any, Iterator
 import torch
 from torch.utils.data import Dataset
 
-from ..argtypes import nonnegative_float, nonnegative_int, positive_float, positive_int, probability, refuse_together
+from ..argtypes import (image_size, nonnegative_float, nonnegative_int, number, positive_float, positive_int, probability,
+                        refuse_together)
 from ..data import CIFAR10_CLASSES, ImageNetFolder, default_workers, load_cifar10, load_image_folder
 from ..imagenet import imagenet_classes
 from ..model_args import add_model_arguments, build_model_from_args
@@ -41,12 +42,8 @@ __all__ = ["add_parser", "run", "build_datasets", "build_model", "eval_preproces
 
 logger = logging.getLogger(__name__)
 
-def drop_rate(text: str) -> float:
-    """argparse type: a drop-path rate in [0, 1); 1 would drop every path (and divide by zero)."""
-    value = probability(text)
-    if value >= 1.0:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}")
-    return value
+drop_rate = number(float, "a number in [0, 1)", lambda v: 0.0 <= v < 1.0)
+"""A drop-path rate: 1 would drop every path (and divide by zero)."""
 
 
 def _choice(*names: str):
@@ -73,7 +70,7 @@ _OVERRIDES = [
     ("--drop-path-prob", "drop_path_prob", drop_rate, "final ScheduledDropPath rate (1 - keep prob), in [0, 1)"),
     ("--cutout", "cutout", nonnegative_int, "cifar10: cutout square side (0 disables)"),
     ("--ema-decay", "ema_decay", probability, "keep a moving average of the weights for evaluation (0 disables)"),
-    ("--img-size", "img_size", positive_int, "training crop size (default: the model's input size)"),
+    ("--img-size", "img_size", image_size, "training crop size (default: the model's input size)"),
 ]
 
 
