@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from nasnet_backbones.atomic import atomic_target
+from nasnet_backbones.errors import CommandError
 from nasnet_backbones.padding import traceable_padding
 
 __all__ = ["ExportReport", "ExportVerificationError", "export_classifier", "export_backbone", "export_module", "verify_onnx",
@@ -46,7 +47,7 @@ DEFAULT_OPSET = 17
 _TRAINING_OPS = {"RandomUniform", "RandomUniformLike", "RandomNormal", "RandomNormalLike", "Bernoulli", "Dropout"}
 
 
-class ExportVerificationError(RuntimeError):
+class ExportVerificationError(CommandError, RuntimeError):
     """The exported graph is malformed or does not compute what the PyTorch model computes."""
 
 

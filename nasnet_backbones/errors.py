@@ -1,0 +1,20 @@
+"""Errors every floor may raise and the ``nasnet`` command reports as one line.
+
+The model package sits on the lowest floor, so the command line (:mod:`nasnet_backbones.cli`) can
+catch these without importing the packages above it (``detection``, ``export``, ``search``): a
+package up there derives its own check failures from :class:`CommandError`, and ``nasnet``
+prints their message and exits with status 2 (``-v`` shows the traceback instead).
+"""
+
+from __future__ import annotations
+
+__all__ = ["CommandError"]
+
+
+class CommandError(Exception):
+    """A failed check or an impossible request, explained by its message alone.
+
+    Bad input is a :class:`ValueError` and the file system's refusals are :class:`OSError`; both
+    are reported the same way. Derive from this class for the failures that are neither, such as an
+    exported graph that does not compute what the model computes.
+    """
