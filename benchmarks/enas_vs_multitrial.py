@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from search.enas import SHARED_REWARDS_FILE
+from search.weight_sharing import SHARED_REWARDS_FILE
 from search.report import load_run
 
 

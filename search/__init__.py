@@ -14,14 +14,15 @@ writing ``best_genotype.json`` for ``nasnet_backbones.build_nasnet`` / ``nasnet 
 """
 
 from .child import CHILD_PRESETS, ChildSettings, evaluate_child
+from .driver import run_search
 from .latency import LatencyModel, LatencySettings
 from .run import SearchConfig, SearchError, SearchRun
 from .space import Decision, SearchSpace, SearchSpaceError
 from .strategies import (STRATEGIES, ENASStrategy, PPOController, Proposal, RandomSearch, RegularizedEvolution, Strategy,
-                         create_strategy)
+                         create_strategy, register_strategy)
 from .supernet import Supernet
 
 __all__ = ["CHILD_PRESETS", "ChildSettings", "Decision", "ENASStrategy", "LatencyModel", "LatencySettings",
            "PPOController", "Proposal", "RandomSearch", "RegularizedEvolution", "STRATEGIES", "SearchConfig",
            "SearchError", "SearchRun", "SearchSpace", "SearchSpaceError", "Strategy", "Supernet", "create_strategy",
-           "evaluate_child"]
+           "evaluate_child", "register_strategy", "run_search"]

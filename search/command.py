@@ -20,12 +20,12 @@ from nasnet_backbones.data import default_workers
 from nasnet_backbones.ops import NASNET_SEARCH_OPS
 
 from .child import CHILD_PRESETS, ChildSettings, default_preset
-from .data import DATASETS, search_splits
-from .enas import SupernetTrainer
-from .executor import EXECUTORS, RAY_CONNECT_TIMEOUT_S, check_ray_address
+from .data import DATASETS
+from .driver import LATENCY_TABLE_MODES, run_search
+from .executor import EXECUTORS, RAY_CONNECT_TIMEOUT_S
 from .latency import DEVICES, LatencySettings
 from .report import best_over_time, load_run, plot_runs, plot_runs_over_time, top_k_table, write_report
-from .run import SEARCH_FILE, SearchConfig, SearchError, SearchRun, read_search_file
+from .run import SEARCH_FILE, SearchConfig, SearchError, read_search_file
 from .space import SearchSpace
 from .strategies import STRATEGIES
 
@@ -98,7 +98,7 @@ def add_parser(subparsers: Any) -> None:
     for flag, _, typ, text in _STRATEGY_FLAGS:
         p.add_argument(flag, dest=f"strategy_{flag[2:].replace('-', '_')}", type=typ, help=text)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                   help="enas: where the supernet trains (the search process's device)")
+                   help="where a strategy's preparation phase trains (enas: its supernet; the search process's device)")
     lat = p.add_argument_group("latency-aware reward (accuracy x (latency / target) ^ weight, MnasNet's form)")
     lat.add_argument("--latency-target", type=positive_float, help="target latency in ms; turns the latency-aware reward on")
     lat.add_argument("--latency-device", choices=DEVICES, default="onnxruntime-cpu", help="where latency is measured")
@@ -108,9 +108,10 @@ def add_parser(subparsers: Any) -> None:
     lat.add_argument("--latency-size", type=positive_int, help="deployed input size (default 224)")
     lat.add_argument("--latency-stem", choices=("imagenet", "cifar"), help="deployed stem (default imagenet)")
     lat.add_argument("--latency-threads", type=positive_int, help="onnxruntime intra-op threads (default 1)")
-    lat.add_argument("--latency-table", choices=("auto", "build", "off"), default="auto",
+    lat.add_argument("--latency-table", choices=LATENCY_TABLE_MODES, default="auto",
                      help="time each op once and predict latency from the table when it is within 10%% of measured "
-                     "networks: auto (for enas; multi-trial measures each child), build (always), off")
+                     "networks: auto (for weight sharing, enas, which scores cells untrained; multi-trial measures "
+                     "each child), build (always), off")
     p.add_argument("--top-k", type=positive_int, default=10, help="rows of the top-k table")
     p.set_defaults(func=run)
 
@@ -180,29 +181,11 @@ def run(args: argparse.Namespace) -> int:
             raise SearchError(f"nothing to resume: {out / SEARCH_FILE} does not exist")
         saved = read_search_file(out / SEARCH_FILE)
     config = _config(args, saved)
-    # Read (or fetch) the data once here: a missing dataset fails now, before anything is written.
-    child = config.child
-    search_splits(child.dataset, child.data_dir, child.val_size, child.train_size, child.img_size,
-                  download=not args.no_download)
-    if args.executor == "ray" and args.ray_address:  # an unreachable cluster fails now, not after a hang
-        check_ray_address(args.ray_address, timeout_s=args.ray_connect_timeout)
-    with SearchRun(out, config, resume=args.resume, lock=True) as search:  # one writer, ENAS phase included
-        logger.info("search space: %s; strategy %s; children: %s", config.space.describe(), config.strategy, child)
-        search.set_target(args.trials if args.trials is not None or args.resume else 100)
-        search.save_state()  # the target survives a crash in any phase
-        model = search.latency
-        if model is not None and model.table is None and (
-                args.latency_table == "build" or (args.latency_table == "auto" and config.strategy == "enas")):
-            model.build_table()
-        if config.strategy == "enas":
-            reward_fn = None if model is None else (lambda genotype, accuracy: model.reward(genotype, accuracy)[0])
-            SupernetTrainer(search, args.device, reward_fn).run()  # phase 1; the derived cells are the children
-        executor_cls = EXECUTORS[args.executor]
-        timeout = args.ray_connect_timeout
-        factory = (lambda: executor_cls(args.workers, args.ray_address, connect_timeout_s=timeout)) \
-            if args.executor == "ray" else (lambda: executor_cls(args.workers, args.ray_address))
-        search.run(None, args.workers, factory, args.budget_hours)
-        written = write_report(out, k=args.top_k)
+    written = run_search(out=out, config=config, resume=args.resume, trials=args.trials, workers=args.workers,
+                         executor=args.executor, ray_address=args.ray_address,
+                         ray_connect_timeout=args.ray_connect_timeout, device=args.device,
+                         latency_table=args.latency_table, budget_hours=args.budget_hours, top_k=args.top_k,
+                         download=not args.no_download)
     print((out / "top_k.md").read_text())
     print(f"best genotype: {out / 'best_genotype.json'}")
     for name, path in written.items():

@@ -189,7 +189,7 @@ class SearchRun:
         try:
             if lock:
                 self._held.enter_context(run_lock(self.out))
-            self._prepare(resume)
+            self._open(resume)
             self.cache = {row["hash"]: row["reward"] for row in self.log.rows}
             self.latency = LatencyModel(config.latency, config.space, self.out) if config.latency else None
             if resume:  # whatever an earlier session's crash or full disk left, the outputs follow the log
@@ -228,7 +228,7 @@ class SearchRun:
                               "the same settings, or start a new search with another --out")
         ResultsLog(self.log.path).read(self.space, repair=False)
 
-    def _prepare(self, resume: bool) -> None:
+    def _open(self, resume: bool) -> None:
         """Write a new search's settings, or load a resumed one's log and state (the directory is
         held by now when the run locks it; :meth:`_check` has passed)."""
         search_file = self.out / SEARCH_FILE
@@ -372,6 +372,15 @@ class SearchRun:
             (self.out / name).unlink(missing_ok=True)
         except OSError as exc:
             logger.warning("could not remove %s: %s", self.out / name, exc)
+
+    def prepare(self, *, device: str | torch.device = "cpu") -> None:
+        """Run the strategy's preparation phase (:meth:`~search.strategies.Strategy.prepare`; most
+        strategies have none, weight sharing trains its supernet and derives its cells there) on
+        ``device``, scoring cells as the children are scored: by the latency-aware reward when the
+        search has one. Call it before :meth:`run`, on every resume too (a finished phase returns at once)."""
+        model = self.latency
+        reward_fn = None if model is None else (lambda genotype, accuracy: model.reward(genotype, accuracy)[0])
+        self.strategy.prepare(self, device=device, reward_fn=reward_fn)
 
     def set_target(self, trials: int | None) -> None:
         """How many children the search evaluates: ``trials``, or with None the target it already

@@ -1,4 +1,5 @@
-"""Phase 1 of weight-sharing search: train the supernet and the controller together, then derive cells.
+"""Phase 1 of weight-sharing search, the ENAS strategy's preparation phase: train the supernet and the
+controller together, then derive cells.
 
 Each epoch: one pass over the children's training split, each batch through one cell sampled from
 the controller, updating the shared weights; then ``controller_steps`` controller proposals, each
@@ -18,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -31,9 +32,11 @@ from nasnet_backbones.genotype import Genotype
 
 from .child import NUM_CLASSES, ChildSettings
 from .data import search_splits
-from .run import SearchRun
-from .strategies.enas import ENASStrategy
 from .supernet import Supernet
+
+if TYPE_CHECKING:  # the strategy runs this phase (ENASStrategy.prepare), so the modules import only one way
+    from .run import SearchRun
+    from .strategies.enas import ENASStrategy
 
 __all__ = ["SupernetTrainer", "SUPERNET_FILE", "SHARED_REWARDS_FILE"]
 
@@ -44,13 +47,15 @@ SHARED_REWARDS_FILE = "shared_rewards.jsonl"
 
 
 class SupernetTrainer:
-    """Runs phase 1 for ``search`` (whose strategy is an :class:`ENASStrategy`)."""
+    """Runs phase 1 for ``search``, whose strategy is ``strategy`` (an :class:`ENASStrategy`, whose
+    :meth:`~search.strategies.ENASStrategy.prepare` runs this); ``reward_fn(genotype, accuracy)``
+    turns a shared-weight accuracy into the controller's reward (default: the accuracy)."""
 
-    def __init__(self, search: SearchRun, device: str | torch.device,
+    def __init__(self, search: SearchRun, *, strategy: ENASStrategy, device: str | torch.device,
                  reward_fn: Callable[[Genotype, float], float] | None = None, workers: int = 0) -> None:
-        if not isinstance(search.strategy, ENASStrategy):
-            raise TypeError("SupernetTrainer needs a search whose strategy is 'enas'")
-        self.search, self.strategy = search, search.strategy
+        if search.strategy is not strategy:
+            raise TypeError("SupernetTrainer trains the supernet of the search's own strategy")
+        self.search, self.strategy = search, strategy
         self.child: ChildSettings = search.config.child
         self.device = torch.device(device)
         self.reward_fn = reward_fn or (lambda genotype, accuracy: accuracy)

@@ -13,10 +13,25 @@ from .ppo import Controller, PPOController
 from .random_search import RandomSearch
 
 __all__ = ["STRATEGIES", "Controller", "ENASStrategy", "PPOController", "Proposal", "RandomSearch", "RegularizedEvolution",
-           "Strategy", "create_strategy"]
+           "Strategy", "create_strategy", "register_strategy"]
 
-STRATEGIES: dict[str, type[Strategy]] = {
-    cls.name: cls for cls in (PPOController, RandomSearch, RegularizedEvolution, ENASStrategy)}
+STRATEGIES: dict[str, type[Strategy]] = {}
+
+
+def register_strategy(cls: type[Strategy]) -> type[Strategy]:
+    """Make ``cls`` a strategy that ``create_strategy`` and ``nasnet search --strategy`` know by its
+    ``name`` (its preparation phase, :meth:`Strategy.prepare`, runs as every strategy's does).
+    Register before the command line is parsed; a taken name is refused."""
+    if not (isinstance(cls, type) and issubclass(cls, Strategy)) or not getattr(cls, "name", None):
+        raise TypeError(f"{cls!r} is not a Strategy subclass with a name")
+    if cls.name in STRATEGIES and STRATEGIES[cls.name] is not cls:
+        raise ValueError(f"a search strategy named {cls.name!r} is already registered ({STRATEGIES[cls.name].__qualname__})")
+    STRATEGIES[cls.name] = cls
+    return cls
+
+
+for _builtin in (PPOController, RandomSearch, RegularizedEvolution, ENASStrategy):
+    register_strategy(_builtin)
 
 
 def create_strategy(name: str, space: SearchSpace, seed: int = 0, **options: Any) -> Strategy:

@@ -1,10 +1,11 @@
 """ENAS-style weight-sharing search (Pham et al., 2018) as a strategy: its proposals are the cells
 the controller derives after training against shared-weight rewards.
 
-The search itself has two phases. Phase 1 (:class:`search.enas.SupernetTrainer`) alternates, each
-epoch, between training the supernet's shared weights (one controller-sampled cell per batch) and
-training the controller on the accuracy of sampled cells with the shared weights on held-out
-batches; then it derives cells: ``derive_samples`` draws from the controller, ranked by their
+The search itself has two phases. Phase 1 is the strategy's preparation phase
+(:meth:`ENASStrategy.prepare`, which runs :class:`search.weight_sharing.SupernetTrainer`): each
+epoch it alternates between training the supernet's shared weights (one controller-sampled cell per
+batch) and training the controller on the accuracy of sampled cells with the shared weights on
+held-out batches; then it derives cells: ``derive_samples`` draws from the controller, ranked by their
 shared-weight accuracy on the whole held-out split. Phase 2 is the ordinary search loop: this
 strategy proposes the derived cells, best first, and each is trained from scratch as a child, so
 the results log holds their stand-alone accuracy. Proposals beyond the derived list are drawn
@@ -19,17 +20,26 @@ setting that defaults to 50, and the controller is trained with this package's P
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..space import SearchSpace
+from ..weight_sharing import SupernetTrainer
 from .base import Proposal, Strategy
 from .ppo import PPOController
+
+if TYPE_CHECKING:
+    import torch
+
+    from nasnet_backbones.genotype import Genotype
+
+    from ..run import SearchRun
 
 __all__ = ["ENASStrategy"]
 
 
 class ENASStrategy(Strategy):
     name = "enas"
+    wants_latency_table = True  # it scores controller_steps x epochs + derive_samples cells without training them
 
     def __init__(self, space: SearchSpace, seed: int = 0, epochs: int = 50, lr: float = 0.05,
                  weight_decay: float = 1e-4, grad_clip: float = 5.0, controller_steps: int = 20,
@@ -47,6 +57,12 @@ class ENASStrategy(Strategy):
         self.controller = PPOController(space, seed, lr=controller_lr, batch_size=controller_batch,
                                         entropy_weight=entropy_weight)
         self.derived: list[tuple[list[int], float]] = []  # (decisions, shared-weight accuracy), best first
+
+    def prepare(self, search: SearchRun, *, device: str | torch.device = "cpu",
+                reward_fn: Callable[[Genotype, float], float] | None = None) -> None:
+        """Phase 1: train the supernet and the controller, then derive the cells this strategy
+        proposes (resumes at the last finished epoch; returns at once when the phase is done)."""
+        SupernetTrainer(search, strategy=self, device=device, reward_fn=reward_fn).run()
 
     def settings(self) -> dict[str, Any]:
         c = self.controller
