@@ -4,7 +4,7 @@
 
 Both are torchvision ``SSD`` models with the SSDlite head and settings of
 ``ssdlite320_mobilenet_v3_large`` (320x320 input, score threshold 0.001, 300 candidates per class
-and 300 detections kept): ``nasnet_backbones.ssdlite_nasnet("nasnet_a_mobile")`` and torchvision's
+and 300 detections kept): ``detection.torchvision.ssdlite_nasnet("nasnet_a_mobile")`` and torchvision's
 ``ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None)``, 91 classes, random weights
 with the classification layers redrawn so that scores differ (see ``_spread_scores``: untrained
 heads score every box alike, and the export's verification needs distinct scores). One 320x320
@@ -82,7 +82,7 @@ def eager(kind: str, folder: Path, runs: int, threads: int) -> dict:
     import torch
     from torchvision.models.detection import ssdlite320_mobilenet_v3_large
 
-    import nasnet_backbones as nb
+    from detection.torchvision import ssdlite_nasnet
     from export.onnx_export import verify_onnx
     from export.torchvision_detector import export_torchvision_detector
 
@@ -97,7 +97,7 @@ def eager(kind: str, folder: Path, runs: int, threads: int) -> dict:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     if kind == "nasnet":
-        model = nb.ssdlite_nasnet("nasnet_a_mobile")
+        model = ssdlite_nasnet("nasnet_a_mobile")
     else:
         model = ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None)
     model.eval()
@@ -165,11 +165,11 @@ def main() -> None:
         return
     import numpy as np
 
-    from detection.synthetic import _image
+    from detection.synthetic import draw_shapes_image
 
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
-        pixels = np.asarray(_image(np.random.default_rng(0), 320)[0], dtype=np.float32) / 255.0
+        pixels = np.asarray(draw_shapes_image(np.random.default_rng(0), 320)[0], dtype=np.float32) / 255.0
         np.save(Path(tmp) / "image.npy", np.ascontiguousarray(pixels.transpose(2, 0, 1)))
         for kind in MODELS:
             rows[kind] = {"eager": _child("eager", kind, Path(tmp), args), "ort": _child("ort", kind, Path(tmp), args)}

@@ -1,9 +1,16 @@
-"""NASNet backbones for detectron2: Faster R-CNN (FPN and the paper's C4), Mask R-CNN, Panoptic FPN,
-RetinaNet, configs, datasets for every head, ImageNet initialisation, and the ``nasnet detect`` commands.
+"""NASNet backbones for both detection frameworks.
 
-Importing the package registers the backbones (``build_nasnet_backbone``,
-``build_nasnet_fpn_backbone``, ``build_nasnet_retinanet_fpn_backbone``, ``build_nasnet_c4_backbone``),
-the ``NASNetC4ROIHeads`` and the ``nasnet://`` weights prefix with detectron2:
+- detectron2: Faster R-CNN (FPN and the paper's C4), Mask R-CNN, Panoptic FPN, RetinaNet, configs,
+  datasets for every head, ImageNet initialisation, and the ``nasnet detect`` commands (the modules
+  of this package).
+- torchvision: :mod:`detection.torchvision` (backbone with FPN, SSDlite, the five detector
+  builders); it needs torchvision only.
+
+When detectron2 is installed, importing the package registers the backbones
+(``build_nasnet_backbone``, ``build_nasnet_fpn_backbone``, ``build_nasnet_retinanet_fpn_backbone``,
+``build_nasnet_c4_backbone``), the ``NASNetC4ROIHeads`` and the ``nasnet://`` weights prefix with
+detectron2 and exports the names below; without detectron2 it imports (so that
+:mod:`detection.torchvision` and :mod:`detection.synthetic` work) and exports none of them:
 
 >>> import detection
 >>> cfg = detection.get_config("faster_rcnn_nasnet_a_mobile_FPN_1x")
@@ -11,14 +18,25 @@ the ``NASNetC4ROIHeads`` and the ``nasnet://`` weights prefix with detectron2:
 >>> model = build_model(cfg)
 """
 
-from .backbone import (NASNetBackbone, NASNetC4Backbone, NASNetC4ROIHeads, build_nasnet_backbone,
-                       build_nasnet_c4_backbone, build_nasnet_fpn_backbone, build_nasnet_retinanet_fpn_backbone)
-from .checkpoint import NASNetDetectionCheckpointer
-from .config import add_nasnet_config
-from .model_zoo import get_config, get_config_file, list_configs
+import logging
 
-__all__ = [
-    "NASNetBackbone", "NASNetC4Backbone", "NASNetC4ROIHeads", "NASNetDetectionCheckpointer", "add_nasnet_config",
-    "build_nasnet_backbone", "build_nasnet_c4_backbone", "build_nasnet_fpn_backbone",
-    "build_nasnet_retinanet_fpn_backbone", "get_config", "get_config_file", "list_configs",
-]
+logger = logging.getLogger(__name__)
+
+try:
+    import detectron2  # noqa: F401  (probe only: the registrations below need it)
+except ImportError as exc:  # torchvision-only installs: detection.torchvision still works
+    logger.debug("detectron2 is not importable (%s); the detectron2 backbones are not registered", exc)
+    __all__: list[str] = []
+else:
+    from .backbone import (NASNetBackbone, NASNetC4Backbone, NASNetC4ROIHeads, build_nasnet_backbone,
+                           build_nasnet_c4_backbone, build_nasnet_fpn_backbone,
+                           build_nasnet_retinanet_fpn_backbone)
+    from .checkpoint import NASNetDetectionCheckpointer
+    from .config import add_nasnet_config
+    from .model_zoo import get_config, get_config_file, list_configs
+
+    __all__ = [
+        "NASNetBackbone", "NASNetC4Backbone", "NASNetC4ROIHeads", "NASNetDetectionCheckpointer", "add_nasnet_config",
+        "build_nasnet_backbone", "build_nasnet_c4_backbone", "build_nasnet_fpn_backbone",
+        "build_nasnet_retinanet_fpn_backbone", "get_config", "get_config_file", "list_configs",
+    ]

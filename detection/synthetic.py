@@ -26,7 +26,7 @@ import pycocotools.mask as mask_util
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-__all__ = ["CATEGORIES", "PANOPTIC_CATEGORIES", "make_synthetic"]
+__all__ = ["CATEGORIES", "PANOPTIC_CATEGORIES", "draw_shapes_image", "make_synthetic"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,15 @@ def _draw(draw: ImageDraw.ImageDraw, category: int, x0: int, y0: int, side: int)
         draw.polygon([(x0, y1), (x1, y1), ((x0 + x1) // 2, y0)], fill=_COLOURS[3])
 
 
-def _image(rng: np.random.Generator, size: int) -> tuple[Image.Image, list[dict], np.ndarray]:
+def draw_shapes_image(rng: np.random.Generator, size: int) -> tuple[Image.Image, list[dict], np.ndarray]:
+    """One ``size`` x ``size`` RGB image of 1-4 non-overlapping drawn shapes on a noisy background,
+    drawn from ``rng`` (the same generator state gives the same image).
+
+    Returns the image, its COCO annotations (``category_id``, exact ``bbox`` as x, y, width, height,
+    ``segmentation`` as RLE, ``area``) and the per-pixel panoptic segment ids (0 background, then
+    one per annotation in order). The dataset of :func:`make_synthetic` is made of these; the ONNX
+    exports verify and calibrate on one too.
+    """
     noise = rng.integers(90, 150, (size, size, 3), dtype=np.uint8)
     img = Image.fromarray(noise)
     draw = ImageDraw.Draw(img)
@@ -117,7 +125,7 @@ def make_synthetic(out: str | Path, num_images: int, size: int = 128, val_fracti
                 (out / folder).mkdir(parents=True, exist_ok=True)
             images, annotations, panoptic = [], [], []
             for i in range(count):
-                img, anns, segment_ids = _image(rng, size)
+                img, anns, segment_ids = draw_shapes_image(rng, size)
                 name = f"{split}_{i:06d}.png"
                 img.save(out / split / name)
                 segments, rgb, stuff = _panoptic(anns, segment_ids)

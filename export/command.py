@@ -9,7 +9,7 @@ from typing import Any
 
 from nasnet_backbones.argtypes import image_size, nonnegative_float, number, positive_int, probability, refuse_together
 from nasnet_backbones.model_args import add_model_arguments, build_model_from_args
-from nasnet_backbones.torchvision_detector import DETECTOR_KINDS
+from detection.torchvision import DETECTOR_KINDS
 
 from .quantize import DEFAULT_MAX_REL_ERROR, DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_BOX_IOU
 

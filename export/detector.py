@@ -93,9 +93,9 @@ def _check_image(size: tuple[int, int], image: str | Path | None, bgr: bool) -> 
             raise FileNotFoundError(f"verification image {image} does not exist")
         img = open_rgb(image)
     else:
-        from detection.synthetic import _image
+        from detection.synthetic import draw_shapes_image
 
-        img = _image(np.random.default_rng(0), max(size))[0]
+        img = draw_shapes_image(np.random.default_rng(0), max(size))[0]
     arr = np.asarray(img.resize((size[1], size[0]), Image.BILINEAR), dtype=np.float32)[:, :, ::-1 if bgr else 1]
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
 

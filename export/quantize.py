@@ -163,10 +163,10 @@ def detector_inputs(model: onnx.ModelProto, source: str | Path, count: int, seed
         longest = int(json.loads(meta.get("max_size_test", "1333")))
     bgr = "BGR" in meta.get("input", "")
     if str(source) == "synthetic":
-        from detection.synthetic import _image
+        from detection.synthetic import draw_shapes_image
 
         rng = np.random.default_rng(seed)
-        images = (_image(rng, short)[0] for _ in range(count))
+        images = (draw_shapes_image(rng, short)[0] for _ in range(count))
     else:
         folder = Path(source)
         if not folder.is_dir():

@@ -1,6 +1,6 @@
 """Whole-detector ONNX export of torchvision detectors with NASNet backbones, verified.
 
-Faster R-CNN, Mask R-CNN, RetinaNet, FCOS and SSDlite (:func:`nasnet_backbones.torchvision_detector`)
+Faster R-CNN, Mask R-CNN, RetinaNet, FCOS and SSDlite (:func:`detection.torchvision.torchvision_detector`)
 are traced with the TorchScript-based exporter, as torchvision's own ``test/test_onnx.py`` does,
 with the NASNet padding in its size-independent form, so one graph serves every image size. The
 graph's input is one image as torchvision's detectors take it: CHW, float, RGB, 0-1, any size;
@@ -148,7 +148,7 @@ def export_torchvision_detector(model: nn.Module, path: str | Path, image_size: 
 
 def export_torchvision_detector_from_args(args: Any) -> ExportReport:
     """``nasnet export detector --framework torchvision``: build, load ``--weights``, export."""
-    from nasnet_backbones.torchvision_detector import load_detector_weights, torchvision_detector
+    from detection.torchvision import load_detector_weights, torchvision_detector
 
     torch.manual_seed(0)  # without --weights, every export of a configuration is the same model
     model = torchvision_detector(args.model, args.backbone, args.num_classes, cells=args.cells, filters=args.filters,

@@ -5,9 +5,6 @@
 >>> features = nb.create_model("nasnet_a_mobile", features_only=True)
 >>> classifier = nb.create_model("nasnet_a_mobile", pretrained=True)  # downloads, or $NASNET_WEIGHTS_DIR
 >>> preprocess = classifier.pretrained_weights.transforms()
->>> backbone = nb.torchvision_backbone("nasnet_a_mobile", pretrained=True)  # for torchvision's FasterRCNN & co.
->>> ssd = nb.ssdlite_nasnet("nasnet_a_mobile", pretrained=True)  # torchvision's SSDlite, NASNet extractor
->>> detector = nb.torchvision_detector("retinanet", "nasnet_a_mobile", num_classes=91)
 """
 
 from .checkpoint import CheckpointError, load_checkpoint, read_state_dict, save_checkpoint
@@ -16,9 +13,6 @@ from .genotype import Block, CellSpec, Genotype, GenotypeError
 from .nasnet import NASNet, NASNetConfig, NASNetOutputs, build_nasnet
 from .ops import NASNET_SEARCH_OPS, OPS
 from .registry import create_model, get_model_entry, list_models
-from .torchvision_backbone import torchvision_backbone
-from .ssdlite import ssdlite_nasnet
-from .torchvision_detector import load_detector_weights, torchvision_detector
 from .weights import Weights, WeightsNotFoundError, get_weights, list_weights, register_weights
 from . import genotypes
 
@@ -47,11 +41,7 @@ __all__ = [
     "list_models",
     "list_weights",
     "load_checkpoint",
-    "load_detector_weights",
     "read_state_dict",
     "register_weights",
     "save_checkpoint",
-    "ssdlite_nasnet",
-    "torchvision_backbone",
-    "torchvision_detector",
 ]

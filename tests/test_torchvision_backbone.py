@@ -11,7 +11,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from nasnet_backbones import genotypes
-from nasnet_backbones.torchvision_backbone import torchvision_backbone
+from detection.torchvision import torchvision_backbone
 
 TINY = dict(cells=1, filters=4)
 

@@ -17,7 +17,7 @@ from export.detector import _check_image
 from export.torchvision_detector import _OneImage, _eager_resize, _match, export_torchvision_detector
 from nasnet_backbones import genotypes
 from nasnet_backbones.cli import main
-from nasnet_backbones.torchvision_detector import torchvision_detector
+from detection.torchvision import torchvision_detector
 
 TINY = dict(cells=1, filters=4)
 RCNN = dict(min_size=96, max_size=128, fpn_channels=32, score_thresh=0.0)

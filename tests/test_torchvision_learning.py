@@ -24,7 +24,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from detection.synthetic import make_synthetic
 from export.torchvision_detector import export_torchvision_detector
 from nasnet_backbones import genotypes
-from nasnet_backbones.torchvision_detector import torchvision_detector
+from detection.torchvision import torchvision_detector
 
 ITERATIONS, BATCH, LR = 100, 8, 0.02
 

@@ -11,15 +11,14 @@ from torchvision.models.detection.ssdlite import SSDLiteHead
 
 import nasnet_backbones as nb
 from nasnet_backbones import genotypes
-from nasnet_backbones.ssdlite import NASNetSSDLiteExtractor
-from nasnet_backbones.torchvision_backbone import torchvision_backbone
-from nasnet_backbones.torchvision_detector import load_detector_weights, torchvision_detector
+from detection.torchvision import (NASNetSSDLiteExtractor, load_detector_weights, ssdlite_nasnet, torchvision_backbone,
+                                   torchvision_detector)
 
 TINY = dict(cells=1, filters=4)
 
 
 def test_extractor_gives_six_maps_at_torchvisions_sizes():
-    model = nb.ssdlite_nasnet(genotypes.NASNET_A, num_classes=3, **TINY).eval()  # one image: BN in eval mode
+    model = ssdlite_nasnet(genotypes.NASNET_A, num_classes=3, **TINY).eval()  # one image: BN in eval mode
     extractor = model.backbone
     assert isinstance(model, SSD) and isinstance(extractor, NASNetSSDLiteExtractor)
     assert isinstance(model.head, SSDLiteHead)
@@ -38,7 +37,7 @@ def test_extractor_gives_six_maps_at_torchvisions_sizes():
 
 
 def test_settings_match_torchvisions_ssdlite320():
-    ours = nb.ssdlite_nasnet(genotypes.NASNET_A, **TINY)
+    ours = ssdlite_nasnet(genotypes.NASNET_A, **TINY)
     reference = ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None)
     for attr in ("score_thresh", "nms_thresh", "detections_per_img", "topk_candidates"):
         assert getattr(ours, attr) == getattr(reference, attr), attr
@@ -49,14 +48,14 @@ def test_settings_match_torchvisions_ssdlite320():
     assert a.aspect_ratios == b.aspect_ratios and a.scales == b.scales
     assert a.num_anchors_per_location() == b.num_anchors_per_location() == [6] * 6
     assert ours.transform.image_mean == [0.5] * 3  # 0-1 to [-1, 1]: NASNet's mean = std = 127.5
-    custom = nb.ssdlite_nasnet(genotypes.NASNET_A, num_classes=5, size=192, score_thresh=0.3, **TINY)
+    custom = ssdlite_nasnet(genotypes.NASNET_A, num_classes=5, size=192, score_thresh=0.3, **TINY)
     assert custom.transform.fixed_size == (192, 192) and custom.score_thresh == 0.3
     assert custom.head.classification_head.num_columns == 5
 
 
 def test_ssd_trains_and_detects_in_image_pixels():
     torch.manual_seed(0)
-    model = nb.ssdlite_nasnet(genotypes.NASNET_A, num_classes=3, size=128, **TINY)
+    model = ssdlite_nasnet(genotypes.NASNET_A, num_classes=3, size=128, **TINY)
     images = [torch.rand(3, 100, 140), torch.rand(3, 128, 96)]
     targets = [{"boxes": torch.tensor([[8.0, 8.0, 60.0, 50.0]]), "labels": torch.tensor([1])},
                {"boxes": torch.tensor([[20.0, 30.0, 90.0, 120.0], [0.0, 0.0, 30.0, 30.0]]),
@@ -82,7 +81,7 @@ def test_ssd_trains_and_detects_in_image_pixels():
 def test_pretrained_backbone_and_frozen_stages(tmp_path):
     reference = nb.create_model("nasnet_a_mobile")
     torch.save(reference.state_dict(), tmp_path / "weights.pth")
-    model = nb.ssdlite_nasnet("nasnet_a_mobile", pretrained=tmp_path / "weights.pth", trainable_stages=2)
+    model = ssdlite_nasnet("nasnet_a_mobile", pretrained=tmp_path / "weights.pth", trainable_stages=2)
     body = model.backbone.body.model
     assert torch.equal(body.cells["cell_11"].preprocess.conv.weight, reference.cells["cell_11"].preprocess.conv.weight)
     assert not body.stem.conv.weight.requires_grad and not body.cells["cell_3"].preprocess.conv.weight.requires_grad

@@ -27,8 +27,9 @@ from torchvision.models.detection.ssd import SSD
 from torchvision.models.detection.ssdlite import SSDLiteHead
 from torchvision.ops.misc import Conv2dNormActivation
 
-from .genotype import Genotype
-from .torchvision_backbone import NASNetBody, torchvision_backbone
+from nasnet_backbones import Genotype
+
+from .backbone import NASNetBody, torchvision_backbone
 
 __all__ = ["NASNetSSDLiteExtractor", "ssdlite_nasnet"]
 
@@ -116,7 +117,7 @@ def ssdlite_nasnet(
         extra_channels: widths of the extra down-sampling blocks.
         backbone_kwargs: more arguments for :func:`torchvision_backbone` (``norm_layer``, NASNet
             fields such as ``bn_momentum``: 0.1 when training from scratch, see
-            :func:`~nasnet_backbones.torchvision_detector.torchvision_detector`).
+            :func:`~detection.torchvision.detectors.torchvision_detector`).
         kwargs: ``SSD`` arguments, over :data:`SSDLITE_DEFAULTS` (``score_thresh``, ``nms_thresh``,
             ``detections_per_img``, ``topk_candidates``, ``image_mean``, ``image_std``, ...).
     """

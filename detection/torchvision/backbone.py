@@ -23,9 +23,7 @@ from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from .genotype import Genotype
-from .nasnet import NASNet, build_nasnet
-from .registry import create_model
+from nasnet_backbones import Genotype, NASNet, build_nasnet, create_model
 
 __all__ = ["NASNetBody", "NASNetFPN", "torchvision_backbone"]
 

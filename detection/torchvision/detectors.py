@@ -5,7 +5,7 @@ One builder for the five detectors torchvision has (``fasterrcnn``, ``maskrcnn``
 torchvision``), the tests and the benchmarks. Each is wired as torchvision wires its ResNet-50 /
 MobileNetV3 version: Faster and Mask R-CNN read an FPN over strides 4-32 plus a max-pooled P6,
 RetinaNet and FCOS an FPN over strides 8-32 plus P6 and P7, SSDlite the stride-16 and stride-32
-maps plus four extra blocks (:func:`~nasnet_backbones.ssdlite.ssdlite_nasnet`). Anchors, heads and
+maps plus four extra blocks (:func:`~detection.torchvision.ssdlite.ssdlite_nasnet`). Anchors, heads and
 post-processing are torchvision's defaults.
 
 Weights of a whole detector are its ``state_dict()`` saved with ``torch.save``;
@@ -25,9 +25,10 @@ from torch import nn
 from torchvision.models.detection import FCOS, FasterRCNN, MaskRCNN, RetinaNet
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
-from .genotype import Genotype
+from nasnet_backbones import Genotype
+
+from .backbone import torchvision_backbone
 from .ssdlite import ssdlite_nasnet
-from .torchvision_backbone import torchvision_backbone
 
 __all__ = ["DETECTOR_KINDS", "load_detector_weights", "torchvision_detector"]
 
