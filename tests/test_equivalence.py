@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import nasnet_backbones as nb
 from nasnet_backbones.convert import convert_state_dict
 
-from conftest import randomize_batchnorm
+from helpers import randomize_batchnorm
 
 pretrainedmodels = pytest.importorskip("pretrainedmodels")
 timm = pytest.importorskip("timm")

@@ -15,7 +15,7 @@ from export import onnx_export
 from export.onnx_export import graph_problems
 from nasnet_backbones.cli import main
 
-from conftest import randomize_batchnorm
+from helpers import randomize_batchnorm
 
 
 @pytest.fixture(scope="module")

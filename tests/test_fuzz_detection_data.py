@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("detectron2")
 
-from cli_helpers import expect_clean_error, run_cli, snapshot  # noqa: E402
+from helpers import expect_clean_error, run_cli, snapshot  # noqa: E402
 
 from detection.datasets import check_dataset, register_coco_json  # noqa: E402
 from detection.model_zoo import get_config  # noqa: E402

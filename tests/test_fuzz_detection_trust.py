@@ -19,7 +19,7 @@ pytest.importorskip("detectron2")
 from detectron2.modeling import build_model  # noqa: E402
 
 import detection  # noqa: E402
-from cli_helpers import expect_clean_error, run_cli, snapshot  # noqa: E402
+from helpers import expect_clean_error, run_cli, snapshot  # noqa: E402
 from detection.checkpoint import NASNetDetectionCheckpointer, PickleWeightsRefused  # noqa: E402
 from detection.synthetic import make_synthetic  # noqa: E402
 from nasnet_backbones import genotypes  # noqa: E402

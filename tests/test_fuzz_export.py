@@ -15,7 +15,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from cli_helpers import expect_clean_error, run_cli, snapshot
+from helpers import expect_clean_error, run_cli, snapshot
 from export import export_classifier
 from export.quantize import infinite_padding_nodes
 from nasnet_backbones import build_nasnet, genotypes

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from cli_helpers import expect_clean_error
+from helpers import expect_clean_error
 from nasnet_backbones.atomic import atomic_target, write_atomic
 from nasnet_backbones.runlock import RunDirectoryLocked, run_lock
 

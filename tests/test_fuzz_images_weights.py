@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from cli_helpers import expect_clean_error, run_cli, snapshot
+from helpers import expect_clean_error, run_cli, snapshot
 from nasnet_backbones import build_nasnet, genotypes
 from nasnet_backbones.checkpoint import read_state_dict, save_checkpoint
 from nasnet_backbones.images import UnreadableImage, open_rgb

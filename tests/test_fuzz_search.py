@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from cli_helpers import expect_clean_error, run_cli, snapshot
-from conftest import ScriptedExecutor
+from helpers import expect_clean_error, run_cli, snapshot
+from helpers import ScriptedExecutor
 from nasnet_backbones import Genotype
 from nasnet_backbones import genotype as genotype_module
 from nasnet_backbones.runlock import run_lock

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cli_helpers import expect_clean_error, run_cli, snapshot
+from helpers import expect_clean_error, run_cli, snapshot
 from nasnet_backbones import build_nasnet, genotypes
 from nasnet_backbones.checkpoint import read_state_dict, save_checkpoint
 from nasnet_backbones.cli import build_parser

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import ScriptedExecutor
+from helpers import ScriptedExecutor
 from nasnet_backbones.cli import main
 from search import ChildSettings, SearchConfig, SearchRun, SearchSpace
 from search.latency import LatencyModel, LatencySettings

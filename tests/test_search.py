@@ -12,15 +12,16 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ScriptedExecutor
+from helpers import ScriptedExecutor
 from nasnet_backbones import Genotype, build_nasnet, genotypes
 from nasnet_backbones.cli import main
 from search import (ChildSettings, SearchConfig, SearchError, SearchRun, SearchSpace, SearchSpaceError,
                     create_strategy, evaluate_child)
 from search.data import search_splits
+from search.executor import EXECUTORS
 from search.report import top_k_curve
 from search.run import RESULTS_FILE, STATE_FILE
-from search.strategies import Proposal
+from search.strategies import STRATEGIES, Proposal, RandomSearch, register_strategy
 
 SEPARABLE = ("sep_conv_3x3", "sep_conv_5x5", "sep_conv_7x7")
 
@@ -185,6 +186,38 @@ def test_repeated_genotypes_are_never_evaluated_twice(tmp_path):
     assert run.repeats > 0 and run.strategy.num_observed == 40 + run.repeats
     best = Genotype.from_json(tmp_path / "run" / "best_genotype.json")
     assert best.hash() == max(rows, key=lambda r: r["reward"])["hash"]
+
+
+class _PreparedRandom(RandomSearch):
+    """Random search with a preparation phase that records each run of it: a strategy from outside
+    the package, which no command knows by name."""
+
+    name = "prepared-random"
+    calls: list[tuple[Path, str, bool, Any, int]] = []
+
+    def prepare(self, search, *, device="cpu", reward_fn=None):
+        type(self).calls.append((search.out, str(device), search.strategy is self, reward_fn, len(search.log.rows)))
+
+
+def test_a_registered_strategy_s_preparation_phase_runs_without_the_command_naming_it(tmp_path, monkeypatch, request):
+    register_strategy(_PreparedRandom)
+    request.addfinalizer(lambda: STRATEGIES.pop(_PreparedRandom.name))
+    monkeypatch.setattr(_PreparedRandom, "calls", [])
+    monkeypatch.setitem(EXECUTORS, "inprocess", lambda workers, address: instant_executor(SMALL))
+    out = tmp_path / "run"
+    argv = ["search", "--out", str(out), "--executor", "inprocess", "--workers", "1", "--device", "cpu"]
+    assert main([*argv, "--strategy", "prepared-random", "--dataset", "synthetic", "--blocks", "1",
+                 "--ops", ",".join(SMALL.ops), "--trials", "3"]) == 0
+    assert _PreparedRandom.calls == [(out, "cpu", True, None, 0)]  # before the first child
+    assert len(_rows(out)) == 3
+    assert main([*argv, "--resume", "--trials", "5"]) == 0  # a resumed search prepares again (a done phase returns)
+    assert _PreparedRandom.calls[1] == (out, "cpu", True, None, 3) and len(_PreparedRandom.calls) == 2
+    assert len(_rows(out)) == 5
+    assert register_strategy(_PreparedRandom) is _PreparedRandom  # registering it again changes nothing
+    with pytest.raises(ValueError, match="'prepared-random' is already registered"):
+        register_strategy(type("Another", (RandomSearch,), {"name": "prepared-random"}))
+    with pytest.raises(TypeError, match="not a Strategy subclass"):
+        register_strategy(dict)
 
 
 @pytest.mark.parametrize("strategy,options", [("ppo", {"batch_size": 4}), ("evolution", {"population_size": 6, "sample_size": 3})])

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ScriptedExecutor
+from helpers import ScriptedExecutor
 from nasnet_backbones import Genotype
 from nasnet_backbones.cli import main
 from search import ChildSettings, SearchConfig, SearchRun, SearchSpace

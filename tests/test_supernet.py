@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import randomize_batchnorm
+from helpers import randomize_batchnorm
 from nasnet_backbones import build_nasnet
 from search import SearchSpace, SearchSpaceError
 from search.supernet import Supernet
