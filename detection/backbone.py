@@ -19,7 +19,7 @@ from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool, LastLevelP6P
 from detectron2.modeling.roi_heads import Res5ROIHeads
 from torch import nn
 
-from nasnet_backbones import Genotype, GenotypeError, NASNet, build_nasnet, create_model
+from nasnet_backbones import Genotype, GenotypeError, NASNet, build_model
 from nasnet_backbones.drop_path import ScheduledDropPath
 
 __all__ = [
@@ -45,11 +45,10 @@ def build_nasnet_from_cfg(cfg, **kwargs) -> NASNet:
             raise FileNotFoundError(f"MODEL.NASNET.GENOTYPE: {n.GENOTYPE} does not exist") from None
         except (GenotypeError, ValueError) as exc:
             raise ValueError(f"MODEL.NASNET.GENOTYPE {n.GENOTYPE}: {exc}") from None
-        model = build_nasnet(genotype, num_cells=3 * n.CELLS, num_filters=n.FILTERS, stem="imagenet", **kwargs)
-        model.model_name = genotype.name or n.GENOTYPE
-        return model
+        return build_model(genotype, genotype_file=n.GENOTYPE, cells=n.CELLS, filters=n.FILTERS, stem="imagenet",
+                           **kwargs)
     try:
-        return create_model(n.ARCH, **kwargs)
+        return build_model(n.ARCH, **kwargs)
     except ValueError as exc:
         raise ValueError(f"MODEL.NASNET.ARCH: {exc}") from None
 
@@ -99,7 +98,7 @@ class NASNetBackbone(Backbone):
         if unknown or not out_features:
             raise ValueError(
                 f"MODEL.NASNET.OUT_FEATURES {list(out_features)}: {unknown or 'empty'} not available; "
-                f"{getattr(model, 'model_name', 'this network')} has {', '.join(sorted(deepest, key=lambda k: int(k[6:])))}"
+                f"{model.pretrained_cfg.architecture if model.pretrained_cfg else 'this network'} has {', '.join(sorted(deepest, key=lambda k: int(k[6:])))}"
             )
         self._out_features = list(out_features)
         self._positions = {name: deepest[name][0] for name in out_features}

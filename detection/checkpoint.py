@@ -38,8 +38,8 @@ from iopath.common.file_io import PathHandler
 
 from nasnet_backbones.checkpoint import CheckpointError, read_state_dict
 from nasnet_backbones.convert import convert_state_dict, detect_layout
-from nasnet_backbones.registry import split_model_tag
-from nasnet_backbones.weights import cache_dir, get_weights, weights_file
+from nasnet_backbones.catalogue import get_weights, split_model_tag
+from nasnet_backbones.weights import cache_dir, weights_file
 
 from .backbone import build_nasnet_from_cfg
 

@@ -4,7 +4,8 @@
 >>> model = nb.create_model("nasnet_a_mobile")
 >>> features = nb.create_model("nasnet_a_mobile", features_only=True)
 >>> classifier = nb.create_model("nasnet_a_mobile", pretrained=True)  # downloads, or $NASNET_WEIGHTS_DIR
->>> preprocess = classifier.pretrained_weights.transforms()
+>>> preprocess = classifier.pretrained_cfg.transforms()  # the weights' own eval preprocessing
+>>> searched = nb.build_model("best_genotype.json", cells=4, filters=44)  # name | Genotype | file
 """
 
 from .checkpoint import CheckpointError, load_checkpoint, read_state_dict, save_checkpoint
@@ -12,8 +13,12 @@ from .convert import CheckpointMismatchError, convert_state_dict
 from .genotype import Block, CellSpec, Genotype, GenotypeError
 from .nasnet import NASNet, NASNetConfig, NASNetOutputs, build_nasnet
 from .ops import NASNET_SEARCH_OPS, OPS
-from .registry import create_model, get_model_entry, list_models
-from .weights import Weights, WeightsNotFoundError, get_weights, list_weights, register_weights
+from .catalogue import (ModelEntry, PaperFigures, get_model_entry, get_weights, list_models, list_weights,
+                        register_model, register_weights)
+from .builder import build_model, create_model
+from .pretrained_cfg import PretrainedCfg
+from . import zoo  # registers the package's models and weights
+from .weights import Weights, WeightsNotFoundError
 from . import genotypes
 
 __version__ = "0.1.0"
@@ -25,13 +30,17 @@ __all__ = [
     "CheckpointMismatchError",
     "Genotype",
     "GenotypeError",
+    "ModelEntry",
     "NASNET_SEARCH_OPS",
     "NASNet",
     "NASNetConfig",
     "NASNetOutputs",
     "OPS",
+    "PaperFigures",
+    "PretrainedCfg",
     "Weights",
     "WeightsNotFoundError",
+    "build_model",
     "build_nasnet",
     "convert_state_dict",
     "create_model",
@@ -42,6 +51,7 @@ __all__ = [
     "list_weights",
     "load_checkpoint",
     "read_state_dict",
+    "register_model",
     "register_weights",
     "save_checkpoint",
 ]

@@ -128,7 +128,8 @@ def save_checkpoint(model: nn.Module, path: str | Path, metadata: Mapping[str, s
     if path.suffix == ".safetensors":
         from safetensors.torch import save_file
 
-        header = {"model": str(getattr(model, "model_name", "")), **(metadata or {})}
+        cfg = getattr(model, "pretrained_cfg", None)
+        header = {"model": cfg.architecture if cfg is not None else "", **(metadata or {})}
         write_atomic(path, lambda tmp: save_file(state, str(tmp), metadata=header))
     else:
         write_atomic(path, lambda tmp: torch.save(state, tmp))

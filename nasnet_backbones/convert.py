@@ -234,7 +234,8 @@ def _strict_same_keys(model: nn.Module, source: dict[str, torch.Tensor]) -> dict
 
 
 def _mismatch_message(model, source, missing, unexpected, bad_shape, limit: int = 8) -> str:
-    name = getattr(model, "model_name", type(model).__name__)
+    cfg = getattr(model, "pretrained_cfg", None)
+    name = cfg.architecture if cfg is not None else type(model).__name__
 
     def listing(title: str, items: list[str]) -> str:
         if not items:

@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     dataset = _dataset(args, None)  # a missing dataset fails before the model is built
     model = build_model_from_args(args, default_stem="imagenet" if args.dataset == "imagenet" else "cifar")
     if model.num_classes != num_classes:
-        raise ValueError(f"{model.model_name} has {model.num_classes} classes; {args.dataset} needs {num_classes}")
+        raise ValueError(f"{model.pretrained_cfg.architecture} has {model.num_classes} classes; {args.dataset} needs {num_classes}")
     if args.dataset == "imagenet":
         dataset.transform = eval_transform_for(model, args.img_size, args.weights)  # the weights' own preprocessing
         logger.info("preprocessing: %s", dataset.transform)
@@ -151,8 +151,8 @@ def run(args: argparse.Namespace) -> int:
                            hint="; remove or replace the file, or pass --skip-bad-images to leave unreadable images out")
     _, result = evaluate(model, readable_batches(loader, bad_images), args.device, total=len(dataset))
     bad_images.log_summary("evaluation")
-    summary = {"model": model.model_name, "dataset": args.dataset, "data": str(args.data),
-               "weights": args.weights or (model.pretrained_weights.name if model.pretrained_weights else None),
+    summary = {"model": model.pretrained_cfg.architecture, "dataset": args.dataset, "data": str(args.data),
+               "weights": args.weights or (model.pretrained_cfg.weights.name if model.pretrained_cfg.weights else None),
                **asdict(result), **bad_images.summary()}
     if args.dataset == "imagenet":
         summary["classes_present"] = len(dataset.classes)

@@ -11,9 +11,8 @@ from .argtypes import image_size
 from .complexity import count_madds, count_params
 from .nasnet import NASNet
 from .model_args import add_model_arguments, build_model_from_args
-from .registry import get_model_entry, split_model_tag
+from .catalogue import get_model_entry, get_weights, list_models, list_weights, split_model_tag
 from .transforms import SIZE_RANGE
-from .weights import get_weights, list_weights
 
 __all__ = ["add_parser", "model_info", "run"]
 
@@ -68,8 +67,6 @@ def _table(rows: list[list[Any]], header: list[str]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     if args.list:
-        from .registry import list_models
-
         rows = []
         for name in list_models(include_aliases=False):
             e = get_model_entry(name)
@@ -92,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
             raise
         raise ValueError(f"--input-size {size} is too small for this model: {exc}") from None
     if not args.model:
-        title = f"{model.model_name} ({args.stem or 'imagenet'} stem)"
+        title = f"{model.pretrained_cfg.architecture} ({args.stem or 'imagenet'} stem)"
     info = model_info(model, size)
     weights = [get_weights(*w.split(".", 1)) for w in list_weights(args.model)] if args.model else []
     info["weights"] = [

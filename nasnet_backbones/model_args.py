@@ -9,13 +9,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from .genotype import Genotype
-from .nasnet import NASNet, build_nasnet
-from .registry import create_model, split_model_tag
 from .argtypes import positive_int, refuse_together
+from .builder import build_model
+from .catalogue import get_weights, split_model_tag
 from .checkpoint import read_class_names, read_preprocessing, read_state_dict
-from .transforms import CIFAR10_MEAN, CIFAR10_STD, ClassificationEval, cifar10_eval_transform, resize_for_crop
-from .weights import get_weights
+from .genotype import Genotype
+from .nasnet import NASNet
+from .pretrained_cfg import DEFAULT_CROP_PCT, default_input_size, make_pretrained_cfg
+from .transforms import CIFAR10_MEAN, CIFAR10_STD, ClassificationEval, resize_for_crop
 
 __all__ = ["add_model_arguments", "build_model_from_args", "eval_transform_for", "stored_labels", "refuse_conflicting_weights"]
 
@@ -58,22 +59,13 @@ def build_model_from_args(
         if weights is None and (pretrained_default or tag):
             get_weights(name, tag)  # a clear error when the model has no (such) registered weights
             weights = True
-        return create_model(args.model, pretrained=weights or False, num_classes=num_classes, **kwargs)
-    genotype = Genotype.from_json(args.genotype)
-    stem = args.stem or default_stem
-    model = build_nasnet(genotype, num_cells=3 * args.cells, num_filters=args.filters, stem=stem,
-                         num_classes=num_classes if num_classes is not None else (1000 if stem == "imagenet" else 10),
-                         **kwargs)
-    model.default_img_size = 224 if stem == "imagenet" else 32
-    model.model_name = f"{genotype.name or Path(args.genotype).stem} {args.cells}@{24 * args.filters}"
-    model.pretrained_weights = None
-    if weights:
-        from .checkpoint import load_checkpoint
-
-        if not Path(weights).is_file():
-            raise FileNotFoundError(f"--weights {weights}: no such checkpoint file (with --genotype, weights are files)")
-        load_checkpoint(model, weights)
-    elif pretrained_default:
+        return build_model(args.model, pretrained=weights or False, num_classes=num_classes, **kwargs)
+    genotype = Genotype.from_json(args.genotype)  # a bad file is the first error
+    if weights and not Path(weights).is_file():
+        raise FileNotFoundError(f"--weights {weights}: no such checkpoint file (with --genotype, weights are files)")
+    model = build_model(genotype, genotype_file=args.genotype, cells=args.cells, filters=args.filters,
+                        stem=args.stem or default_stem, pretrained=weights or False, num_classes=num_classes, **kwargs)
+    if not weights and pretrained_default:
         raise ValueError(f"--genotype {args.genotype} needs --weights: a checkpoint trained for this cell "
                          "(for example the output of `nasnet train`)")
     return model
@@ -86,19 +78,13 @@ def eval_transform_for(model: NASNet, img_size: int | None = None, weights_file:
     stored = read_preprocessing(weights_file) if weights_file and Path(weights_file).is_file() else None
     if stored is not None and img_size is None:
         return stored
-    weights = getattr(model, "pretrained_weights", None)
-    if weights is None and model.config.stem == "cifar":
-        return cifar10_eval_transform() if img_size in (None, 32) else ClassificationEval(
-            img_size, img_size, "bilinear", CIFAR10_MEAN, CIFAR10_STD)
-    if weights is None and getattr(model, "model_name", None):
-        try:
-            weights = get_weights(model.model_name)  # the model's default weights
-        except ValueError:  # not a registered model, or one without weights
-            weights = None
-    if weights is not None and img_size in (None, weights.input_size):
-        return weights.transforms()
-    size = img_size or getattr(model, "default_img_size", 224)
-    return ClassificationEval(size, resize_for_crop(size, 0.875))
+    cfg = model.pretrained_cfg or make_pretrained_cfg(  # a network built directly: the stem's defaults
+        type(model).__name__, stem=model.config.stem, input_size=default_input_size("imagenet"))
+    if img_size in (None, cfg.crop_size):
+        return cfg.transforms()
+    if cfg.weights is None and model.config.stem == "cifar":
+        return ClassificationEval(img_size, img_size, "bilinear", CIFAR10_MEAN, CIFAR10_STD)
+    return ClassificationEval(img_size, resize_for_crop(img_size, DEFAULT_CROP_PCT))
 
 
 def stored_labels(weights_file: str | Path | None, num_classes: int | None = None) -> list[str] | None:

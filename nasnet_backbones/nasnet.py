@@ -25,9 +25,10 @@ from .drop_path import ScheduledDropPath
 from .genotype import Genotype
 from .ops import OpContext
 from .padding import PADDING_MODES, Conv2dSame
+from .pretrained_cfg import PretrainedCfg
 
-__all__ = ["NASNetConfig", "NASNet", "NASNetOutputs", "CellLink", "build_nasnet", "nasnet_config", "calc_reduction_layers", "cell_links",
-           "split_model_kwargs"]
+__all__ = ["NASNetConfig", "NASNet", "NASNetOutputs", "CellLink", "build_nasnet", "nasnet_config", "stack_config",
+           "NUM_STACKS", "calc_reduction_layers", "cell_links", "split_model_kwargs"]
 
 logger = logging.getLogger(__name__)
 
@@ -184,7 +185,11 @@ class NASNet(nn.Module):
         features_only: build no head; ``forward`` returns ``{name: feature map}`` for ``out_strides``.
         out_strides: which strides to return with ``features_only`` (default: all of 2, 4, 8, 16, 32
             that the network has; 1, 2 and 4 for a CIFAR stem).
+        pretrained_cfg: where the network came from (set by :mod:`.builder`; None when built directly).
     """
+
+    #: The model's origin: architecture name, weights, default input size, eval preprocessing.
+    pretrained_cfg: PretrainedCfg | None = None
 
     def __init__(
         self,
@@ -195,9 +200,11 @@ class NASNet(nn.Module):
         img_size: int = 224,
         features_only: bool = False,
         out_strides: Sequence[int] | None = None,
+        pretrained_cfg: PretrainedCfg | None = None,
     ) -> None:
         super().__init__()
         self.genotype, self.config = genotype, config
+        self.pretrained_cfg = pretrained_cfg
         self.num_classes, self.img_size = num_classes, img_size
         c = config
         ctx = OpContext(c.padding, c.bn_eps, c.bn_momentum)
@@ -437,3 +444,13 @@ def nasnet_config(num_cells: int, num_filters: int, stem: str = "imagenet", **kw
     if stem == "cifar":
         defaults.update(bn_eps=1e-5, bn_momentum=0.1)
     return NASNetConfig(num_cells=num_cells, num_filters=num_filters, stem=stem, **{**defaults, **kwargs})
+
+
+NUM_STACKS = 3  # an N @ F network: three stacks of N normal cells, a reduction cell between stacks
+
+
+def stack_config(cells: int, filters: int, stem: str = "imagenet", **kwargs: Any) -> NASNetConfig:
+    """The :class:`NASNetConfig` of an ``N @ F`` network: ``cells`` (N) normal cells per stack, in
+    :data:`NUM_STACKS` stacks, base width ``filters``; other fields as :func:`nasnet_config`. The one
+    place the "3 x N" rule is written."""
+    return nasnet_config(NUM_STACKS * cells, filters, stem, **kwargs)

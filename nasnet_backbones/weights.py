@@ -1,10 +1,11 @@
-"""Pretrained ImageNet weights: where each set comes from, how to preprocess for it, what it scores.
+"""Pretrained weights: what an entry records, and finding or downloading its file.
 
-Every entry names the public file (a port of Google's TF-slim checkpoints), the sha256 prefix that
-torch.hub's file names carry and :func:`weights_file` checks, the layout it is converted from
-(:mod:`.convert`), its eval preprocessing (:meth:`Weights.transforms`) and the accuracy its
-publisher measured with that preprocessing. ``create_model(name, pretrained=True | tag | path)``
-is the usual way in; this module is the lookup and the download.
+A :class:`Weights` entry names the public file (a port of Google's TF-slim checkpoints), the sha256
+prefix that torch.hub's file names carry and :func:`weights_file` checks, the layout it is converted
+from (:mod:`.convert`), its eval preprocessing (:meth:`Weights.transforms`) and the accuracy its
+publisher measured with that preprocessing. The entries themselves are in :mod:`.zoo`, their lookup
+(``get_weights``, ``list_weights``, ``register_weights``) in :mod:`.catalogue`;
+``create_model(name, pretrained=True | tag | path)`` is the usual way in.
 
 Files are found, in order, in ``$NASNET_WEIGHTS_DIR`` (for offline machines: copy the files
 there under their published names), in torch.hub's cache (``$TORCH_HOME/hub/checkpoints``), or
@@ -25,10 +26,7 @@ import torch
 
 from .transforms import INCEPTION_MEAN, ClassificationEval, resize_for_crop
 
-__all__ = [
-    "Weights", "WeightsNotFoundError", "WEIGHTS_DIR_ENV", "register_weights", "get_weights", "list_weights",
-    "weights_file",
-]
+__all__ = ["Weights", "WeightsNotFoundError", "WEIGHTS_DIR_ENV", "cache_dir", "weights_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,53 +80,6 @@ class Weights:
         return ClassificationEval(self.input_size, self.resize_size, self.interpolation, self.mean, self.std)
 
 
-_WEIGHTS: dict[str, dict[str, Weights]] = {}
-_DEFAULT_TAG: dict[str, str] = {}
-
-
-def register_weights(weights: Weights, default: bool = False) -> Weights:
-    """Add weights (your own trained files too); the first registered for a model is its default."""
-    tags = _WEIGHTS.setdefault(weights.model, {})
-    if weights.tag in tags:
-        raise ValueError(f"weights {weights.name!r} are already registered")
-    tags[weights.tag] = weights
-    if default or weights.model not in _DEFAULT_TAG:
-        _DEFAULT_TAG[weights.model] = weights.tag
-    return weights
-
-
-def _canonical(model: str) -> str:
-    from .registry import get_model_entry  # the registry imports this module
-
-    return get_model_entry(model).name
-
-
-def list_weights(model: str | None = None) -> list[str]:
-    """``model.tag`` names of the registered weights (of one model, if given), default first."""
-    models = [_canonical(model)] if model else sorted(_WEIGHTS)
-    out = []
-    for m in models:
-        tags = sorted(_WEIGHTS.get(m, {}), key=lambda t: (t != _DEFAULT_TAG.get(m), t))
-        out += [f"{m}.{t}" for t in tags]
-    return out
-
-
-def get_weights(model: str, tag: str | None = None) -> Weights:
-    """The weights ``tag`` (default: the model's default) of a registered model name or alias."""
-    model = _canonical(model)
-    tags = _WEIGHTS.get(model, {})
-    if not tags:
-        with_weights = ", ".join(sorted(_WEIGHTS)) or "none"
-        raise ValueError(
-            f"no pretrained weights are registered for {model!r} (models with weights: {with_weights}); "
-            "use a checkpoint file instead (pretrained='file.pth' in Python, --weights FILE on the command line)"
-        )
-    tag = tag or _DEFAULT_TAG[model]
-    if tag not in tags:
-        raise ValueError(f"unknown weights tag {tag!r} for {model!r}; available: {', '.join(list_weights(model))}")
-    return tags[tag]
-
-
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
@@ -147,6 +98,7 @@ def _check_hash(path: Path, weights: Weights) -> None:
 
 
 def cache_dir() -> Path:
+    """torch.hub's checkpoint cache (``$TORCH_HOME/hub/checkpoints``), where downloads go."""
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
@@ -186,40 +138,3 @@ def weights_file(weights: Weights, download: bool = True, progress: bool = True)
         f"pretrained weights {weights.name} are not on this machine.{tried} Fetch {weights.url} "
         f"(sha256 starts with {weights.hash_prefix or 'unpublished'}) on a connected machine and put it at {where}."
     )
-
-
-_CADENE = "http://data.lip6.fr/cadene/pretrainedmodels/"
-_TIMM_RELEASES = "https://github.com/rwightman/pytorch-image-models/releases/download/"
-_CADENE_README = "Cadene/pretrained-models.pytorch README (eval: resize 1/0.875, centre crop, bilinear)"
-_TIMM_RESULTS = "timm results/results-imagenet.csv (eval: crop_pct 0.911, bicubic)"
-
-register_weights(Weights(
-    model="nasnet_a_4_1056", tag="cadene_in1k", url=_CADENE + "nasnetamobile-7e03cead.pth", hash_prefix="7e03cead",
-    layout="cadene_nasnet", checkpoint_classes=1000, input_size=224, crop_pct=0.875, interpolation="bilinear",
-    published_top1=74.080, published_top5=91.740, metrics_source=_CADENE_README,
-    params=5_289_978, mult_adds=563_599_744,
-    origin="Cadene pretrainedmodels port of TF-slim NASNet-A_Mobile_224 (TF: 74.0 / 91.6)",
-))
-register_weights(Weights(
-    model="nasnet_a_6_4032", tag="tf_in1k", url=_TIMM_RELEASES + "v0.1-weights/nasnetalarge-dc4a7b8b.pth",
-    hash_prefix="dc4a7b8b", layout="cadene_nasnet", checkpoint_classes=1000, input_size=331, crop_pct=0.911,
-    interpolation="bicubic", published_top1=82.626, published_top5=96.042, metrics_source=_TIMM_RESULTS,
-    params=88_753_150, mult_adds=23_767_353_186,
-    origin="timm nasnetalarge.tf_in1k (Cadene's port of TF-slim NASNet-A_Large_331, background class dropped; "
-           "TF: 82.7 / 96.2)",
-))
-register_weights(Weights(
-    model="nasnet_a_6_4032", tag="cadene_in1k", url=_CADENE + "nasnetalarge-a1897284.pth", hash_prefix="a1897284",
-    layout="cadene_nasnet", checkpoint_classes=1001, input_size=331, crop_pct=0.875, interpolation="bilinear",
-    published_top1=82.566, published_top5=96.086, metrics_source=_CADENE_README,
-    params=88_753_150, mult_adds=23_767_353_186,
-    origin="Cadene pretrainedmodels port of TF-slim NASNet-A_Large_331 (1001 classes, background first)",
-))
-register_weights(Weights(
-    model="pnasnet_5_large", tag="tf_in1k", url=_TIMM_RELEASES + "v0.1-cadene/pnasnet5large-bf079911.pth",
-    hash_prefix="bf079911", layout="timm_pnasnet", checkpoint_classes=1001, input_size=331, crop_pct=0.911,
-    interpolation="bicubic", published_top1=82.782, published_top5=96.040, metrics_source=_TIMM_RESULTS,
-    params=86_057_668, mult_adds=24_914_524_632, mirrors=(_CADENE + "pnasnet5large-bf079911.pth",),
-    origin="Cadene's port of TF-slim PNASNet-5_Large_331 (1001 classes), as served by timm "
-           "(TF: 82.9 / 96.2; Cadene's eval at crop 0.875 bilinear: 82.736 / 95.992)",
-))

@@ -25,7 +25,7 @@ import torch
 
 from nasnet_backbones.complexity import count_madds, count_params
 from nasnet_backbones.genotype import Genotype
-from nasnet_backbones.nasnet import build_nasnet
+from nasnet_backbones.builder import build_model
 from nasnet_backbones.training.distributed import DistContext
 from nasnet_backbones.training.recipes import recipe_for
 from nasnet_backbones.training.trainer import Trainer
@@ -114,8 +114,8 @@ def evaluate_child(genotype: Genotype, settings: ChildSettings, seed: int) -> di
     train_set, val_set = search_splits(settings.dataset, settings.data_dir, settings.val_size, settings.train_size,
                                        img_size=settings.img_size, download=False)
     torch.manual_seed(seed)  # the child's initialisation is a function of its seed, as its training is
-    model = build_nasnet(genotype, num_cells=3 * settings.cells, num_filters=settings.filters, stem="cifar",
-                         num_classes=NUM_CLASSES, img_size=settings.img_size, drop_path_prob=settings.drop_path_prob)
+    model = build_model(genotype, cells=settings.cells, filters=settings.filters, stem="cifar",
+                        num_classes=NUM_CLASSES, img_size=settings.img_size, drop_path_prob=settings.drop_path_prob)
     result: dict[str, Any] = {"params": count_params(model), "madds": count_madds(model, settings.img_size), "seed": seed,
                               "device": str(device), "host": platform.node()}
     recipe = recipe_for("cifar10").with_overrides(

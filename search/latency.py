@@ -33,7 +33,8 @@ from torch import nn
 
 from nasnet_backbones.atomic import write_atomic
 from nasnet_backbones.genotype import Genotype
-from nasnet_backbones.nasnet import build_nasnet, cell_links, nasnet_config
+from nasnet_backbones.builder import build_model
+from nasnet_backbones.nasnet import cell_links, stack_config
 from nasnet_backbones.ops import OpContext, build_op
 
 from .space import SearchSpace
@@ -127,7 +128,7 @@ class LatencyModel:
         if self.folder is not None and (self.folder / TABLE_FILE).is_file():
             self.table = json.loads((self.folder / TABLE_FILE).read_text())
         s = settings
-        self.config = nasnet_config(3 * s.cells, s.filters, s.stem)
+        self.config = stack_config(s.cells, s.filters, s.stem)
         self.num_classes = 1000 if s.stem == "imagenet" else 10
         self._shapes: list[dict[str, Any]] | None = None
 
@@ -135,8 +136,8 @@ class LatencyModel:
 
     def _network(self, genotype: Genotype):
         s = self.settings
-        return build_nasnet(genotype, num_cells=3 * s.cells, num_filters=s.filters, stem=s.stem,
-                            num_classes=self.num_classes, img_size=s.img_size).eval()
+        return build_model(genotype, cells=s.cells, filters=s.filters, stem=s.stem,
+                           num_classes=self.num_classes, img_size=s.img_size).eval()
 
     def measure(self, genotype: Genotype) -> float:
         """Export the deployed network with ``genotype``'s cells and time it in onnxruntime (ms)."""

@@ -1,7 +1,6 @@
 """The pretrained-weights registry: lookup, hash-checked download, offline errors, fine-tuning,
 and the eval preprocessing each entry promises (checked against timm's and Cadene's own)."""
 
-import copy
 import hashlib
 import logging
 from dataclasses import replace
@@ -13,17 +12,17 @@ from PIL import Image
 
 import nasnet_backbones as nb
 from nasnet_backbones import weights as weights_mod
+from nasnet_backbones.catalogue import scratch_catalogue
 from nasnet_backbones.complexity import count_madds, count_params
 
 
 @pytest.fixture
 def isolated_registry(monkeypatch, tmp_path):
     """A private copy of the weights registry and an empty torch.hub cache."""
-    monkeypatch.setattr(weights_mod, "_WEIGHTS", copy.deepcopy(weights_mod._WEIGHTS))
-    monkeypatch.setattr(weights_mod, "_DEFAULT_TAG", dict(weights_mod._DEFAULT_TAG))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     monkeypatch.delenv(weights_mod.WEIGHTS_DIR_ENV, raising=False)
-    return tmp_path
+    with scratch_catalogue():
+        yield tmp_path
 
 
 @pytest.fixture
@@ -46,7 +45,7 @@ def test_download_checks_hash_and_gives_the_references_logits(published_mobile, 
     model = nb.create_model("nasnet_a_mobile.test_in1k", pretrained=True)
     cached = weights_mod.cache_dir() / published_mobile.filename
     assert cached.is_file()
-    assert model.pretrained_weights == published_mobile
+    assert model.pretrained_cfg.weights == published_mobile
     x = torch.randn(2, 3, 224, 224)
     torch.testing.assert_close(_logits(model, x), _logits(cadene_mobile, x), atol=1e-5, rtol=1e-4)
     # Second time from the cache; the tag can also be passed as pretrained=.

@@ -23,7 +23,7 @@ from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from nasnet_backbones import Genotype, NASNet, build_nasnet, create_model
+from nasnet_backbones import Genotype, NASNet, build_model
 
 __all__ = ["NASNetBody", "NASNetFPN", "torchvision_backbone"]
 
@@ -118,18 +118,11 @@ def torchvision_backbone(
         returned_strides: the strides returned (and fed to the FPN).
         norm_layer: ``torchvision.ops.misc.FrozenBatchNorm2d`` freezes every BatchNorm of the
             network (statistics and affine), as torchvision's ResNet backbones do; None keeps them.
-        pretrained: for a registered name, as :func:`create_model` (True, a weights tag or a file).
+        pretrained: for a registered name, as :func:`create_model` (True, a weights tag or a file); for a
+            genotype, a checkpoint file.
     """
-    if isinstance(name_or_genotype, Genotype) or Path(str(name_or_genotype)).suffix == ".json":
-        if pretrained:
-            raise ValueError("pretrained weights exist for registered models only; a genotype starts from random "
-                             "weights (or load them into the returned module)")
-        genotype = name_or_genotype if isinstance(name_or_genotype, Genotype) else Genotype.from_json(name_or_genotype)
-        model = build_nasnet(genotype, num_cells=3 * cells, num_filters=filters, stem="imagenet", features_only=True,
-                             out_strides=returned_strides, **kwargs)
-    else:
-        model = create_model(str(name_or_genotype), pretrained=pretrained, features_only=True,
-                             out_strides=returned_strides, **kwargs)
+    model = build_model(name_or_genotype, cells=cells, filters=filters, stem="imagenet", pretrained=pretrained,
+                        features_only=True, out_strides=returned_strides, **kwargs)
     if trainable_stages is not None:
         _freeze_stages(model, trainable_stages)
     if norm_layer is not None:

@@ -32,7 +32,7 @@ from ..imagenet import imagenet_classes
 from ..model_args import add_model_arguments, build_model_from_args
 from ..transforms import (ClassificationEval, cifar10_eval_transform, cifar10_train_transform,
                           imagenet_train_transform, resize_for_crop)
-from ..registry import get_model_entry, split_model_tag
+from ..catalogue import get_model_entry, split_model_tag
 from ..runlock import run_lock
 from .distributed import init_distributed
 from .recipes import RECIPES, TrainRecipe, recipe_for
@@ -199,9 +199,9 @@ def run(args: argparse.Namespace) -> int:
     train_set, val_set, classes = build_datasets(recipe, args.data_dir, img_size, download=not args.no_download)
     ctx = init_distributed(args.device)
     model = build_model(args, recipe, num_classes=len(classes), img_size=img_size)
-    run_info = {"model": model.model_name, "dataset": args.dataset, "data_dir": str(args.data_dir),
+    run_info = {"model": model.pretrained_cfg.architecture, "dataset": args.dataset, "data_dir": str(args.data_dir),
                 "img_size": img_size, "num_classes": len(classes), "world_size": ctx.world_size,
-                "init_weights": args.weights or (model.pretrained_weights.name if model.pretrained_weights else None)}
+                "init_weights": args.weights or (model.pretrained_cfg.weights.name if model.pretrained_cfg.weights else None)}
     # Stored in the exported .safetensors, so predict/eval prepare inputs as validation did.
     metadata = {"preprocessing": json.dumps(eval_preprocessing(recipe, img_size).to_dict()),
                 "labels": json.dumps(classes)}
