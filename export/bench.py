@@ -124,7 +124,7 @@ def run_backends(args: argparse.Namespace) -> list[dict[str, Any]]:
             from .quantize import quantize_onnx
 
             model = nb.create_model(args.model, pretrained=args.weights or False).eval()
-            args.input_size = args.input_size or model.default_img_size
+            args.input_size = args.input_size or model.pretrained_cfg.input_size
             rows.append({"backend": "PyTorch eager", **_child("eager", f"{args.model}:{args.weights or ''}", args)})
             if not fp32:  # (callers in Python may pass the model's own exports, as the demo does)
                 fp32 = str(Path(tmp) / "fp32.onnx")

@@ -271,9 +271,10 @@ def _export(module: nn.Module, path: str | Path, input_size: int, batch: int | s
 
 
 def _metadata(model: nn.Module, input_size: int, extra: dict[str, Any] | None) -> dict[str, str]:
-    weights = getattr(model, "pretrained_weights", None)
+    cfg = getattr(model, "pretrained_cfg", None)  # where a NASNet came from (None for other modules)
+    weights = cfg.weights if cfg is not None else None
     meta: dict[str, Any] = {
-        "source_model": getattr(model, "model_name", type(model).__name__),
+        "source_model": cfg.architecture if cfg is not None else type(model).__name__,
         "genotype_hash": model.genotype.hash() if hasattr(model, "genotype") else "",
         "input_size": input_size,
         "input_layout": "NCHW, RGB",
@@ -286,13 +287,18 @@ def _metadata(model: nn.Module, input_size: int, extra: dict[str, Any] | None) -
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
 
 
+def _default_input_size(model: nn.Module) -> int:
+    cfg = getattr(model, "pretrained_cfg", None)
+    return cfg.input_size if cfg is not None else 224
+
+
 def export_classifier(model: nn.Module, path: str | Path, input_size: int | None = None, batch: int | str = "dynamic",
                       opset: int = DEFAULT_OPSET, metadata: dict[str, Any] | None = None, rtol: float = 1e-4,
                       atol: float = 1e-5, dynamic_size: bool = False) -> ExportReport:
     """Export a classifier (logits output), verified; see the module docstring."""
     if getattr(model, "features_only", False):
         raise ValueError("this model returns features; use export_backbone")
-    size = input_size or getattr(model, "default_img_size", 224)
+    size = input_size or _default_input_size(model)
     meta = _metadata(model, size, metadata)
     if getattr(model, "num_classes", 0) == 1000 and "class_names" not in meta:
         from nasnet_backbones.imagenet import imagenet_classes
@@ -313,7 +319,7 @@ def export_backbone(model: nn.Module, path: str | Path, input_size: int | None =
     """Export a ``features_only`` model: one output per stride it has, named ``stride2`` .. ``stride32``."""
     if not getattr(model, "features_only", False):
         raise ValueError("export_backbone needs a features_only model: create_model(name, features_only=True)")
-    size = input_size or getattr(model, "default_img_size", 224)
+    size = input_size or _default_input_size(model)
     if size % 32:
         raise ValueError(f"input size {size} is not a multiple of 32; the stride-32 features need one")
     names = [f["name"] for f in model.feature_info]
