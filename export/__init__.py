@@ -9,7 +9,7 @@ training-only ops, and onnxruntime against PyTorch on an input different from th
 """
 
 from .onnx_export import ExportReport, ExportVerificationError, export_backbone, export_classifier, verify_onnx
-from .detector import export_detector  # imports detectron2 only when called
+from .detectron2_detector import export_detector  # imports detectron2 only when called
 from .quantize import QuantizationCheckError, QuantizationReport, convert_to_ort, quantize_onnx
 
 __all__ = ["ExportReport", "ExportVerificationError", "QuantizationCheckError", "QuantizationReport", "convert_to_ort",

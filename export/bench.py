@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ import numpy as np
 
 from nasnet_backbones.argtypes import image_size, nonnegative_int, positive_int, refuse_together
 
-__all__ = ["add_parser", "check_target", "measure", "run_backends", "timed"]
+__all__ = ["BenchRun", "add_parser", "check_target", "measure", "run_backends", "timed"]
 
 
 def peak_rss_mb() -> float:
@@ -48,8 +49,11 @@ def timed(fn, runs: int, warmup: int) -> list[float]:
     return times
 
 
-def measure(backend: str, target: str, batch: int, size: int, threads: int, runs: int, warmup: int) -> dict[str, Any]:
-    """Time one backend in this process: ``eager`` (target: model name[:weights]) or ``ort`` (target: .onnx/.ort)."""
+def measure(backend: str, target: str, batch: int, size: int, threads: int, runs: int, warmup: int,
+            pixel_max: float = 255.0) -> dict[str, Any]:
+    """Time one backend in this process: ``eager`` (target: model name[:weights]) or ``ort`` (target:
+    .onnx/.ort). A whole detector (one C x H x W image) gets uniform pixels up to ``pixel_max``, its
+    input conventions' value range (the parent reads them: this child imports neither onnx nor torch)."""
     x = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
     if backend == "eager":
         import torch
@@ -73,8 +77,7 @@ def measure(backend: str, target: str, batch: int, size: int, threads: int, runs
         session = ort.InferenceSession(target, options, providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
         if len(session.get_inputs()[0].shape) == 3:  # a whole detector: one image per call
-            torchvision = session.get_modelmeta().custom_metadata_map.get("framework") == "torchvision"
-            x = np.random.default_rng(0).uniform(0, 1 if torchvision else 255, (3, size, size)).astype(np.float32)
+            x = np.random.default_rng(0).uniform(0, pixel_max, (3, size, size)).astype(np.float32)
 
         def step() -> None:
             session.run(None, {name: x})
@@ -85,12 +88,13 @@ def measure(backend: str, target: str, batch: int, size: int, threads: int, runs
             "images_per_s": batch / median, "peak_rss_mb": peak_rss_mb()}
 
 
-def _child(backend: str, target: str, args: argparse.Namespace) -> dict[str, Any]:
+def _child(backend: str, target: str, *, batch: int, input_size: int, threads: int, runs: int, warmup: int,
+           pixel_max: float = 255.0) -> dict[str, Any]:
     # Run as a plain script, so an onnxruntime child never imports torch (it would count in its memory).
-    cmd = [sys.executable, str(Path(__file__).resolve()), backend, target, str(args.batch), str(args.input_size),
-           str(args.threads), str(args.runs), str(args.warmup)]
+    cmd = [sys.executable, str(Path(__file__).resolve()), backend, target, str(batch), str(input_size),
+           str(threads), str(runs), str(warmup), repr(float(pixel_max))]
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=max(600, 20 * args.runs))
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=max(600, 20 * runs))
     except subprocess.TimeoutExpired:
         raise ValueError(f"benchmarking {backend} {target} did not finish in time") from None
     if out.returncode != 0:
@@ -99,53 +103,84 @@ def _child(backend: str, target: str, args: argparse.Namespace) -> dict[str, Any
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _recorded_size(path: str) -> int:
-    """The square input size of an .onnx or .ort file: its fixed height, or the size its export recorded."""
+def _conventions(path: str) -> Any:
+    """The input conventions of an .onnx or .ort file (read through onnxruntime, which reads both)."""
     import onnxruntime as ort
 
+    from .conventions import conventions_from_metadata
+
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    shape = session.get_inputs()[0].shape
-    height = shape[-2] if isinstance(shape[-2], int) and shape[-2] > 0 else None
-    recorded = session.get_modelmeta().custom_metadata_map.get("input_size")
-    size = height or (int(json.loads(recorded)) if recorded else None)
+    try:
+        return conventions_from_metadata(session.get_modelmeta().custom_metadata_map, session.get_inputs()[0].shape)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}; re-export the model with `nasnet export`") from None
+
+
+def _recorded_size(path: str) -> int:
+    """The square input size of an .onnx or .ort file: its fixed height, or the size its export recorded."""
+    size = _conventions(path).input_size
     if not size:
         raise ValueError(f"{path} takes any input size and records none; pass --input-size")
     return size
 
 
-def run_backends(args: argparse.Namespace) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class BenchRun:
+    """What :func:`run_backends` measured: one row per backend, at ``input_size``."""
+
+    rows: list[dict[str, Any]]
+    input_size: int
+
+
+def run_backends(*, model: str | None = None, weights: str | None = None, onnx: str | None = None,
+                 int8: str | None = None, quantize: bool = True, calib: str = "synthetic",
+                 input_size: int | None = None, threads: int = 2, batch: int = 1, runs: int = 20,
+                 warmup: int = 3) -> BenchRun:
+    """Time PyTorch eager (a registered ``model`` with ``weights``: a tag, a file, or None for
+    random weights), then onnxruntime FP32 (``onnx``, or the model exported here) and INT8
+    (``int8``, or the model quantized here on ``calib`` unless ``quantize`` is false), each in its
+    own process. ``input_size`` defaults to the model's, or the size ``onnx`` records. Each row:
+    ``backend``, ``median_ms``, ``p90_ms``, ``images_per_s``, ``peak_rss_mb`` and ``vs_first``
+    (its latency over the first row's)."""
+    if not (model or onnx):
+        raise ValueError("nothing to time: pass model or onnx")
     rows = []
+    timing = dict(batch=batch, threads=threads, runs=runs, warmup=warmup)
     with tempfile.TemporaryDirectory() as tmp:
-        fp32, int8 = args.onnx, args.int8
-        if args.model:
+        fp32 = onnx
+        if model:
             import nasnet_backbones as nb
 
             from .onnx_export import export_classifier
             from .quantize import quantize_onnx
 
-            model = nb.create_model(args.model, pretrained=args.weights or False).eval()
-            args.input_size = args.input_size or model.pretrained_cfg.input_size
-            rows.append({"backend": "PyTorch eager", **_child("eager", f"{args.model}:{args.weights or ''}", args)})
+            network = nb.create_model(model, pretrained=weights or False).eval()
+            input_size = input_size or network.pretrained_cfg.input_size
+            rows.append({"backend": "PyTorch eager",
+                         **_child("eager", f"{model}:{weights or ''}", input_size=input_size, **timing)})
             if not fp32:  # (callers in Python may pass the model's own exports, as the demo does)
                 fp32 = str(Path(tmp) / "fp32.onnx")
-                export_classifier(model, fp32, input_size=args.input_size)
-                if not args.no_int8:
+                export_classifier(network, fp32, input_size=input_size)
+                if quantize:
                     int8 = str(Path(tmp) / "int8.onnx")
                     # Timing only; random weights (the default) agree with FP32 by chance, so only
                     # trained weights are held to the agreement threshold.
-                    gate = {} if args.weights else {"min_agreement": 0.0}
-                    quantize_onnx(fp32, int8, args.calib, per_channel=True, num_calibration=16, num_held_out=8,
-                                  **gate)
+                    gate = {} if weights else {"min_agreement": 0.0}
+                    quantize_onnx(fp32, int8, calib, per_channel=True, num_calibration=16, num_held_out=8, **gate)
         if fp32:
-            if not args.input_size:
-                args.input_size = _recorded_size(fp32)
-            rows.append({"backend": "onnxruntime FP32", **_child("ort", fp32, args)})
+            if not input_size:
+                input_size = _recorded_size(fp32)
+            rows.append({"backend": "onnxruntime FP32",
+                         **_child("ort", fp32, input_size=input_size, pixel_max=_conventions(fp32).pixel_max,
+                                  **timing)})
         if int8:
-            rows.append({"backend": "onnxruntime INT8", **_child("ort", int8, args)})
+            rows.append({"backend": "onnxruntime INT8",
+                         **_child("ort", int8, input_size=input_size, pixel_max=_conventions(int8).pixel_max,
+                                  **timing)})
     base = rows[0]["median_ms"]
     for row in rows:
         row["vs_first"] = row["median_ms"] / base
-    return rows
+    return BenchRun(rows, input_size)
 
 
 def add_parser(subparsers: Any) -> None:
@@ -199,12 +234,15 @@ def _run(args: argparse.Namespace) -> int:
     for flag, path in (("--onnx", args.onnx), ("--int8", args.int8)):
         if path:
             check_target(path, flag)
-    rows = run_backends(args)
+    run = run_backends(model=args.model, weights=args.weights, onnx=args.onnx, int8=args.int8,
+                       quantize=not args.no_int8, calib=args.calib, input_size=args.input_size, threads=args.threads,
+                       batch=args.batch, runs=args.runs, warmup=args.warmup)
+    rows = run.rows
     if args.json:
         json.dump(rows, sys.stdout, indent=2)
         print()
         return 0
-    print(f"batch {args.batch}, {args.input_size}x{args.input_size}, {args.threads} threads, median of {args.runs} "
+    print(f"batch {args.batch}, {run.input_size}x{run.input_size}, {args.threads} threads, median of {args.runs} "
           f"after {args.warmup} warm-up runs")
     print("| backend | median (ms) | p90 (ms) | images/s | peak RSS (MB) | vs first |")
     print("|---|---|---|---|---|---|")
@@ -215,5 +253,6 @@ def _run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":  # the per-backend child process
-    backend, target, batch, size, threads, runs, warmup = sys.argv[1:8]
-    print(json.dumps(measure(backend, target, int(batch), int(size), int(threads), int(runs), int(warmup))))
+    backend, target, batch, size, threads, runs, warmup, pixel_max = sys.argv[1:9]
+    print(json.dumps(measure(backend, target, int(batch), int(size), int(threads), int(runs), int(warmup),
+                             float(pixel_max))))

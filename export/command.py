@@ -189,16 +189,25 @@ def _detector(args: argparse.Namespace) -> int:
                              "read without unpickling (a state_dict .pth or .safetensors)")
         if not args.model:
             raise ValueError(f"--framework torchvision needs --model ({', '.join(DETECTOR_KINDS)})")
-        from .torchvision_detector import export_torchvision_detector_from_args
+        from .torchvision_detector import export_named_torchvision_detector
 
-        print(export_torchvision_detector_from_args(args).summary())
+        report = export_named_torchvision_detector(
+            args.model, args.output, backbone=args.backbone, num_classes=args.num_classes, cells=args.cells,
+            filters=args.filters, fpn_channels=args.fpn_channels, min_size=args.min_size, max_size=args.max_size,
+            score_thresh=args.score_thresh, weights=args.weights, image_size=tuple(args.image_size),
+            score_atol=args.score_atol, box_rtol=args.box_rtol, verify_image=args.verify_image)
+        print(report.summary())
         return 0
     given = [f"--{name.replace('_', '-')}" for name in _TORCHVISION_ONLY if getattr(args, name) is not None]
     if given:
         raise ValueError(f"{', '.join(given)}: for --framework torchvision only")
     if not args.config_file:
         raise ValueError("--framework detectron2 (the default) needs --config-file")
-    from .detector import export_detector_from_args
+    from .detectron2_detector import export_detector_from_config
 
-    print(export_detector_from_args(args).summary())
+    report = export_detector_from_config(
+        args.config_file, args.output, weights=args.weights, opts=args.opts, allow_pickle=args.allow_pickle,
+        image_size=tuple(args.image_size), score_atol=args.score_atol, box_rtol=args.box_rtol,
+        verify_image=args.verify_image)
+    print(report.summary())
     return 0

@@ -36,6 +36,8 @@ from nasnet_backbones.atomic import atomic_target
 from nasnet_backbones.errors import CommandError
 from nasnet_backbones.padding import traceable_padding
 
+from .conventions import InputConventions
+
 __all__ = ["ExportReport", "ExportVerificationError", "export_classifier", "export_backbone", "export_module", "verify_onnx",
            "graph_constants", "graph_problems", "verified_output", "save_checked", "same_file",
            "refuse_own_input"]
@@ -270,7 +272,8 @@ def _export(module: nn.Module, path: str | Path, input_size: int, batch: int | s
     return report
 
 
-def _metadata(model: nn.Module, input_size: int, extra: dict[str, Any] | None) -> dict[str, str]:
+def _metadata(model: nn.Module, input_size: int, extra: dict[str, Any] | None,
+              dynamic_size: bool = False) -> dict[str, str]:
     cfg = getattr(model, "pretrained_cfg", None)  # where a NASNet came from (None for other modules)
     weights = cfg.weights if cfg is not None else None
     meta: dict[str, Any] = {
@@ -284,6 +287,14 @@ def _metadata(model: nn.Module, input_size: int, extra: dict[str, Any] | None) -
         meta.update(mean=list(weights.mean), std=list(weights.std), resize_size=weights.resize_size,
                     interpolation=weights.interpolation)
     meta.update(extra or {})
+    # The input record quantize and bench read: NASNet's preprocessing when the model has no weights.
+    conventions = InputConventions(
+        "nasnet", (0.0, 1.0), "RGB", "center_crop", dynamic_size, input_size,
+        tuple(weights.mean) if weights is not None else (0.5, 0.5, 0.5),
+        tuple(weights.std) if weights is not None else (0.5, 0.5, 0.5),
+        weights.resize_size if weights is not None else int(input_size / 0.875),
+        weights.interpolation if weights is not None else "bilinear")
+    meta.update(conventions.to_metadata())
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
 
 
@@ -299,7 +310,7 @@ def export_classifier(model: nn.Module, path: str | Path, input_size: int | None
     if getattr(model, "features_only", False):
         raise ValueError("this model returns features; use export_backbone")
     size = input_size or _default_input_size(model)
-    meta = _metadata(model, size, metadata)
+    meta = _metadata(model, size, metadata, dynamic_size)
     if getattr(model, "num_classes", 0) == 1000 and "class_names" not in meta:
         from nasnet_backbones.imagenet import imagenet_classes
 
@@ -323,6 +334,7 @@ def export_backbone(model: nn.Module, path: str | Path, input_size: int | None =
     if size % 32:
         raise ValueError(f"input size {size} is not a multiple of 32; the stride-32 features need one")
     names = [f["name"] for f in model.feature_info]
-    meta = _metadata(model, size, {"feature_strides": [f["reduction"] for f in model.feature_info], **(metadata or {})})
+    meta = _metadata(model, size, {"feature_strides": [f["reduction"] for f in model.feature_info], **(metadata or {})},
+                     dynamic_size)
     return _export(_Features(model, names), path, size, batch, names, opset, meta, rtol, atol,
                    dynamic_size=dynamic_size)

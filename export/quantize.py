@@ -1,7 +1,7 @@
 """Static INT8 quantization (QDQ) of exported models with onnxruntime.quantization, and ORT format.
 
-Calibration reads real images (any folder, recursively) prepared exactly as the export's metadata
-says (input size, resize, mean/std), or generated ones (``"synthetic"``: smooth random images,
+Calibration reads real images (any folder, recursively) prepared exactly as the graph's input
+conventions say (:mod:`export.conventions`: input size, resize, mean/std, value range, channel order), or generated ones (``"synthetic"``: smooth random images,
 for when no data is at hand). Held-out inputs, never seen in calibration, then measure how far
 INT8 moves from FP32: top-1 agreement for a classifier's ``logits``, relative error otherwise.
 """
@@ -21,6 +21,7 @@ import onnx
 
 from nasnet_backbones.images import open_rgb
 
+from .conventions import InputConventions, read_conventions
 from .onnx_export import ExportVerificationError, graph_constants, refuse_own_input, verified_output
 
 __all__ = ["QuantizationReport", "QuantizationCheckError", "calibration_inputs", "quantize_onnx", "convert_to_ort",
@@ -113,31 +114,26 @@ def load_exported(path: str | Path, what: str = "model") -> onnx.ModelProto:
             except ValueError:
                 raise ValueError(f"{what} {path}: metadata {key}={meta[key]!r} is not a JSON value; re-export the "
                                  "model with `nasnet export`") from None
-    if len(dims) == 4 and not (dims[2] and dims[3]) and not isinstance(_recorded_int(meta, "input_size"), int):
+    try:
+        conventions = read_conventions(model)
+    except ValueError as exc:
+        raise ValueError(f"{what} {path}: {exc}; re-export the model with `nasnet export`") from None
+    if len(dims) == 4 and conventions.input_size is None:
         raise ValueError(f"{what} {path} takes any input size and its metadata records no input_size (an integer), "
                          "so there is no size to calibrate and check at; export it with `nasnet export` "
                          "(which records one) or with a fixed --input-size")
     return model
 
 
-def _recorded_int(meta: dict[str, str], key: str) -> Any:
-    try:
-        value = json.loads(meta[key]) if key in meta else None
-    except ValueError:
-        return None
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
-
-
-def _input_shape(model: onnx.ModelProto) -> tuple[int, int, int, int]:
+def _input_shape(model: onnx.ModelProto, conventions: InputConventions) -> tuple[int, int, int, int]:
     """(batch, channels, height, width) to feed: a dynamic batch becomes 1, a dynamic size the
-    ``input_size`` the export recorded."""
+    input size the conventions record."""
     dims = [d.dim_value for d in _image_input(model)[0].type.tensor_type.shape.dim]
     batch, channels, height, width = dims
     if not height or not width:
-        recorded = _recorded_int(_metadata(model), "input_size")
-        if not recorded:
+        if not conventions.input_size:
             raise ValueError("the model's input size is dynamic and its metadata does not record one")
-        height = width = recorded
+        height = width = conventions.input_size
     return batch or 1, channels, height, width
 
 
@@ -147,21 +143,15 @@ def is_detector(model: onnx.ModelProto) -> bool:
 
 
 def detector_inputs(model: onnx.ModelProto, source: str | Path, count: int, seed: int = 0) -> Iterator[np.ndarray]:
-    """Images for a detector graph: drawn shapes for ``"synthetic"``, else a folder. For detectron2's
-    graphs, 0-255 and resized as its test transform does (shortest side MIN_SIZE_TEST, longest at
-    most MAX_SIZE_TEST); for torchvision's, 0-1 RGB at the size its in-graph transform resizes to."""
+    """Images for a detector graph: drawn shapes for ``"synthetic"``, else a folder, prepared by the
+    graph's input conventions: resized to their shortest side (the longest at most their longest
+    side; for detectron2 its test transform's sizes, for torchvision the size its in-graph
+    transform resizes to), in their channel order and value range (detectron2 0-255, torchvision 0-1)."""
     from PIL import Image
 
-    meta = _metadata(model)
-    torchvision = meta.get("framework") == "torchvision"
-    if torchvision:
-        fixed = json.loads(meta.get("fixed_size", "null"))
-        short = min(fixed) if fixed else int(json.loads(meta.get("min_size", "[800]"))[-1])
-        longest = max(fixed) if fixed else int(json.loads(meta.get("max_size", "1333")))
-    else:
-        short = int(json.loads(meta.get("min_size_test", "800")))
-        longest = int(json.loads(meta.get("max_size_test", "1333")))
-    bgr = "BGR" in meta.get("input", "")
+    conventions = read_conventions(model)
+    short, longest = conventions.shortest_side, conventions.longest_side
+    bgr = conventions.channel_order == "BGR"
     if str(source) == "synthetic":
         from detection.synthetic import draw_shapes_image
 
@@ -180,7 +170,7 @@ def detector_inputs(model: onnx.ModelProto, source: str | Path, count: int, seed
         scale = min(short / min(h, w), longest / max(h, w))
         img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
         arr = np.asarray(img, dtype=np.float32)[:, :, ::-1 if bgr else 1]
-        yield np.ascontiguousarray(arr.transpose(2, 0, 1)) / (255.0 if torchvision else 1.0)
+        yield np.ascontiguousarray(arr.transpose(2, 0, 1)) / (255.0 / conventions.pixel_max)
 
 
 def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -206,8 +196,8 @@ def calibration_inputs(model: onnx.ModelProto, source: str | Path, count: int, s
     if is_detector(model):
         yield from detector_inputs(model, source, count, seed)
         return
-    batch, channels, height, width = _input_shape(model)
-    meta = _metadata(model)
+    conventions = read_conventions(model)
+    batch, channels, height, width = _input_shape(model, conventions)
     rng = np.random.default_rng(seed)
     if str(source) == "synthetic":
         import torch
@@ -225,10 +215,9 @@ def calibration_inputs(model: onnx.ModelProto, source: str | Path, count: int, s
         raise ValueError(f"{folder} has {len(files)} images; calibration and the held-out check need {count * batch}")
     from nasnet_backbones.transforms import ClassificationEval
 
-    mean = json.loads(meta.get("mean", "[0.5, 0.5, 0.5]"))
-    std = json.loads(meta.get("std", "[0.5, 0.5, 0.5]"))
-    resize = int(json.loads(meta.get("resize_size", str(int(height / 0.875)))))
-    transform = ClassificationEval(height, resize, json.loads(meta.get("interpolation", '"bilinear"')), mean, std)
+    resize = conventions.resize_size or int(height / 0.875)
+    transform = ClassificationEval(height, resize, conventions.interpolation, list(conventions.mean or (0.5,) * 3),
+                                   list(conventions.std or (0.5,) * 3))
     order = rng.permutation(len(files))
     for start in range(0, count * batch, batch):
         images = []

@@ -9,7 +9,7 @@ its fixed square, padding to a multiple of 32) is inside. Outputs: ``boxes`` (N 
 in the input image's pixels), ``classes`` (N, torchvision's ``labels``), ``scores`` (N), and for
 Mask R-CNN ``masks`` (N x 1 x H x W probabilities, pasted into the input image).
 
-Verification follows :mod:`export.detector`: onnxruntime and PyTorch run on an image of another
+Verification is :mod:`export.detections`' (shared with :mod:`export.detectron2_detector`): onnxruntime and PyTorch run on an image of another
 size than the traced one and must give the same detections (same count and classes, scores
 within ``score_atol``, boxes within ``box_rtol`` of the image size, mask probabilities within
 ``score_atol``), paired one to one rather than by position, since untrained heads give equal
@@ -22,7 +22,7 @@ import json
 import logging
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -30,15 +30,18 @@ from torch import nn
 from torch.onnx import operators
 from torchvision.models.detection import transform as tv_transform
 
-from .detector import OUTPUTS, _check_image, _compare_dense, _match, trace_and_run
+from nasnet_backbones.genotype import Genotype
+
+from .conventions import InputConventions
+from .detections import OUTPUTS, check_image, compare_dense, detector_report, match_detections, trace_and_run
 from .onnx_export import DEFAULT_OPSET, ExportReport, ExportVerificationError, verified_output
 
-__all__ = ["export_torchvision_detector", "export_torchvision_detector_from_args"]
+__all__ = ["OneImageDetector", "eager_resize", "export_named_torchvision_detector", "export_torchvision_detector"]
 
 logger = logging.getLogger(__name__)
 
 
-class _OneImage(nn.Module):
+class OneImageDetector(nn.Module):
     """A torchvision detector as a graph can hold it: one CHW image in, a tuple of tensors out."""
 
     def __init__(self, model: nn.Module, masks: bool) -> None:
@@ -77,7 +80,7 @@ def _resize_like_eager(image: torch.Tensor, self_min_size: int, self_max_size: i
 
 
 @contextmanager
-def _eager_resize() -> Iterator[None]:
+def eager_resize() -> Iterator[None]:
     """Within the block, torchvision's detection transform resizes with :func:`_resize_like_eager`."""
     tv_transform._resize_image_and_masks = _resize_like_eager
     try:
@@ -100,27 +103,28 @@ def export_torchvision_detector(model: nn.Module, path: str | Path, image_size: 
     masks = _has_masks(model)
     outputs = [*OUTPUTS, "masks"] if masks else list(OUTPUTS)
     modes = {m: m.training for m in model.modules()}  # restored afterwards: the caller's model is theirs
-    wrapper = _OneImage(model, masks).eval()
+    wrapper = OneImageDetector(model, masks).eval()
     h, w = image_size
     traced = torch.rand(3, h, w, generator=torch.Generator().manual_seed(0))
-    check = _check_image((h + 33, w - 31), verify_image, bgr=False) / 255.0  # other size and parity
+    check = check_image((h + 33, w - 31), verify_image, bgr=False) / 255.0  # other size and parity
     transform = model.transform
     meta = {"framework": "torchvision", "source_model": type(model).__name__,
             "backbone": getattr(model.backbone, "name", type(model.backbone).__name__),
             "input": "CHW float 0-1, RGB, any size (the model's transform inside)",
             "min_size": json.dumps(list(transform.min_size)), "max_size": json.dumps(transform.max_size),
             "fixed_size": json.dumps(transform.fixed_size), "image_mean": json.dumps(transform.image_mean),
-            "image_std": json.dumps(transform.image_std), **{k: str(v) for k, v in (metadata or {}).items()}}
+            "image_std": json.dumps(transform.image_std), **_conventions(transform).to_metadata(),
+            **{k: str(v) for k, v in (metadata or {}).items()}}
     try:
         with verified_output(path) as tmp:
             axes = {"image": {1: "height", 2: "width"}, **{name: {0: "detections"} for name in outputs}}
             if masks:
                 axes["masks"] = {0: "detections", 2: "height", 3: "width"}
-            got = trace_and_run(wrapper, (traced,), tmp, outputs, axes, meta, check, opset, _eager_resize())
+            got = trace_and_run(wrapper, (traced,), tmp, outputs, axes, meta, check, opset, eager_resize())
             with torch.no_grad():
                 expected = dict(zip(outputs, (t.numpy() for t in wrapper(check))))
             try:
-                max_abs = _match(got, expected, score_atol, box_rtol * max(check.shape[1:]))
+                max_abs = match_detections(got, expected, score_atol, box_rtol * max(check.shape[1:]))
             except ExportVerificationError as exc:
                 ties = int((np.diff(np.sort(expected["scores"])) <= 1e-5).sum())
                 if ties:  # the likely cause, and what to do about it
@@ -129,38 +133,48 @@ def export_torchvision_detector(model: nn.Module, path: str | Path, image_size: 
                         "and NMS may order either way, so the two runtimes can keep different boxes; untrained "
                         "heads give such scores: export trained weights, or raise the score threshold") from None
                 raise
-            mask_err = _compare_dense(got, expected, score_atol)
-            if len(expected["scores"]) == 0:
-                logger.warning("verification compared no detections (the model found nothing in the check image); "
-                               "pass an image with objects it detects (--verify-image) for a meaningful check")
+            mask_err = compare_dense(got, expected, score_atol)
     finally:
         for m, training in modes.items():
             m.training = training
-    # As in export.detector: "abs" is the box error in pixels and "rel" that error over the image size.
-    report = ExportReport(str(path), [3, "height", "width"], outputs, [list(check.shape)], max_abs,
-                          max_abs / max(check.shape[1:]), box_rtol, score_atol, metadata=meta)
-    report.metadata = {**meta, "verified_detections": str(len(expected["scores"]))}
+    report = detector_report(path, outputs, check, max_abs, box_rtol, score_atol, meta, len(expected["scores"]))
     if mask_err is not None:
         report.metadata["mask_max_abs_error"] = f"{mask_err:.2e}"
     logger.info("%s", report.summary())
     return report
 
 
-def export_torchvision_detector_from_args(args: Any) -> ExportReport:
-    """``nasnet export detector --framework torchvision``: build, load ``--weights``, export."""
+def export_named_torchvision_detector(kind: str, output: str | Path, *, backbone: str | Genotype | Path = "nasnet_a_mobile",
+                                      num_classes: int = 91, cells: int = 4, filters: int = 44,
+                                      fpn_channels: int = 256, min_size: int | None = None,
+                                      max_size: int | None = None, score_thresh: float | None = None,
+                                      weights: str | Path | None = None, image_size: Sequence[int] = (320, 416),
+                                      score_atol: float = 1e-3, box_rtol: float = 5e-3,
+                                      verify_image: str | Path | None = None) -> ExportReport:
+    """Build the torchvision detector ``kind`` (:func:`detection.torchvision.torchvision_detector`),
+    load ``weights`` (a whole detector's state dict; None: random weights, seeded, so every export
+    of a configuration is the same model), export and verify it to ``output``."""
     from detection.torchvision import load_detector_weights, torchvision_detector
 
-    torch.manual_seed(0)  # without --weights, every export of a configuration is the same model
-    model = torchvision_detector(args.model, args.backbone, args.num_classes, cells=args.cells, filters=args.filters,
-                                 fpn_channels=args.fpn_channels, min_size=args.min_size, max_size=args.max_size,
-                                 score_thresh=args.score_thresh)
-    if args.weights:
-        load_detector_weights(model, args.weights)
+    torch.manual_seed(0)  # without weights, every export of a configuration is the same model
+    model = torchvision_detector(kind, backbone, num_classes, cells=cells, filters=filters, fpn_channels=fpn_channels,
+                                 min_size=min_size, max_size=max_size, score_thresh=score_thresh)
+    if weights:
+        load_detector_weights(model, weights)
     else:
-        logger.warning("no --weights: exporting %s with random weights", args.model)
-    meta = {"detector": args.model, "backbone": str(args.backbone), "num_classes": args.num_classes,
-            "weights": args.weights or ""}
-    if str(args.backbone).endswith(".json"):
-        meta.update(cells=args.cells, filters=args.filters)
-    return export_torchvision_detector(model.eval(), args.output, tuple(args.image_size), score_atol=args.score_atol,
-                                       box_rtol=args.box_rtol, verify_image=args.verify_image, metadata=meta)
+        logger.warning("no --weights: exporting %s with random weights", kind)
+    meta = {"detector": kind, "backbone": str(backbone), "num_classes": num_classes, "weights": str(weights or "")}
+    if str(backbone).endswith(".json"):
+        meta.update(cells=cells, filters=filters)
+    return export_torchvision_detector(model.eval(), output, tuple(image_size), score_atol=score_atol,
+                                       box_rtol=box_rtol, verify_image=verify_image, metadata=meta)
+
+
+def _conventions(transform: nn.Module) -> InputConventions:
+    """A torchvision detector graph's input: 0-1 RGB, any size, resized inside to the transform's
+    sides (its fixed square, or its last ``min_size`` and its ``max_size``)."""
+    fixed = transform.fixed_size
+    short = min(fixed) if fixed else int(transform.min_size[-1])
+    longest = max(fixed) if fixed else int(transform.max_size)
+    return InputConventions("torchvision", (0.0, 1.0), "RGB", "in_graph", True, shortest_side=short,
+                            longest_side=longest)

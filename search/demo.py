@@ -15,6 +15,9 @@ Steps (each also runs alone with ``--steps``; later steps read what earlier ones
 at the paper's settings, for a GPU machine (``--cifar-dir``, ``--coco-dir``). Each step calls the
 same code as its own command (``nasnet search``, ``nasnet detect``, ``nasnet export``), so the
 demo shows exactly what those commands do.
+
+The demo drives every package, so it lives on the top floor (``search``) and is registered as the
+``demo`` entry point of ``nasnet.commands`` from here: the model package never imports upward.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+
+from nasnet_backbones.cli import main
 
 __all__ = ["STEPS", "add_parser", "run"]
 
@@ -63,8 +68,6 @@ class _Demo:
         return {"quick": quick, "default": default, "full": full}[self.mode]
 
     def cli(self, argv: list[str]) -> None:
-        from .cli import main
-
         logger.info("nasnet %s", " ".join(argv))
         code = main(argv)
         if code:
@@ -92,7 +95,7 @@ class _Demo:
             if self.mode == "quick":
                 argv += ["--child-epochs", "1", "--train-size", "200", "--val-size", "100", "--img-size", "8"]
         self.cli(argv)
-        from search.report import load_run
+        from .report import load_run
 
         rows = load_run(run_dir)[1]
         best = max(rows, key=lambda r: r["reward"])
@@ -105,13 +108,13 @@ class _Demo:
         import torch
 
         from export.bench import timed
-        from search.latency import LatencyModel, LatencySettings
-        from search.space import SearchSpace
+        from nasnet_backbones import genotypes
+        from nasnet_backbones.complexity import count_madds, count_params
+        from nasnet_backbones.genotype import Genotype
+        from nasnet_backbones.builder import build_model
 
-        from . import genotypes
-        from .complexity import count_madds, count_params
-        from .genotype import Genotype
-        from .nasnet import build_nasnet
+        from .latency import LatencyModel, LatencySettings
+        from .space import SearchSpace
 
         cells, filters, size = self.pick((1, 8, 64), (4, 44, 224), (4, 44, 224))
         candidates = {"searched cell": Genotype.from_json(self.best_genotype), "NASNet-A": genotypes.NASNET_A}
@@ -119,7 +122,7 @@ class _Demo:
                                                runs=self.pick(5, 20, 20)), SearchSpace())
         rows = []
         for name, genotype in candidates.items():
-            model = build_nasnet(genotype, num_cells=3 * cells, num_filters=filters, stem="imagenet", img_size=size).eval()
+            model = build_model(genotype, cells=cells, filters=filters, stem="imagenet", img_size=size).eval()
             x = torch.randn(1, 3, size, size)
             with torch.inference_mode():
                 eager = sorted(timed(lambda: model(x), self.pick(3, 10, 10), warmup=2))
@@ -188,7 +191,7 @@ class _Demo:
         from export.onnx_export import export_classifier
         from export.quantize import quantize_onnx
 
-        from .registry import create_model
+        from nasnet_backbones.builder import create_model
 
         folder = self.out / "export"
         folder.mkdir(parents=True, exist_ok=True)
@@ -209,9 +212,8 @@ class _Demo:
         self.cli(["export", "detector", "--config-file", "faster_rcnn_nasnet_a_mobile_FPN_1x", "--weights", weights,
                   "--image-size", *[str(self.pick(64, 128, 800))] * 2, "-o", str(detector),
                   "--opts", *self._detector_opts()])
-        bench = Namespace(model="nasnet_a_mobile", weights=None, onnx=str(fp32), int8=str(int8), no_int8=False,
-                          calib="synthetic", input_size=size, threads=2, batch=1, runs=self.pick(3, 20, 20), warmup=2)
-        rows = run_backends(bench)
+        rows = run_backends(model="nasnet_a_mobile", onnx=str(fp32), int8=str(int8), input_size=size, threads=2,
+                            batch=1, runs=self.pick(3, 20, 20), warmup=2).rows
         return {"classifier": str(fp32), "classifier_int8": str(int8), "detector": str(detector),
                 "classifier_max_abs_error": report.max_abs_error, "int8_top1_agreement": quantized.top1_agreement,
                 "input_size": size, "latency": rows}

@@ -259,7 +259,7 @@ def test_mask_and_panoptic_detectors_export_with_their_outputs(config, outputs, 
     """Mask probabilities and semantic logits are outputs too, named and verified at another size."""
     pytest.importorskip("detectron2")
     import detection
-    from export.detector import export_detector
+    from export.detectron2_detector import export_detector
 
     cell = tmp_path / "cell.json"
     nb.genotypes.NASNET_A.to_json(cell)
@@ -281,7 +281,7 @@ def test_mask_and_panoptic_detectors_export_with_their_outputs(config, outputs, 
 def test_detector_int8_reports_box_agreement(tmp_path, capsys):
     pytest.importorskip("detectron2")
     import detection
-    from export.detector import export_detector
+    from export.detectron2_detector import export_detector
     from export.quantize import quantize_onnx
 
     cell = tmp_path / "cell.json"

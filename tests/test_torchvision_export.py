@@ -13,8 +13,8 @@ import torch
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from export import ExportVerificationError
-from export.detector import _check_image
-from export.torchvision_detector import _OneImage, _eager_resize, _match, export_torchvision_detector
+from export.detections import check_image, match_detections
+from export.torchvision_detector import OneImageDetector, eager_resize, export_torchvision_detector
 from nasnet_backbones import genotypes
 from nasnet_backbones.cli import main
 from detection.torchvision import torchvision_detector
@@ -45,7 +45,7 @@ def _run(path, image: torch.Tensor) -> dict[str, np.ndarray]:
 def _eager(model: torch.nn.Module, image: torch.Tensor, masks: bool = False) -> dict[str, np.ndarray]:
     names = ["boxes", "classes", "scores", "masks"] if masks else ["boxes", "classes", "scores"]
     with torch.no_grad():
-        return dict(zip(names, (t.numpy() for t in _OneImage(model.eval(), masks)(image))))
+        return dict(zip(names, (t.numpy() for t in OneImageDetector(model.eval(), masks)(image))))
 
 
 @pytest.mark.parametrize("kind, settings, spread", [
@@ -70,10 +70,10 @@ def test_export_matches_pytorch_at_other_sizes(kind, settings, spread, tmp_path)
     meta = {p.key: p.value for p in graph.metadata_props}
     assert meta["framework"] == "torchvision" and meta["detector"] == kind and "0-1, RGB" in meta["input"]
     # A third size, landscape, straight from the file: the same detections as the PyTorch model.
-    image = _check_image((150, 230), None, bgr=False) / 255.0
+    image = check_image((150, 230), None, bgr=False) / 255.0
     got, expected = _run(out, image), _eager(model, image, masks)
     assert len(expected["scores"]) > 0
-    assert _match(got, expected, 1e-3, 0.005 * 230) < 0.05
+    assert match_detections(got, expected, 1e-3, 0.005 * 230) < 0.05
     assert (got["boxes"][:, 2] <= 230).all() and (got["boxes"][:, 3] <= 150).all()  # the input image's pixels
     if masks:
         assert got["masks"].shape == (len(got["scores"]), 1, 150, 230)
@@ -98,7 +98,7 @@ def test_traced_resize_picks_the_eager_size(tmp_path):
         def forward(self, image):
             return transform.resize(image, None)[0]
 
-    with torch.no_grad(), _eager_resize():
+    with torch.no_grad(), eager_resize():
         torch.onnx.export(Resize(), (torch.rand(3, 96, 128),), str(tmp_path / "resize.onnx"), dynamo=False,
                           opset_version=17, input_names=["image"], dynamic_axes={"image": {1: "h", 2: "w"}})
     session = ort.InferenceSession(str(tmp_path / "resize.onnx"), providers=["CPUExecutionProvider"])
@@ -126,9 +126,9 @@ def test_cli_exports_the_saved_detector(tmp_path, capsys):
     meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     assert meta["detector"] == "fasterrcnn" and meta["num_classes"] == "3" and meta["weights"].endswith("det.pth")
     assert json.loads(meta["min_size"]) == [96] and json.loads(meta["max_size"]) == 128
-    image = _check_image((120, 90), None, bgr=False) / 255.0
+    image = check_image((120, 90), None, bgr=False) / 255.0
     got, expected = _run(out, image), _eager(model, image)
-    assert len(expected["scores"]) > 0 and _match(got, expected, 1e-3, 0.6) < 0.05
+    assert len(expected["scores"]) > 0 and match_detections(got, expected, 1e-3, 0.6) < 0.05
 
     # A file of another detector is one clear error, and writes nothing.
     bad = tmp_path / "bad.onnx"
