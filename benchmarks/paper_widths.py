@@ -31,8 +31,8 @@ def main() -> None:
     for row, p_params, p_madds, size, stem, candidates in ROWS:
         for n, width, note in candidates:
             extra = dict(stem_multiplier=3.0, skip_reduction_layer_input=True) if stem == "imagenet" else {}
-            model = nb.build_nasnet(nb.genotypes.NASNET_A, num_cells=3 * n, num_filters=width, stem=stem,
-                                    num_classes=1000 if stem == "imagenet" else 10, img_size=size, **extra)
+            model = nb.build_model(nb.genotypes.NASNET_A, cells=n, filters=width, stem=stem,
+                                   num_classes=1000 if stem == "imagenet" else 10, img_size=size, **extra)
             params = count_params(model) / 1e6
             madds = count_madds(model, size) / 1e6 if p_madds else None
             madds_cols = f"{madds:.0f} | {madds / p_madds - 1:+.1%}" if madds else "– | –"

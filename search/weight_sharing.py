@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from nasnet_backbones.atomic import write_atomic
 from nasnet_backbones.genotype import Genotype
+from nasnet_backbones.nasnet import NUM_STACKS
 
 from .child import NUM_CLASSES, ChildSettings
 from .data import search_splits
@@ -65,7 +66,7 @@ class SupernetTrainer:
     def run(self) -> None:
         s, child, space = self.strategy, self.child, self.search.space
         torch.manual_seed(self.search.config.seed)
-        net = Supernet(space, 3 * child.cells, child.filters, NUM_CLASSES).to(self.device)
+        net = Supernet(space, NUM_STACKS * child.cells, child.filters, NUM_CLASSES).to(self.device)
         params = list(net.parameters())
         optimizer = torch.optim.SGD(params, lr=s.lr, momentum=0.9, nesterov=True, weight_decay=s.weight_decay)
         train_set, val_set = search_splits(child.dataset, child.data_dir, child.val_size, child.train_size,
