@@ -53,6 +53,18 @@ def test_download_checks_hash_and_gives_the_references_logits(published_mobile, 
     torch.testing.assert_close(again.classifier.weight, model.classifier.weight)
 
 
+def test_registered_weights_are_recorded_in_pretrained_cfg(published_mobile):
+    model = nb.create_model("nasnet_a_mobile", pretrained="test_in1k")
+    cfg = model.pretrained_cfg
+    assert (cfg.architecture, cfg.tag, cfg.name, cfg.weights) == (
+        "nasnet_a_4_1056", "test_in1k", "nasnet_a_4_1056.test_in1k", published_mobile)
+    assert cfg.checkpoint == str(weights_mod.cache_dir() / published_mobile.filename)
+    assert cfg.input_size == 224
+    ours, theirs = cfg.transforms(), published_mobile.transforms()
+    assert (ours.crop_size, ours.resize_size, ours.interpolation, ours.mean, ours.std) == (
+        theirs.crop_size, theirs.resize_size, theirs.interpolation, theirs.mean, theirs.std)
+
+
 def test_download_with_wrong_hash_keeps_nothing(published_mobile):
     bad = nb.register_weights(replace(published_mobile, tag="bad_hash", hash_prefix="00000000"))
     with pytest.raises(nb.WeightsNotFoundError, match="sha256 does not start with 00000000"):
