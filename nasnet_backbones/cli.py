@@ -1,4 +1,11 @@
-"""The ``nasnet`` command: one subcommand per job, each defined next to the code it drives."""
+"""The ``nasnet`` command: one subcommand per job, each defined next to the code it drives.
+
+The subcommands are not imported here: every package registers the ``add_parser(subparsers)`` of
+the commands it owns in the ``nasnet.commands`` entry-point group (``pyproject.toml``), and
+:func:`build_parser` finds them with :func:`importlib.metadata.entry_points`. So this module, on the
+lowest floor, imports nothing from ``detection``, ``export`` or ``search``; a command whose package
+fails to import is still listed, and running it says why in one line.
+"""
 
 from __future__ import annotations
 
@@ -6,39 +13,93 @@ import argparse
 import errno
 import logging
 import os
+import re
 import sys
-from typing import Sequence
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any, Callable, Sequence
 
-from . import demo, draw, evaluate, info, predict
+from .errors import CommandError
 from .runlock import RunDirectoryLocked
-from .training import command as train
 
-__all__ = ["main", "build_parser"]
+__all__ = ["COMMAND_GROUP", "main", "build_parser", "command_entry_points"]
 
-# Each module contributes ``add_parser(subparsers)``; the search, detection and export packages
-# add theirs here as they land.
-_COMMAND_MODULES = [info, predict, evaluate, train, draw]
-try:  # the detectron2 commands; the core package works without detectron2
-    from detection import command as detect
-except ImportError as exc:  # pragma: no cover - detectron2 is a declared dependency
-    logging.getLogger(__name__).debug("nasnet detect unavailable: %s", exc)
-else:
-    _COMMAND_MODULES.append(detect)
-from search import command as search_command  # noqa: E402
-from export import bench as bench_command  # noqa: E402
-from export import command as export_command  # noqa: E402
-from export.onnx_export import ExportVerificationError  # noqa: E402
+logger = logging.getLogger(__name__)
 
-_COMMAND_MODULES += [search_command, export_command, bench_command, demo]
+COMMAND_GROUP = "nasnet.commands"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_entry_points() -> list[EntryPoint]:
+    """Every registered subcommand, sorted by name (the first registration of a name wins)."""
+    found: dict[str, EntryPoint] = {}
+    for ep in sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name):
+        if ep.name in found:
+            logger.debug("nasnet %s: %s ignored, %s registered it first", ep.name, ep.value, found[ep.name].value)
+            continue
+        found[ep.name] = ep
+    return list(found.values())
+
+
+def _install_hint(ep: EntryPoint, exc: ImportError) -> str:
+    """What to install for ``exc``: the requirement (or extra) of the registering distribution that
+    provides the missing module, when one matches its name."""
+    missing = (exc.name or "").split(".")[0]
+    dist = getattr(ep, "dist", None)
+    if missing and dist is not None:
+        wanted = re.sub(r"[-_.]+", "-", missing).lower()
+        for requirement in dist.requires or []:
+            name = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", requirement)
+            normalised = re.sub(r"[-_.]+", "-", name.group(0)).lower() if name else ""
+            if normalised != wanted and not normalised.endswith("-" + wanted):
+                continue
+            spec, _, marker = requirement.partition(";")
+            extra = re.search(r"extra\s*==\s*['\"]([^'\"]+)['\"]", marker)
+            target = f"{dist.metadata['Name']}[{extra.group(1)}]" if extra else spec.strip().replace(" ", "")
+            return f"pip install '{target}'"
+    owner = dist.metadata["Name"] if dist is not None else "the package that registers it"
+    return f"reinstall {owner} with its dependencies"
+
+
+def _add_unavailable(subparsers: Any, ep: EntryPoint, exc: ImportError) -> None:
+    """List ``ep`` with a note; running it prints why it cannot run and exits 2."""
+    reason = f"{type(exc).__name__}: {exc}"
+    line = f"unavailable, {reason} ({_install_hint(ep, exc)})"
+    p = subparsers.add_parser(ep.name, help=f"(unavailable: {exc})", description=f"nasnet {ep.name} is {line}.")
+
+    def unavailable(args: argparse.Namespace) -> int:
+        print(f"nasnet {ep.name}: error: {line}", file=sys.stderr)
+        return 2
+
+    p.set_defaults(func=unavailable, unavailable=True)
+
+
+def _requested(argv: Sequence[str], names: set[str]) -> str | None:
+    """The subcommand ``argv`` names, if its first word is one (so that only it is imported)."""
+    for word in argv:
+        if word in ("-v", "--verbose"):
+            continue
+        return word if word in names else None
+    return None
+
+
+def build_parser(*, argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The ``nasnet`` parser with every registered subcommand, or, when ``argv`` names one, that
+    subcommand alone (the others' packages are then not imported)."""
     parser = argparse.ArgumentParser(prog="nasnet", description="NASNet models, search, detection and export.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for module in _COMMAND_MODULES:
-        module.add_parser(sub)
+    commands = command_entry_points()
+    wanted = _requested(argv, {ep.name for ep in commands}) if argv is not None else None
+    for ep in commands:
+        if wanted is not None and ep.name != wanted:
+            continue
+        try:
+            add_parser: Callable[[Any], None] = ep.load()
+        except ImportError as exc:  # a package whose dependency is missing: listed, and says why when run
+            logger.debug("nasnet %s unavailable: %s", ep.name, exc)
+            _add_unavailable(sub, ep, exc)
+        else:
+            add_parser(sub)
     return parser
 
 
@@ -58,12 +119,16 @@ def _describe_os_error(exc: OSError) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv=argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "unavailable", False):  # an unavailable command takes any arguments
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("fvcore").setLevel(logging.ERROR)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, ExportVerificationError, FloatingPointError, RunDirectoryLocked) as exc:
+    except (ValueError, CommandError, FloatingPointError, RunDirectoryLocked) as exc:
         # bad input, a failed check, a run directory in use, or training that diverged (the message says which)
         if args.verbose:
             raise
