@@ -26,7 +26,6 @@ import argparse
 import json
 import logging
 import time
-from argparse import Namespace
 from pathlib import Path
 from typing import Any, Callable
 
