@@ -44,20 +44,17 @@ _CHILD_FLAGS = [
     ("--val-size", "val_size", positive_int, "images held out of the training set to score children (paper: 5000)"),
     ("--img-size", "img_size", positive_int, "synthetic dataset: image side"),
 ]
-# (flag, {strategy: its option}, type, help)
+# (flag, type, help); which strategy setting a flag sets is declared by the strategies (Strategy.settings_by_flag)
 _STRATEGY_FLAGS = [
-    ("--controller-lr", {"ppo": "lr", "enas": "controller_lr"}, positive_float,
-     "ppo, enas: controller learning rate (paper: 0.00035; ENAS: 0.0035)"),
-    ("--controller-batch", {"ppo": "batch_size", "enas": "controller_batch"}, positive_int,
-     "ppo, enas: rewards per PPO update (paper: 20; enas default 10)"),
-    ("--entropy-weight", {"ppo": "entropy_weight", "enas": "entropy_weight"}, nonnegative_float,
-     "ppo, enas: entropy bonus weight (paper: 0.00001; ENAS: 0.0001)"),
-    ("--population-size", {"evolution": "population_size"}, positive_int, "evolution: population P (AmoebaNet: 100)"),
-    ("--sample-size", {"evolution": "sample_size"}, positive_int, "evolution: tournament sample S (AmoebaNet: 25)"),
-    ("--enas-epochs", {"enas": "epochs"}, positive_int, "enas: supernet training epochs (default 50; ENAS: 150)"),
-    ("--controller-steps", {"enas": "controller_steps"}, positive_int, "enas: controller proposals per epoch (default 20)"),
-    ("--derive-samples", {"enas": "derive_samples"}, positive_int,
-     "enas: cells drawn from the trained controller and ranked with shared weights (default 100)"),
+    ("--controller-lr", positive_float, "ppo, enas: controller learning rate (paper: 0.00035; ENAS: 0.0035)"),
+    ("--controller-batch", positive_int, "ppo, enas: rewards per PPO update (paper: 20; enas default 10)"),
+    ("--entropy-weight", nonnegative_float, "ppo, enas: entropy bonus weight (paper: 0.00001; ENAS: 0.0001)"),
+    ("--population-size", positive_int, "evolution: population P (AmoebaNet: 100)"),
+    ("--sample-size", positive_int, "evolution: tournament sample S (AmoebaNet: 25)"),
+    ("--enas-epochs", positive_int, "enas: supernet training epochs (default 50; ENAS: 150)"),
+    ("--controller-steps", positive_int, "enas: controller proposals per epoch (default 20)"),
+    ("--derive-samples", positive_int, "enas: cells drawn from the trained controller and ranked with shared weights "
+     "(default 100)"),
 ]
 
 
@@ -95,7 +92,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--blocks", type=positive_int, help="B: blocks per cell (default: 5)")
     p.add_argument("--ops", help="comma-separated op names (default: the paper's 13: " + ",".join(NASNET_SEARCH_OPS) + ")")
     p.add_argument("--combine", help="comma-separated combine ops: add, concat (default: add)")
-    for flag, _, typ, text in _STRATEGY_FLAGS:
+    for flag, typ, text in _STRATEGY_FLAGS:
         p.add_argument(flag, dest=f"strategy_{flag[2:].replace('-', '_')}", type=typ, help=text)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="where a strategy's preparation phase trains (enas: its supernet; the search process's device)")
@@ -142,12 +139,14 @@ def _config(args: argparse.Namespace, saved: dict[str, Any] | None) -> SearchCon
         combine_ops=_split_names(args.combine) or tuple(saved_space.get("combine_ops", ("add",))))
     strategy = args.strategy or (saved["strategy"] if saved else "ppo")
     options = dict(saved["strategy_settings"]) if saved and saved["strategy"] == strategy else {}
-    for flag, owners, _, _ in _STRATEGY_FLAGS:
+    for flag, _, _ in _STRATEGY_FLAGS:
         value = getattr(args, f"strategy_{flag[2:].replace('-', '_')}")
         if value is not None:
-            if strategy not in owners:
+            settings = STRATEGIES[strategy].settings_by_flag if strategy in STRATEGIES else {}
+            if flag not in settings:
+                owners = [name for name, cls in STRATEGIES.items() if flag in cls.settings_by_flag]
                 raise ValueError(f"{flag} is a setting of the {' and '.join(owners)} strategy, not of {strategy}")
-            options[owners[strategy]] = value
+            options[settings[flag]] = value
     dataset = args.dataset or (saved["child"]["dataset"] if saved else "cifar10")
     if saved and args.preset is None:
         child = ChildSettings.from_dict(saved["child"])

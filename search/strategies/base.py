@@ -54,6 +54,9 @@ class Strategy(ABC):
     #: latency-aware search then predicts latencies from an op table (``--latency-table auto``
     #: builds it) instead of measuring every cell it scores.
     wants_latency_table: ClassVar[bool] = False
+    #: The ``nasnet search`` flags that set this strategy's settings: flag -> constructor keyword
+    #: (a flag no strategy of the search declares is refused, naming the strategies that have it).
+    settings_by_flag: ClassVar[dict[str, str]] = {}
 
     def __init__(self, space: SearchSpace, seed: int = 0) -> None:
         self.space = space

@@ -40,6 +40,9 @@ __all__ = ["ENASStrategy"]
 class ENASStrategy(Strategy):
     name = "enas"
     wants_latency_table = True  # it scores controller_steps x epochs + derive_samples cells without training them
+    settings_by_flag = {"--controller-lr": "controller_lr", "--controller-batch": "controller_batch",
+                        "--entropy-weight": "entropy_weight", "--enas-epochs": "epochs",
+                        "--controller-steps": "controller_steps", "--derive-samples": "derive_samples"}
 
     def __init__(self, space: SearchSpace, seed: int = 0, epochs: int = 50, lr: float = 0.05,
                  weight_decay: float = 1e-4, grad_clip: float = 5.0, controller_steps: int = 20,

@@ -24,6 +24,7 @@ __all__ = ["RegularizedEvolution"]
 
 class RegularizedEvolution(Strategy):
     name = "evolution"
+    settings_by_flag = {"--population-size": "population_size", "--sample-size": "sample_size"}
 
     def __init__(self, space: SearchSpace, seed: int = 0, population_size: int = 100, sample_size: int = 25,
                  identity_prob: float = 0.05) -> None:

@@ -93,6 +93,8 @@ class PPOController(Strategy):
     """Proposals sampled from :class:`Controller`; a PPO update every ``batch_size`` rewards."""
 
     name = "ppo"
+    settings_by_flag = {"--controller-lr": "lr", "--controller-batch": "batch_size",
+                        "--entropy-weight": "entropy_weight"}
 
     def __init__(self, space: SearchSpace, seed: int = 0, hidden_size: int = 100, lr: float = 0.00035,
                  batch_size: int = 20, entropy_weight: float = 0.00001, baseline_decay: float = 0.95,
