@@ -22,6 +22,7 @@ $(D2_WHEEL):
 # Re-runs only when pyproject.toml changes.
 $(STAMP): pyproject.toml $(D2_WHEEL)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	rm -rf *.egg-info  # stale metadata here would shadow the install's (its nasnet.commands entry points)
 	$(BIN)/python -m pip install -q --upgrade "pip>=24"
 	$(BIN)/python -m pip install --find-links $(WHEELS) -e '.[test]'
 	touch $@

@@ -89,6 +89,9 @@ def build_parser(*, argv: Sequence[str] | None = None) -> argparse.ArgumentParse
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     commands = command_entry_points()
+    if not commands:
+        logger.warning("no %s entry points: is nasnet-backbones installed (pip install -e .)? A stale "
+                       "*.egg-info in the current directory hides the installed metadata.", COMMAND_GROUP)
     wanted = _requested(argv, {ep.name for ep in commands}) if argv is not None else None
     for ep in commands:
         if wanted is not None and ep.name != wanted:

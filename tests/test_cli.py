@@ -57,3 +57,94 @@ def test_console_script_installed():
     assert exe.exists(), "pip install -e . should install the nasnet console script"
     done = subprocess.run([str(exe), "info", "--list"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "nasnet_a_4_1056" in done.stdout
+
+
+COMMANDS = ["bench", "demo", "detect", "draw", "eval", "export", "info", "predict", "search", "train"]
+
+
+def test_help_lists_every_subcommand(capsys):
+    from importlib.metadata import entry_points
+
+    import pytest
+
+    registered = sorted(ep.name for ep in entry_points(group="nasnet.commands") if ep.dist.name == "nasnet-backbones")
+    assert registered == COMMANDS, "reinstall (pip install -e .); is a stale nasnet_backbones.egg-info shadowing it?"
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    listed = [line.split()[0] for line in out.splitlines() if line.startswith("    ") and line.split()[0] in COMMANDS]
+    assert listed == COMMANDS  # alphabetical, each once
+    assert "unavailable" not in out
+
+
+def _fake_distribution(root):
+    """A real installed distribution on ``root``: its ``nasnet.commands`` entry points name a module
+    whose dependency is missing and a command that fails with the model package's CommandError."""
+    info = root / "fake_nasnet_commands-0.0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-nasnet-commands\nVersion: 0.0.1\n"
+                                   "Requires-Dist: fake_missing_dependency>=1.2\n")
+    (info / "entry_points.txt").write_text("[nasnet.commands]\nbroken = fake_nasnet_commands.broken:add_parser\n"
+                                           "failing = fake_nasnet_commands.failing:add_parser\n")
+    package = root / "fake_nasnet_commands"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "broken.py").write_text("import fake_missing_dependency  # not installed\n\n\ndef add_parser(subparsers):\n"
+                                       "    subparsers.add_parser('broken')\n")
+    (package / "failing.py").write_text(
+        "from nasnet_backbones.errors import CommandError\n\n\n"
+        "class CheckFailed(CommandError):\n    pass\n\n\n"
+        "def fail(args):\n    raise CheckFailed('the graph computes something else (max abs error 0.5)')\n\n\n"
+        "def add_parser(subparsers):\n    subparsers.add_parser('failing', help='always fails').set_defaults(func=fail)\n")
+
+
+def test_a_command_whose_package_fails_to_import_is_listed_and_says_why(tmp_path, monkeypatch, capsys):
+    import sys
+
+    import pytest
+
+    _fake_distribution(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        with pytest.raises(SystemExit):
+            main(["--help"])
+        out = " ".join(capsys.readouterr().out.split())
+        assert "broken (unavailable: No module named 'fake_missing_dependency')" in out
+        assert "failing always fails" in out and all(name in out for name in COMMANDS)
+
+        for argv in (["broken"], ["broken", "train", "--config-file", "x.yaml", "-o", "out"], ["-v", "broken"]):
+            assert main(argv) == 2
+            captured = capsys.readouterr()
+            assert captured.err.splitlines() == [
+                "nasnet broken: error: unavailable, ModuleNotFoundError: No module named 'fake_missing_dependency' "
+                "(pip install 'fake_missing_dependency>=1.2')"], captured.err
+        # a failed check (a CommandError from any floor) is one line too; -v shows the traceback
+        assert main(["failing"]) == 2
+        assert capsys.readouterr().err == "nasnet failing: error: the graph computes something else (max abs error 0.5)\n"
+        with pytest.raises(Exception, match="max abs error 0.5"):
+            main(["-v", "failing"])
+        # an ordinary command still refuses arguments it does not know
+        with pytest.raises(SystemExit) as done:
+            main(["info", "--list", "--no-such-option"])
+        assert done.value.code == 2 and "unrecognized arguments: --no-such-option" in capsys.readouterr().err
+    finally:
+        for name in [m for m in sys.modules if m.startswith("fake_nasnet_commands")]:
+            del sys.modules[name]
+
+
+def test_a_command_imports_only_its_own_package(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    _fake_distribution(tmp_path)
+    exe = Path(sys.executable).parent / "nasnet"
+    env = {**__import__("os").environ, "PYTHONPATH": str(tmp_path)}
+    done = subprocess.run([str(exe), "broken", "--anything"], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip().endswith("(pip install 'fake_missing_dependency>=1.2')"), done.stderr
+    code = ("import json, sys; from nasnet_backbones.cli import main; code = main(['info', '--list']); "
+            "print(json.dumps([code, [m for m in ('detectron2', 'detection', 'export', 'search', 'ray') if m in sys.modules]]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [0, []], done.stderr
