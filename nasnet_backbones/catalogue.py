@@ -99,7 +99,9 @@ def split_model_tag(name: str) -> tuple[str, str | None]:
     return name, None
 
 
-def resolve_pretrained(name: str, tag: str | None, pretrained: bool | str | Path | Weights | None) -> Weights | Path | None:
+def resolve_pretrained(
+    name: str, tag: str | None, pretrained: bool | str | Path | Weights | None,
+) -> Weights | Path | None:
     """``pretrained`` (and a ``model.tag`` name) -> registered weights, a local file, or nothing."""
     if isinstance(pretrained, Weights):
         if pretrained.model != name or (tag and tag != pretrained.tag):

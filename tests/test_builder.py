@@ -50,8 +50,9 @@ def test_genotype_builds_n_at_f_and_records_it(tmp_path):
     unnamed.to_json(path)
     from_file = nb.build_model(path, cells=2, filters=4)
     assert from_file.config.num_cells == 6 and from_file.config.stem == "imagenet" and from_file.num_classes == 1000
-    assert (from_file.pretrained_cfg.architecture, from_file.pretrained_cfg.genotype_file) == ("my_cell 2@96", str(path))
-    assert from_file.pretrained_cfg.input_size == 224
+    cfg = from_file.pretrained_cfg
+    assert (cfg.architecture, cfg.genotype_file) == ("my_cell 2@96", str(path))
+    assert cfg.input_size == 224
     with pytest.raises(ValueError, match="pretrained weights exist for registered models only"):
         nb.build_model(genotypes.NASNET_A, cells=1, filters=8, pretrained=True)
 
@@ -80,7 +81,8 @@ def test_models_loaded_from_a_file_record_it(tmp_path):
 
 def test_eval_transform_follows_the_record():
     cifar = nb.build_model(genotypes.NASNET_A, cells=1, filters=8, stem="cifar", img_size=32)
-    assert eval_transform_for(cifar).crop_size == 32 and eval_transform_for(cifar).mean == list(nb.transforms.CIFAR10_MEAN)
+    default = eval_transform_for(cifar)
+    assert default.crop_size == 32 and default.mean == list(nb.transforms.CIFAR10_MEAN)
     assert (eval_transform_for(cifar, 64).crop_size, eval_transform_for(cifar, 64).resize_size) == (64, 64)
     tiny = nb.build_model(genotypes.NASNET_A, cells=1, filters=8, img_size=96)
     assert (eval_transform_for(tiny).crop_size, eval_transform_for(tiny).resize_size) == (224, 256)
