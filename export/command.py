@@ -16,9 +16,17 @@ from .quantize import DEFAULT_MAX_REL_ERROR, DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_
 __all__ = ["add_parser"]
 
 
+_positive_batch = number(int, "a positive integer", lambda v: v >= 1)
+
+
 def _batch(value: str) -> int | str:
     """``dynamic`` or a positive batch size (argparse ``type=``)."""
-    return value if value == "dynamic" else number(int, "'dynamic' or a positive integer", lambda v: v >= 1)(value)
+    if value == "dynamic":
+        return value
+    try:
+        return _positive_batch(value)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"--batch must be 'dynamic' or a positive integer, not {value!r}") from None
 
 
 _MIN_OPSET = 13  # the oldest opset whose ops (Resize, Pad with tensor inputs) the exports rely on
