@@ -32,7 +32,7 @@ test: $(STAMP)
 
 # The whole product on generated data, offline: search, backbones, detection, export, REPORT.md.
 demo: $(STAMP)
-	$(BIN)/nasnet demo --out demo_out
+	$(BIN)/nasnet demo --output-dir demo_out
 
 clean:
 	rm -rf $(VENV) $(WHEELS) build *.egg-info

@@ -42,7 +42,7 @@ def main() -> None:
             extra = ["--enas-epochs", str(args.enas_epochs), "--derive-samples", "50", "--trials", "4"]
         else:
             extra = ["--trials", "100000", "--budget-hours", str(args.budget_minutes / 60)]
-        subprocess.run([*base, "--strategy", strategy, "--out", str(out), *extra], check=True,
+        subprocess.run([*base, "--strategy", strategy, "--output-dir", str(out), *extra], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         results = load_run(out)[1]
         reached = sorted(r["elapsed"] for r in results if r["reward"] >= args.target)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from nasnet_backbones.argtypes import nonnegative_int, positive_int, probability
+from nasnet_backbones.argtypes import add_renamed, nonnegative_int, positive_int, probability
 
 __all__ = ["add_parser"]
 
@@ -45,7 +45,8 @@ def add_parser(subparsers: Any) -> None:
     pr.add_argument("images", nargs="+", metavar="IMAGE")
     pr.add_argument("--config-file", required=True, metavar="FILE", help="config file or shipped config name")
     pr.add_argument("--weights", help="detector checkpoint (default: the config's MODEL.WEIGHTS)")
-    pr.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="where PNGs and detections.json go")
+    add_renamed(pr, "--output-dir", old=("-o", "--output"), dest="output", required=True, metavar="DIR",
+                help="where PNGs and detections.json go")
     pr.add_argument("--score-threshold", type=probability, default=0.5, help="drop detections scoring lower (0-1)")
     pr.add_argument("--allow-pickle", action="store_true", help=_ALLOW_PICKLE_HELP)
     pr.add_argument("--dataset-json", help="COCO json whose categories name the classes")
@@ -54,7 +55,7 @@ def add_parser(subparsers: Any) -> None:
     pr.set_defaults(func=_predict)
 
     s = sub.add_parser("make-synthetic", help="write a COCO-format dataset of drawn shapes: boxes, masks, panoptic (tests, demos)")
-    s.add_argument("--out", required=True, metavar="DIR")
+    add_renamed(s, "--output-dir", old=("--out",), dest="out", required=True, metavar="DIR")
     s.add_argument("--num-images", type=positive_int, default=200, help="images in both splits (at least 2)")
     s.add_argument("--size", type=positive_int, default=128, help="image side in pixels (at least 32)")
     s.add_argument("--seed", type=nonnegative_int, default=0)

@@ -1,7 +1,7 @@
 """A deterministic COCO-format detection dataset of drawn shapes, with exact boxes.
 
 Used by the tests and the demo, and handy for checking a detection setup end to end on a CPU:
-``nasnet detect make-synthetic --out DIR --num-images N``. Each image has 1-4 filled shapes
+``nasnet detect make-synthetic --output-dir DIR --num-images N``. Each image has 1-4 filled shapes
 (square, disc, triangle; one category each) in distinct colours on a noisy background; a shape's
 box is the exact extent of its pixels and its mask (COCO RLE) exactly those pixels; every other
 pixel is one "background" stuff segment. Written in COCO's layout, so detectron2's loaders and

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from nasnet_backbones.argtypes import image_size, nonnegative_float, number, positive_int, probability, refuse_together
+from nasnet_backbones.argtypes import add_renamed, image_size, nonnegative_float, number, positive_int, probability, refuse_together
 from nasnet_backbones.model_args import add_model_arguments, build_model_from_args
 from detection.torchvision import DETECTOR_KINDS
 
@@ -92,8 +92,8 @@ def add_parser(subparsers: Any) -> None:
     tv.add_argument("--max-size", type=positive_int, help="the transform's longest side (default 1333; not for ssdlite)")
     tv.add_argument("--fpn-channels", type=positive_int, default=256, help="FPN width (not for ssdlite)")
     tv.add_argument("--score-thresh", type=probability, help="drop detections scoring lower (default: the detector's)")
-    d.add_argument("--image-size", type=positive_int, nargs=2, default=[320, 416], metavar=("H", "W"),
-                   help="size of the traced image (any size works in the graph)")
+    add_renamed(d, "--input-size", old=("--image-size",), dest="image_size", type=positive_int, nargs=2,
+                default=[320, 416], metavar=("H", "W"), help="size of the traced image (any size works in the graph)")
     d.add_argument("--verify-image", help="an image with objects the model detects, for the onnxruntime check "
                    "(default: drawn shapes)")
     d.add_argument("--score-atol", type=nonnegative_float, default=1e-3, help="verification: max score difference")

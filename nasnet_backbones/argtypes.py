@@ -1,4 +1,4 @@
-"""argparse ``type=`` checks shared by every ``nasnet`` subcommand.
+"""argparse ``type=`` checks and option spellings shared by every ``nasnet`` subcommand.
 
 A number that makes no sense (a batch of -1, zero epochs, a NaN learning rate) is refused by the
 parser, before a command reads or writes anything, with argparse's usual one-line error naming the
@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from typing import Any, Callable
 
 from .transforms import SIZE_RANGE
 
 __all__ = ["number", "image_size", "positive_int", "nonnegative_int", "positive_float", "nonnegative_float", "finite_float", "probability",
-           "fraction", "refuse_together"]
+           "fraction", "refuse_together", "add_renamed"]
 
 
 def number(kind: Callable[[str], Any], what: str, ok: Callable[[Any], bool] = lambda value: True
@@ -60,3 +61,40 @@ def refuse_together(args: argparse.Namespace, *flags: str) -> None:
     given = [flag for flag in flags if getattr(args, flag.lstrip("-").replace("-", "_")) not in (None, False)]
     if len(given) > 1:
         raise ValueError(f"{' and '.join(given)} cannot be used together: choose one")
+
+
+# -- one vocabulary across subcommands ------------------------------------------------------------
+# -o/--output names a file, --output-dir a directory, --input-size a model's input size. Spellings
+# used before 0.1.0 (--out, --img-size, --image-size, -o for a folder) stay accepted for this
+# release, with a warning, through add_renamed.
+
+
+class _Renamed(argparse.Action):
+    """Stores the value like the new option, after one line on stderr saying what to type instead."""
+
+    def __init__(self, option_strings, dest, new: str = "", **kwargs):
+        super().__init__(option_strings, dest, **kwargs)
+        self.new = new
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"{parser.prog}: warning: {option_string} is deprecated and will be removed after 0.1; "
+              f"use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_renamed(parser: argparse.ArgumentParser, *flags: str, old: tuple[str, ...] | list[str] = (),
+                **kwargs: Any) -> argparse.Action:
+    """``parser.add_argument(*flags, **kwargs)``, plus each spelling in ``old`` as a hidden alias
+    that warns (``--out`` -> ``--output-dir``). ``kwargs`` must not use ``action`` (plain stores only)."""
+    kwargs.setdefault("metavar", flags[-1].lstrip("-").upper().replace("-", "_"))  # not the old dest's name
+    target: Any = parser
+    if kwargs.pop("required", False) and old:  # either spelling satisfies "required"
+        target = parser.add_mutually_exclusive_group(required=True)
+    elif old:
+        kwargs["required"] = False
+    action = target.add_argument(*flags, **kwargs)
+    alias = {key: kwargs[key] for key in ("type", "nargs", "metavar", "choices") if key in kwargs}
+    for spelling in old:
+        target.add_argument(spelling, dest=action.dest, action=_Renamed, new=flags[-1], default=argparse.SUPPRESS,
+                            help=argparse.SUPPRESS, **alias)
+    return action

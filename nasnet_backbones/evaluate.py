@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .argtypes import image_size, nonnegative_int, positive_int
+from .argtypes import add_renamed, image_size, nonnegative_int, positive_int
 from .data import BadImages, GuardedDataset, ImageNetFolder, collate_readable, default_workers, load_cifar10, readable_batches
 from .model_args import add_model_arguments, build_model_from_args, eval_transform_for
 from .transforms import cifar10_eval_transform
@@ -120,7 +120,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--workers", type=nonnegative_int, default=default_workers(),
                    help="DataLoader workers (default: one per core, max 8)")
-    p.add_argument("--img-size", type=image_size, help="input size (default: the weights')")
+    add_renamed(p, "--input-size", old=("--img-size",), dest="img_size", type=image_size,
+                help="input size (default: the weights')")
     p.add_argument("--skip-bad-images", action="store_true",
                    help="leave unreadable images out and report how many, instead of stopping at the first")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

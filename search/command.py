@@ -1,7 +1,7 @@
 """``nasnet search``: run, resume and compare cell searches.
 
-    nasnet search --strategy ppo --dataset cifar10 --data-dir ~/data --trials 500 --out runs/ppo
-    nasnet search --out runs/ppo --resume            # continues with the settings it was started with
+    nasnet search --strategy ppo --dataset cifar10 --data-dir ~/data --trials 500 --output-dir runs/ppo
+    nasnet search --output-dir runs/ppo --resume            # continues with the settings it was started with
     nasnet search compare runs/ppo runs/random -o compare.png
     nasnet search report runs/ppo                    # rewrite top_k.md, rewards.png, cell diagrams
 """
@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from nasnet_backbones.argtypes import finite_float, nonnegative_float, nonnegative_int, positive_float, positive_int
+from nasnet_backbones.argtypes import add_renamed, finite_float, nonnegative_float, nonnegative_int, positive_float, positive_int
 from nasnet_backbones.data import default_workers
 from nasnet_backbones.ops import NASNET_SEARCH_OPS
 
@@ -42,7 +42,7 @@ _CHILD_FLAGS = [
     ("--child-lr", "lr", positive_float, "child learning rate (cosine decay)"),
     ("--train-size", "train_size", positive_int, "train children on this many images (default: all not held out)"),
     ("--val-size", "val_size", positive_int, "images held out of the training set to score children (paper: 5000)"),
-    ("--img-size", "img_size", positive_int, "synthetic dataset: image side"),
+    ("--input-size", "img_size", positive_int, "synthetic dataset: image side (the children's input size)"),
 ]
 # (flag, type, help); which strategy setting a flag sets is declared by the strategies (Strategy.settings_by_flag)
 _STRATEGY_FLAGS = [
@@ -64,8 +64,9 @@ def add_parser(subparsers: Any) -> None:
         description="Search normal and reduction cells in the paper's space. Each candidate is a small CIFAR-stem "
         "network trained on CIFAR-10 minus a held-out split (its accuracy there is the reward), as Ray tasks. "
         "Subcommands: 'compare RUN_DIR...' plots runs together; 'report RUN_DIR' rewrites a run's outputs.")
-    p.add_argument("--out", help="run directory (results.jsonl, state.pt, best_genotype.json, plots)")
-    p.add_argument("--resume", action="store_true", help="continue the search in --out with its saved settings")
+    add_renamed(p, "--output-dir", old=("--out",), dest="out",
+                help="run directory (results.jsonl, state.pt, best_genotype.json, plots)")
+    p.add_argument("--resume", action="store_true", help="continue the search in --output-dir with its saved settings")
     p.add_argument("--strategy", choices=sorted(STRATEGIES), help="search strategy (default: ppo)")
     p.add_argument("--dataset", choices=DATASETS, help="cifar10, or synthetic (generated; for tests and demos) "
                    "(default: cifar10)")
@@ -88,7 +89,8 @@ def add_parser(subparsers: Any) -> None:
                    "(a proxy for a few cores), tiny (synthetic data); default: tiny for synthetic, else gpu when "
                    "CUDA is present, else cpu")
     for flag, dest, typ, text in _CHILD_FLAGS:
-        p.add_argument(flag, dest=f"child_{dest}", type=typ, help=text)
+        add_renamed(p, flag, old=("--img-size",) if flag == "--input-size" else (), dest=f"child_{dest}", type=typ,
+                    help=text)
     p.add_argument("--blocks", type=positive_int, help="B: blocks per cell (default: 5)")
     p.add_argument("--ops", help="comma-separated op names (default: the paper's 13: " + ",".join(NASNET_SEARCH_OPS) + ")")
     p.add_argument("--combine", help="comma-separated combine ops: add, concat (default: add)")
@@ -172,7 +174,7 @@ def _config(args: argparse.Namespace, saved: dict[str, Any] | None) -> SearchCon
 
 def run(args: argparse.Namespace) -> int:
     if not args.out:
-        raise ValueError("nasnet search needs --out DIR (where results, state and plots go)")
+        raise ValueError("nasnet search needs --output-dir DIR (where results, state and plots go)")
     out = Path(args.out).expanduser()
     saved = None
     if args.resume:

@@ -1,6 +1,6 @@
 """``nasnet demo``: the whole product on generated data, offline, in minutes on a CPU.
 
-Steps (each also runs alone with ``--steps``; later steps read what earlier ones wrote in ``--out``):
+Steps (each also runs alone with ``--steps``; later steps read what earlier ones wrote in ``--output-dir``):
 
 1. ``search``: a short cell search (regularized evolution) on the synthetic classification data.
 2. ``backbones``: the best cell and NASNet-A side by side at NASNet-A mobile's shape: parameters,
@@ -31,6 +31,7 @@ from typing import Any, Callable
 
 import torch
 
+from nasnet_backbones.argtypes import add_renamed
 from nasnet_backbones.cli import main
 
 __all__ = ["STEPS", "add_parser", "run"]
@@ -43,7 +44,8 @@ STEPS = ("search", "backbones", "detect", "export", "report")
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("demo", help="run the whole product on generated data (search, detection, export)",
                               description=__doc__.split("\n\n")[1])
-    p.add_argument("--out", default="demo_out", help="output folder (default: demo_out/)")
+    add_renamed(p, "--output-dir", old=("--out",), dest="out", default="demo_out",
+                help="output folder (default: demo_out/)")
     p.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated subset of {','.join(STEPS)}")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="smallest settings: a smoke test of every step")
@@ -83,7 +85,7 @@ class _Demo:
 
     def search(self) -> dict[str, Any]:
         run_dir = self.out / "search"
-        argv = ["search", "--out", str(run_dir), "--workers", str(self.args.workers), "--seed", "0"]
+        argv = ["search", "--output-dir", str(run_dir), "--workers", str(self.args.workers), "--seed", "0"]
         if (run_dir / "search.json").is_file():
             argv.append("--resume")  # a second demo run continues (or just reports) the first one's search
         elif self.mode == "full":
@@ -92,7 +94,7 @@ class _Demo:
             argv += ["--strategy", "evolution", "--population-size", "4", "--sample-size", "2", "--dataset", "synthetic",
                      "--trials", str(self.pick(2, 8, None))]
             if self.mode == "quick":
-                argv += ["--child-epochs", "1", "--train-size", "200", "--val-size", "100", "--img-size", "8"]
+                argv += ["--child-epochs", "1", "--train-size", "200", "--val-size", "100", "--input-size", "8"]
         self.cli(argv)
         from .report import load_run
 
@@ -157,7 +159,7 @@ class _Demo:
         else:
             data = folder / "data"
             if not (data / "annotations" / "instances_val.json").is_file():
-                self.cli(["detect", "make-synthetic", "--out", str(data), "--num-images", str(self.pick(24, 250, None)),
+                self.cli(["detect", "make-synthetic", "--output-dir", str(data), "--num-images", str(self.pick(24, 250, None)),
                           "--size", str(self.pick(64, 128, None))])
             train_json, train_root = data / "annotations" / "instances_train.json", data / "train"
             val_json, val_root = data / "annotations" / "instances_val.json", data / "val"
@@ -176,7 +178,7 @@ class _Demo:
         bbox = json.loads((run_dir / "results.json").read_text())["bbox"]
         images = (sorted(Path(val_root).glob("*.png")) or sorted(Path(val_root).glob("*.jpg")))[:3]
         self.cli(["detect", "predict", *map(str, images), "--config-file", config, "--weights",
-                  str(run_dir / "model_final.pth"), "-o", str(folder / "predictions"), "--dataset-json", str(val_json),
+                  str(run_dir / "model_final.pth"), "--output-dir", str(folder / "predictions"), "--dataset-json", str(val_json),
                   "--score-threshold", "0.3", "--opts", *self._detector_opts()])
         drawn = json.loads((folder / "predictions" / "detections.json").read_text())
         pictures = [d["drawing"] for d in sorted(drawn, key=lambda d: -len(d["detections"]))]  # the busiest first
@@ -209,7 +211,7 @@ class _Demo:
             raise FileNotFoundError(f"{weights} does not exist: run the detect step first (--steps detect,export)")
         detector = folder / "faster_rcnn.onnx"
         self.cli(["export", "detector", "--config-file", "faster_rcnn_nasnet_a_mobile_FPN_1x", "--weights", weights,
-                  "--image-size", *[str(self.pick(64, 128, 800))] * 2, "-o", str(detector),
+                  "--input-size", *[str(self.pick(64, 128, 800))] * 2, "-o", str(detector),
                   "--opts", *self._detector_opts()])
         rows = run_backends(model="nasnet_a_mobile", onnx=str(fp32), int8=str(int8), input_size=size, threads=2,
                             batch=1, runs=self.pick(3, 20, 20), warmup=2).rows

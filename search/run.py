@@ -108,18 +108,18 @@ class ResultsLog:
                 proposal, key = row["proposal"], row["hash"]
             except (json.JSONDecodeError, KeyError, TypeError, GenotypeError) as exc:
                 raise SearchError(f"{self.path}, line {number}: not a result of this tool ({exc}); move the file "
-                                  "aside or start a new search with another --out") from None
+                                  "aside or start a new search with another --output-dir") from None
             if not space.contains(genotype):
                 raise SearchError(f"{self.path}, line {number}: genotype {row.get('hash')} is not in this search space "
                                   f"({space.describe()}); the log is from a different search. Resume it with its own "
-                                  "settings or start a new search with another --out")
+                                  "settings or start a new search with another --output-dir")
             for what, value, seen in (("proposal", proposal, proposals), ("genotype", key, hashes)):
                 if value in seen:
                     raise SearchError(
                         f"{self.path}, line {number}: {what} {value} was already logged at line {seen[value]}: two "
                         "searches wrote this directory at once (a version without the run lock). Delete the later "
                         "repeats (keep the first line of each proposal) and resume, or start a new search with "
-                        "another --out")
+                        "another --output-dir")
                 seen[value] = number
             rows.append(row)
         if repair and len(complete) != len(data):  # only once the log is known to be this search's
@@ -143,7 +143,7 @@ def read_search_file(path: Path) -> dict[str, Any]:
         saved = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise SearchError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); restore it, or start a new "
-                          "search with another --out") from None
+                          "search with another --output-dir") from None
     missing = [k for k in ("strategy", "strategy_settings", "space", "child", "seed") if k not in saved]
     if missing:
         raise SearchError(f"{path}: not a search file of this tool (missing {', '.join(missing)})")
@@ -215,7 +215,7 @@ class SearchRun:
         search_file = self.out / SEARCH_FILE
         if not resume:
             if search_file.exists() or (self.out / RESULTS_FILE).exists():
-                raise SearchError(f"{self.out} already holds a search; pass --resume to continue it, or choose another --out")
+                raise SearchError(f"{self.out} already holds a search; pass --resume to continue it, or choose another --output-dir")
             return
         if not search_file.is_file():
             raise SearchError(f"nothing to resume: {search_file} does not exist")
@@ -225,7 +225,7 @@ class SearchRun:
         changed = _differences(comparable(saved), comparable(self.config.to_dict(self.strategy.settings())))
         if changed:
             raise SearchError(f"{self.out} holds a search with other settings ({'; '.join(changed)}). Resume it with "
-                              "the same settings, or start a new search with another --out")
+                              "the same settings, or start a new search with another --output-dir")
         ResultsLog(self.log.path).read(self.space, repair=False)
 
     def _open(self, resume: bool) -> None:

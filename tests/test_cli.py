@@ -148,3 +148,34 @@ def test_a_command_imports_only_its_own_package(tmp_path):
             "print(json.dumps([code, [m for m in ('detectron2', 'detection', 'export', 'search', 'ray') if m in sys.modules]]))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert json.loads(done.stdout.strip().splitlines()[-1]) == [0, []], done.stderr
+
+
+def test_old_option_spellings_still_work_and_say_what_to_type(capsys):
+    """0.1 keeps --out / --img-size / --image-size / predict's -o, each with one warning line."""
+    from nasnet_backbones.cli import build_parser
+
+    parser = build_parser()
+    cases = [
+        (["search", "--out", "runs/x", "--img-size", "8"], {"out": "runs/x", "child_img_size": 8},
+         ["--out is deprecated", "use --output-dir", "--img-size is deprecated", "use --input-size"]),
+        (["detect", "make-synthetic", "--out", "shapes"], {"out": "shapes"}, ["use --output-dir"]),
+        (["detect", "predict", "a.png", "--config-file", "c.yaml", "-o", "drawn"], {"output": "drawn"},
+         ["-o is deprecated", "use --output-dir"]),
+        (["export", "detector", "--config-file", "c.yaml", "--image-size", "64", "96", "-o", "d.onnx"],
+         {"image_size": [64, 96], "output": "d.onnx"}, ["--image-size is deprecated", "use --input-size"]),
+        (["eval", "cifar10", "--model", "nasnet_a_mobile", "--data", "d", "--img-size", "32"], {"img_size": 32},
+         ["use --input-size"]),
+    ]
+    for argv, expected, warnings in cases:
+        args = parser.parse_args(argv)
+        assert {key: getattr(args, key) for key in expected} == expected, argv
+        err = capsys.readouterr().err
+        assert all(w in err for w in warnings), (argv, err)
+    # the new spellings set the same values, silently; a required one is still required
+    args = parser.parse_args(["search", "--output-dir", "runs/x", "--input-size", "8"])
+    assert (args.out, args.child_img_size) == ("runs/x", 8) and "deprecated" not in capsys.readouterr().err
+    try:
+        parser.parse_args(["detect", "make-synthetic"])
+    except SystemExit as exc:
+        assert exc.code == 2
+    assert "--output-dir is required" in capsys.readouterr().err

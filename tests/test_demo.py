@@ -26,7 +26,7 @@ def ray_shutdown():
 
 def test_quick_demo_writes_valid_artifacts(tmp_path, capsys, ray_shutdown):
     out = tmp_path / "demo"
-    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    assert main(["demo", "--quick", "--output-dir", str(out)]) == 0
     assert f"report: {out / 'REPORT.md'}" in capsys.readouterr().out
     metrics = json.loads((out / "metrics.json").read_text())
     assert list(metrics) == ["search", "backbones", "detect", "export", "report"]
@@ -59,10 +59,10 @@ def test_quick_demo_writes_valid_artifacts(tmp_path, capsys, ray_shutdown):
 
 
 def test_demo_refuses_unknown_steps_and_incomplete_full_runs(tmp_path, capsys):
-    assert main(["demo", "--steps", "search,train", "--out", str(tmp_path / "a")]) == 2
+    assert main(["demo", "--steps", "search,train", "--output-dir", str(tmp_path / "a")]) == 2
     assert "unknown demo step(s) train" in capsys.readouterr().err
-    assert main(["demo", "--full", "--out", str(tmp_path / "b")]) == 2
+    assert main(["demo", "--full", "--output-dir", str(tmp_path / "b")]) == 2
     assert "give --cifar-dir and --coco-dir" in capsys.readouterr().err
-    assert main(["demo", "--steps", "backbones", "--out", str(tmp_path / "c")]) == 2
+    assert main(["demo", "--steps", "backbones", "--output-dir", str(tmp_path / "c")]) == 2
     assert "run the search step first" in capsys.readouterr().err
     assert not Path(tmp_path / "a").exists()

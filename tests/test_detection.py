@@ -352,7 +352,7 @@ def test_detect_train_resume_eval_and_predict(genotype_file, synthetic, tmp_path
     images = sorted((root / "val").glob("*.png"))[:2]
     drawn = tmp_path / "drawn"
     assert main(["detect", "predict", *map(str, images), "--config-file", "faster_rcnn_nasnet_a_mobile_FPN_1x",
-                 "--weights", str(out / "model_final.pth"), "-o", str(drawn), "--score-threshold", "0",
+                 "--weights", str(out / "model_final.pth"), "--output-dir", str(drawn), "--score-threshold", "0",
                  "--dataset-json", str(files["val"]), "--opts", "MODEL.NASNET.GENOTYPE", str(genotype_file),
                  "MODEL.NASNET.CELLS", "1", "MODEL.NASNET.FILTERS", "8", "MODEL.NASNET.NORM", "BN",
                  "MODEL.FPN.OUT_CHANNELS", "32", "MODEL.ROI_BOX_HEAD.FC_DIM", "64",
@@ -367,7 +367,7 @@ def test_detect_train_resume_eval_and_predict(genotype_file, synthetic, tmp_path
     assert all(v is None or isinstance(v, float) for v in results["bbox"].values())
     # A detector checkpoint that does not fit the config (80 COCO classes) is an error, not noise.
     assert main(["detect", "predict", str(images[0]), "--config-file", "faster_rcnn_nasnet_a_mobile_FPN_1x",
-                 "--weights", str(out / "model_final.pth"), "-o", str(tmp_path / "nope"), "--opts",
+                 "--weights", str(out / "model_final.pth"), "--output-dir", str(tmp_path / "nope"), "--opts",
                  "MODEL.NASNET.GENOTYPE", str(genotype_file), "MODEL.NASNET.CELLS", "1", "MODEL.NASNET.FILTERS", "8",
                  "MODEL.NASNET.NORM", "BN", "MODEL.FPN.OUT_CHANNELS", "32", "MODEL.ROI_BOX_HEAD.FC_DIM", "64"]) == 2
     assert "does not fit this config" in capsys.readouterr().err
@@ -395,7 +395,7 @@ def test_mask_and_panoptic_configs_train_and_evaluate(config, tasks, genotype_fi
     root, files = synthetic
     image = sorted((root / "val").glob("*.png"))[0]
     assert main(["detect", "predict", str(image), "--config-file", str(out / "config.yaml"), "--weights",
-                 str(out / "model_final.pth"), "-o", str(tmp_path / "drawn"), "--score-threshold", "0"]) == 0
+                 str(out / "model_final.pth"), "--output-dir", str(tmp_path / "drawn"), "--score-threshold", "0"]) == 0
     detections = json.loads((tmp_path / "drawn" / "detections.json").read_text())[0]["detections"]
     assert detections and all(mask_util.decode(d["segmentation"]).shape == (96, 96) for d in detections)
 

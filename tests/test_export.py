@@ -238,7 +238,7 @@ def test_detector_export_matches_pytorch_at_another_size(tmp_path, capsys):
     nb.genotypes.NASNET_A.to_json(cell)
     out = tmp_path / "det.onnx"
     assert main(["export", "detector", "--config-file", "faster_rcnn_nasnet_a_mobile_FPN_1x", "--weights", "",
-                 "--image-size", "128", "160", "-o", str(out), "--opts", "MODEL.NASNET.GENOTYPE", str(cell),
+                 "--input-size", "128", "160", "-o", str(out), "--opts", "MODEL.NASNET.GENOTYPE", str(cell),
                  "MODEL.NASNET.CELLS", "1", "MODEL.NASNET.FILTERS", "8", "MODEL.NASNET.NORM", "BN",
                  "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"]) == 0
     assert "verified with onnxruntime on inputs [[3, 161, 129]]" in capsys.readouterr().out

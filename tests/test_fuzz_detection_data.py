@@ -161,7 +161,7 @@ def test_panoptic_config_checks_the_instances_json_first(valid, synthetic, tmp_p
 
 def test_predict_classes_json_is_checked(tmp_path, capsys):
     bad = _write(tmp_path, '{"categories": [')
-    expect_clean_error(capsys, "detect", "predict", tmp_path / "x.png", "--config-file", CONFIG, "-o",
+    expect_clean_error(capsys, "detect", "predict", tmp_path / "x.png", "--config-file", CONFIG, "--output-dir",
                        tmp_path / "out", "--dataset-json", bad, names=[str(bad), "not valid JSON"])
     assert not (tmp_path / "out").exists()
 

@@ -98,7 +98,7 @@ def test_python_tag_in_config_runs_nothing(command, through_base, tmp_path, imag
         config = tmp_path / "child.yaml"
         config.write_text("_BASE_: evil.yaml\nSOLVER:\n  MAX_ITER: 3\n")
     out = tmp_path / "out"
-    argv = (["detect", "predict", str(image), "--config-file", str(config), "-o", str(out)] if command == "predict"
+    argv = (["detect", "predict", str(image), "--config-file", str(config), "--output-dir", str(out)] if command == "predict"
             else ["detect", "train", "--config-file", str(config), "OUTPUT_DIR", str(out)])
     err = expect_clean_error(capsys, *argv, names=[str(evil), "line 2", "!!python"])
     if through_base:
@@ -120,7 +120,7 @@ def test_bad_config_file_is_one_clear_error(text, names, tmp_path, image, capsys
     bad = tmp_path / "bad.yaml"
     bad.write_text(text)
     out = tmp_path / "out"
-    expect_clean_error(capsys, "detect", "predict", str(image), "--config-file", str(bad), "-o", str(out),
+    expect_clean_error(capsys, "detect", "predict", str(image), "--config-file", str(bad), "--output-dir", str(out),
                        names=[str(bad), *names])
     assert not out.exists()
 
@@ -143,7 +143,7 @@ def test_pkl_weights_refused_by_every_command(tmp_path, image, synthetic, genoty
     evil, marker = _evil_pkl(tmp_path)
     out = tmp_path / "out"
     expect_clean_error(capsys, "detect", "predict", str(image), "--config-file", CONFIG, "--weights", str(evil),
-                       "-o", str(out), names=[str(evil), "--allow-pickle", "MODEL.NASNET.ALLOW_PICKLE_WEIGHTS",
+                       "--output-dir", str(out), names=[str(evil), "--allow-pickle", "MODEL.NASNET.ALLOW_PICKLE_WEIGHTS",
                                               "weights_only"])
     expect_clean_error(capsys, *_train_args(synthetic, out, genotype_file, "MODEL.WEIGHTS", str(evil)),
                        names=[str(evil), "--allow-pickle"])
@@ -159,7 +159,7 @@ def test_pickle_inside_a_pth_is_refused_by_weights_only(tmp_path, image, genotyp
     torch.save({"model": {"backbone.x": torch.zeros(1), "payload": _Touch(marker)}}, evil)
     out = tmp_path / "out"
     expect_clean_error(capsys, "detect", "predict", str(image), "--config-file", CONFIG, "--weights", str(evil),
-                       "-o", str(out), "--opts", *_tiny(genotype_file), names=[str(evil), "--allow-pickle"])
+                       "--output-dir", str(out), "--opts", *_tiny(genotype_file), names=[str(evil), "--allow-pickle"])
     assert not marker.exists(), "the weights ran code"
     assert not out.exists()
 
@@ -187,7 +187,7 @@ def test_pkl_weights_load_with_the_opt_in(tmp_path, image, genotype_file, capsys
     for flags, opts in ((["--allow-pickle"], []), ([], ["MODEL.NASNET.ALLOW_PICKLE_WEIGHTS", "True"])):
         out = tmp_path / f"out{len(flags)}"
         result = run_cli(capsys, "detect", "predict", str(image), "--config-file", CONFIG, "--weights",
-                         str(tmp_path / "zoo.pkl"), "-o", str(out), *flags, "--opts", *_tiny(genotype_file), *opts)
+                         str(tmp_path / "zoo.pkl"), "--output-dir", str(out), *flags, "--opts", *_tiny(genotype_file), *opts)
         assert result.code == 0, result.err
         assert (out / "detections.json").is_file()
 
@@ -255,9 +255,9 @@ def test_second_train_on_a_held_output_dir_is_refused(tmp_path, synthetic, genot
       "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "1.5"], ["MODEL.ROI_HEADS.SCORE_THRESH_TEST"]),
     (["detect", "predict", "IMG", "--config-file", CONFIG, "-o", "OUT", "--opts", "INPUT.MAX_SIZE_TEST", "0"],
      ["INPUT.MAX_SIZE_TEST"]),
-    (["detect", "make-synthetic", "--out", "OUT", "--num-images", "-1"], ["--num-images"]),
-    (["detect", "make-synthetic", "--out", "OUT", "--size", "0"], ["--size"]),
-    (["detect", "make-synthetic", "--out", "OUT", "--seed", "-3"], ["--seed"]),
+    (["detect", "make-synthetic", "--output-dir", "OUT", "--num-images", "-1"], ["--num-images"]),
+    (["detect", "make-synthetic", "--output-dir", "OUT", "--size", "0"], ["--size"]),
+    (["detect", "make-synthetic", "--output-dir", "OUT", "--seed", "-3"], ["--seed"]),
     (["detect", "train", "--config-file", CONFIG, "--num-gpus", "0"], ["--num-gpus"]),
     (["detect", "train", "--config-file", CONFIG, "--num-machines", "-2"], ["--num-machines"]),
     (["detect", "train", "--config-file", CONFIG, "--machine-rank", "1"], ["--machine-rank", "--num-machines"]),

@@ -190,7 +190,7 @@ def test_bench_refuses_an_unloadable_ort_file(tmp_path, capsys):
     (["export", "classifier", "--model", "nasnet_a_mobile", "--opset", "5"], "--opset"),
     (["export", "backbone", "--model", "nasnet_a_mobile", "--rtol", "nan"], "--rtol"),
     (["export", "backbone", "--model", "nasnet_a_mobile", "--atol", "-1"], "--atol"),
-    (["export", "detector", "--image-size", "0", "64"], "--image-size"),
+    (["export", "detector", "--input-size", "0", "64"], "--input-size"),
     (["export", "detector", "--framework", "torchvision", "--model", "ssdlite", "--num-classes", "1"], "--num-classes"),
     (["export", "detector", "--framework", "torchvision", "--model", "ssdlite", "--score-thresh", "2"],
      "--score-thresh"),

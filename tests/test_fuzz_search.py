@@ -29,7 +29,7 @@ SMALL = SearchSpace(num_blocks=1, ops=("sep_conv_3x3", "max_pool_3x3"))  # 16 ge
 TINY = ChildSettings(dataset="synthetic", cells=1, filters=4, epochs=1, batch_size=20, img_size=8, val_size=20,
                      train_size=40)
 TINY_FLAGS = ["--dataset", "synthetic", "--blocks", "1", "--ops", "sep_conv_3x3,max_pool_3x3", "--child-cells", "1",
-              "--child-filters", "4", "--child-epochs", "1", "--child-batch-size", "20", "--img-size", "8",
+              "--child-filters", "4", "--child-epochs", "1", "--child-batch-size", "20", "--input-size", "8",
               "--val-size", "20", "--train-size", "40"]
 
 
@@ -55,10 +55,10 @@ def test_a_held_run_directory_is_refused_naming_the_holder(tmp_path, capsys):
     fresh = tmp_path / "fresh"
     with run_lock(out), run_lock(fresh):  # another process's search (flock: another open file is another holder)
         before, before_fresh = snapshot(out), snapshot(fresh)
-        err = expect_clean_error(capsys, "search", "--out", out, "--resume", "--trials", "9",
+        err = expect_clean_error(capsys, "search", "--output-dir", out, "--resume", "--trials", "9",
                                  names=[str(out), f"held by PID {os.getpid()}", "in use"])
         assert "Traceback" not in err
-        expect_clean_error(capsys, "search", "--out", fresh, *TINY_FLAGS, "--trials", "1", "--executor", "inprocess",
+        expect_clean_error(capsys, "search", "--output-dir", fresh, *TINY_FLAGS, "--trials", "1", "--executor", "inprocess",
                            names=[str(fresh), f"held by PID {os.getpid()}"])
         assert snapshot(out) == before and snapshot(fresh) == before_fresh  # nothing written, nothing lost
     assert not (fresh / "search.json").exists()
@@ -70,14 +70,14 @@ def test_a_log_two_writers_corrupted_is_refused_naming_file_and_lines(tmp_path, 
     with open(out / RESULTS_FILE, "a") as f:
         f.write(lines[2])  # proposal 2 logged a second time, as two concurrent resumes did
     before = snapshot(out)
-    expect_clean_error(capsys, "search", "--out", out, "--resume",
+    expect_clean_error(capsys, "search", "--output-dir", out, "--resume",
                        names=[str(out / RESULTS_FILE), "line 6", "already logged at line 3", "Delete the later"])
     assert snapshot(out) == before
     # the same genotype under another proposal id (two writers drew the same cell)
     twin = json.loads(lines[1])
     twin["proposal"] = 99
     (out / RESULTS_FILE).write_text("".join(lines) + json.dumps(twin) + "\n")
-    expect_clean_error(capsys, "search", "--out", out, "--resume", names=["line 6", f"genotype {twin['hash']}"])
+    expect_clean_error(capsys, "search", "--output-dir", out, "--resume", names=["line 6", f"genotype {twin['hash']}"])
 
 
 # -- derived files follow the log --------------------------------------------------------------
@@ -123,7 +123,7 @@ def test_derived_files_follow_the_log_after_a_full_disk_and_a_stale_file(tmp_pat
 BAD_NUMBERS = [
     ("--trials", "-1"), ("--trials", "0"), ("--child-lr", "nan"), ("--child-lr", "0"), ("--child-epochs", "0"),
     ("--child-epochs", "-1"), ("--child-batch-size", "0"), ("--child-cells", "0"), ("--child-filters", "-4"),
-    ("--train-size", "0"), ("--val-size", "-1"), ("--img-size", "0"), ("--workers", "0"), ("--seed", "-1"),
+    ("--train-size", "0"), ("--val-size", "-1"), ("--input-size", "0"), ("--workers", "0"), ("--seed", "-1"),
     ("--blocks", "0"), ("--budget-hours", "0"), ("--budget-hours", "nan"), ("--budget-hours", "-2"),
     ("--latency-target", "0"), ("--latency-target", "-5"), ("--latency-target", "inf"), ("--latency-weight", "nan"),
     ("--latency-cells", "0"), ("--latency-size", "-224"), ("--latency-threads", "0"), ("--top-k", "0"),
@@ -140,22 +140,22 @@ STRATEGY_NUMBERS = [
 def test_nonsense_numbers_are_refused_before_anything_is_written(tmp_path, capsys):
     out = tmp_path / "run"
     for flag, value in BAD_NUMBERS:
-        err = expect_clean_error(capsys, "search", "--out", out, *TINY_FLAGS, flag, value, names=[flag, repr(value)])
+        err = expect_clean_error(capsys, "search", "--output-dir", out, *TINY_FLAGS, flag, value, names=[flag, repr(value)])
         assert not out.exists(), (flag, value, err)
     for strategy, flag, value in STRATEGY_NUMBERS:
-        expect_clean_error(capsys, "search", "--out", out, "--strategy", strategy, *TINY_FLAGS, flag, value,
+        expect_clean_error(capsys, "search", "--output-dir", out, "--strategy", strategy, *TINY_FLAGS, flag, value,
                            names=[flag])
         assert not out.exists(), (flag, value)
     for bad in (["search", "compare", out, "--budget-hours", "nan"], ["search", "report", out, "--top-k", "-1"]):
         expect_clean_error(capsys, *bad, names=[bad[-2]])
     # the refused --trials -1 left nothing, so the corrected command runs (children really train)
-    result = run_cli(capsys, "search", "--out", out, *TINY_FLAGS, "--trials", "1", "--executor", "inprocess")
+    result = run_cli(capsys, "search", "--output-dir", out, *TINY_FLAGS, "--trials", "1", "--executor", "inprocess")
     assert result.code == 0, result.err
     assert len(_rows(out)) == 1 and (out / BEST_FILE).is_file()
     # on --resume a bad number changes nothing either
     before = snapshot(out)
     for flag, value in (("--trials", "-1"), ("--child-lr", "nan"), ("--budget-hours", "0")):
-        expect_clean_error(capsys, "search", "--out", out, "--resume", flag, value, names=[flag])
+        expect_clean_error(capsys, "search", "--output-dir", out, "--resume", flag, value, names=[flag])
     assert snapshot(out) == before
 
 
@@ -172,11 +172,11 @@ def test_an_unreachable_ray_address_fails_at_once_naming_it(tmp_path, capsys):
     port = _free_port()
     for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
         start = time.monotonic()
-        expect_clean_error(capsys, "search", "--out", out, *TINY_FLAGS, "--trials", "1", "--ray-address", address,
+        expect_clean_error(capsys, "search", "--output-dir", out, *TINY_FLAGS, "--trials", "1", "--ray-address", address,
                            "--ray-connect-timeout", "5",
                            names=[f"--ray-address {address}", f"127.0.0.1:{port}", f"ray start --head --port {port}"])
         assert time.monotonic() - start < 5 and not out.exists()
-    expect_clean_error(capsys, "search", "--out", out, *TINY_FLAGS, "--ray-address", "headnode",
+    expect_clean_error(capsys, "search", "--output-dir", out, *TINY_FLAGS, "--ray-address", "headnode",
                        names=["--ray-address 'headnode'", "HOST:PORT"])
     assert not out.exists()
 
@@ -216,7 +216,7 @@ def _still_running(pid: int, start: int) -> bool:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_killed_search_leaves_no_ray_process_behind(tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "nasnet_backbones.cli", "search", "--out", str(out), *TINY_FLAGS,
+    proc = subprocess.Popen([sys.executable, "-m", "nasnet_backbones.cli", "search", "--output-dir", str(out), *TINY_FLAGS,
                              "--trials", "50", "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120

@@ -228,7 +228,7 @@ def imagenet_eval_setup(tmp_path):
                          img_size=64)
     save_checkpoint(model, tmp_path / "w.safetensors")
     args = ["eval", "imagenet", "--genotype", str(tmp_path / "cell.json"), "--cells", "1", "--filters", "4",
-            "--weights", str(tmp_path / "w.safetensors"), "--data", str(tmp_path / "val"), "--img-size", "64",
+            "--weights", str(tmp_path / "w.safetensors"), "--data", str(tmp_path / "val"), "--input-size", "64",
             "--batch-size", "2", "--workers", "0", "--device", "cpu"]
     return args, bad
 
@@ -246,7 +246,7 @@ def test_eval_names_a_bad_image_or_skips_it(imagenet_eval_setup, capsys):
 
 @pytest.mark.parametrize("flag,value", [
     ("--epochs", "-1"), ("--epochs", "0"), ("--max-steps", "0"), ("--batch-size", "0"), ("--batch-size", "-1"),
-    ("--lr", "nan"), ("--lr", "-1"), ("--lr", "0"), ("--img-size", "0"), ("--workers", "-1"),
+    ("--lr", "nan"), ("--lr", "-1"), ("--lr", "0"), ("--input-size", "0"), ("--workers", "-1"),
     ("--weight-decay", "-0.1"), ("--drop-path-prob", "1.5"), ("--drop-path-prob", "1"), ("--drop-path-prob", "-0.1"),
     ("--label-smoothing", "2"), ("--ema-decay", "inf"), ("--grad-clip", "-1"), ("--cutout", "-4"),
     ("--warmup-epochs", "nan"), ("--seed", "-1"), ("--optimizer", "adam"), ("--schedule", "linear"),
@@ -275,7 +275,7 @@ def test_library_recipe_checks():
 
 
 @pytest.mark.parametrize("flag,value", [("--batch-size", "0"), ("--batch-size", "-1"), ("--workers", "-1"),
-                                        ("--img-size", "0")])
+                                        ("--input-size", "0")])
 def test_eval_refuses_nonsense_numbers(imagenet_eval_setup, capsys, flag, value):
     args, _ = imagenet_eval_setup
     expect_clean_error(capsys, *args, flag, value, names=[flag, value])

@@ -69,5 +69,5 @@ def test_search_rows_carry_accuracy_latency_and_the_combined_reward(tmp_path, ca
     for row in rows:
         assert row["accuracy"] == 0.5 and row["latency_ms"] > 0
         assert row["reward"] == pytest.approx(0.5 * (row["latency_ms"] / 0.5) ** -0.1)
-    assert main(["search", "--dataset", "synthetic", "--latency-weight", "-0.1", "--out", str(tmp_path / "x")]) == 2
+    assert main(["search", "--dataset", "synthetic", "--latency-weight", "-0.1", "--output-dir", str(tmp_path / "x")]) == 2
     assert "need --latency-target" in capsys.readouterr().err

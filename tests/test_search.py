@@ -205,7 +205,7 @@ def test_a_registered_strategy_s_preparation_phase_runs_without_the_command_nami
     monkeypatch.setattr(_PreparedRandom, "calls", [])
     monkeypatch.setitem(EXECUTORS, "inprocess", lambda workers, address: instant_executor(SMALL))
     out = tmp_path / "run"
-    argv = ["search", "--out", str(out), "--executor", "inprocess", "--workers", "1", "--device", "cpu"]
+    argv = ["search", "--output-dir", str(out), "--executor", "inprocess", "--workers", "1", "--device", "cpu"]
     assert main([*argv, "--strategy", "prepared-random", "--dataset", "synthetic", "--blocks", "1",
                  "--ops", ",".join(SMALL.ops), "--trials", "3"]) == 0
     assert _PreparedRandom.calls == [(out, "cpu", True, None, 0)]  # before the first child
@@ -285,12 +285,12 @@ def test_resume_refuses_another_search_and_changes_nothing(tmp_path, capsys):
         SearchRun(out, SearchConfig("ppo", SMALL, config.child), resume=True)
     with pytest.raises(SearchError, match="already holds a search; pass --resume"):
         SearchRun(out, config)
-    assert main(["search", "--out", str(out), "--resume", "--child-epochs", "7"]) == 2
+    assert main(["search", "--output-dir", str(out), "--resume", "--child-epochs", "7"]) == 2
     assert "child.epochs: 2 -> 7" in capsys.readouterr().err
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "search.json").write_text('{"strategy": ')
-    assert main(["search", "--out", str(broken), "--resume"]) == 2
+    assert main(["search", "--output-dir", str(broken), "--resume"]) == 2
     assert "search.json: not valid JSON" in capsys.readouterr().err
     # search.json edited by hand to match, but the log holds genotypes of the other space
     meta = json.loads((out / "search.json").read_text())
@@ -337,21 +337,21 @@ def test_a_child_trains_and_is_scored():
 def test_missing_cifar10_offline_fails_before_writing(tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["search", "--dataset", "cifar10", "--data-dir", str(tmp_path / "nothing"), "--no-download",
-                 "--out", str(out)])
+                 "--output-dir", str(out)])
     assert code == 2 and not out.exists()
     assert "CIFAR-10 is not in" in capsys.readouterr().err
 
 
 def test_command_line_refusals(tmp_path, capsys):
     out = str(tmp_path / "run")
-    assert main(["search", "--dataset", "synthetic", "--ops", "sep_conv_3x3,conv_9x9", "--out", out]) == 2
+    assert main(["search", "--dataset", "synthetic", "--ops", "sep_conv_3x3,conv_9x9", "--output-dir", out]) == 2
     assert "unknown op(s) 'conv_9x9'" in capsys.readouterr().err
-    assert main(["search", "--strategy", "random", "--population-size", "4", "--dataset", "synthetic", "--out", out]) == 2
+    assert main(["search", "--strategy", "random", "--population-size", "4", "--dataset", "synthetic", "--output-dir", out]) == 2
     assert "--population-size is a setting of the evolution strategy" in capsys.readouterr().err
-    assert main(["search", "--out", out, "--resume"]) == 2
+    assert main(["search", "--output-dir", out, "--resume"]) == 2
     assert "nothing to resume" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["search", "--strategy", "bayes", "--out", out])
+        main(["search", "--strategy", "bayes", "--output-dir", out])
     assert "invalid choice: 'bayes'" in capsys.readouterr().err
     assert not Path(out).exists()
 

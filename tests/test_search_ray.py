@@ -20,7 +20,7 @@ from search import ChildSettings, SearchConfig, SearchRun, SearchSpace
 
 # Children of a few seconds each: 8x8 synthetic images, one epoch on 200 of them.
 TINY_CHILD = ["--dataset", "synthetic", "--child-epochs", "1", "--train-size", "200", "--val-size", "100",
-              "--img-size", "8", "--child-batch-size", "25"]
+              "--input-size", "8", "--child-batch-size", "25"]
 
 
 @pytest.fixture
@@ -40,7 +40,7 @@ def _rows(out: Path) -> list[dict]:
 
 def test_three_child_search_on_ray_writes_every_output(tmp_path, capsys, ray_shutdown):
     out = tmp_path / "ppo"
-    assert main(["search", "--strategy", "ppo", "--trials", "3", "--workers", "2", "--seed", "3", "--out", str(out),
+    assert main(["search", "--strategy", "ppo", "--trials", "3", "--workers", "2", "--seed", "3", "--output-dir", str(out),
                  *TINY_CHILD]) == 0
     printed = capsys.readouterr().out
     rows = _rows(out)
@@ -81,7 +81,7 @@ def test_three_child_search_on_ray_writes_every_output(tmp_path, capsys, ray_shu
 
 
 def _search(out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "nasnet_backbones.cli", "search", "--out", str(out), *extra]
+    return [sys.executable, "-m", "nasnet_backbones.cli", "search", "--output-dir", str(out), *extra]
 
 
 def test_sigkill_and_resume_keep_every_child_exactly_once(tmp_path):
@@ -112,7 +112,7 @@ def test_sigkill_and_resume_keep_every_child_exactly_once(tmp_path):
 # A small space in which shared weights learn within a few epochs on a CPU.
 ENAS_SMALL = ["--strategy", "enas", "--dataset", "synthetic", "--blocks", "1", "--ops",
               "sep_conv_3x3,max_pool_3x3,identity", "--controller-steps", "10", "--derive-samples", "12",
-              "--child-epochs", "1", "--train-size", "1600", "--val-size", "400", "--img-size", "16"]
+              "--child-epochs", "1", "--train-size", "1600", "--val-size", "400", "--input-size", "16"]
 
 
 def _shared(out: Path) -> list[dict]:
@@ -122,7 +122,7 @@ def _shared(out: Path) -> list[dict]:
 def test_short_enas_run_learns_and_writes_the_standard_outputs(tmp_path, capsys):
     out = tmp_path / "enas"
     assert main(["search", *ENAS_SMALL, "--enas-epochs", "4", "--trials", "2", "--executor", "inprocess",
-                 "--out", str(out)]) == 0
+                 "--output-dir", str(out)]) == 0
     shared = _shared(out)
     assert [r["epoch"] for r in shared] == [1, 2, 3, 4]
     assert shared[-1]["shared_reward"] > shared[0]["shared_reward"] + 0.1  # shared weights and controller learn

@@ -120,7 +120,7 @@ def test_cli_exports_the_saved_detector(tmp_path, capsys):
     out = tmp_path / "det.onnx"
     args = ["export", "detector", "--framework", "torchvision", "--model", "fasterrcnn", "--backbone", str(cell),
             "--cells", "1", "--filters", "4", "--num-classes", "3", "--fpn-channels", "32", "--min-size", "96",
-            "--max-size", "128", "--score-thresh", "0.0", "--image-size", "96", "128", "-o", str(out)]
+            "--max-size", "128", "--score-thresh", "0.0", "--input-size", "96", "128", "-o", str(out)]
     assert main([*args, "--weights", str(tmp_path / "det.pth")]) == 0
     assert "verified with onnxruntime on inputs [[3, 129, 97]]" in capsys.readouterr().out
     meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}

@@ -242,7 +242,7 @@ def test_train_imagenet_recipe_on_wnid_folders(tmp_path):
     genotypes.NASNET_A.to_json(tmp_path / "cell.json")
     out = tmp_path / "run"
     assert main(["train", "imagenet", "--genotype", str(tmp_path / "cell.json"), "--cells", "1", "--filters", "4",
-                 "--data-dir", str(tmp_path / "in1k"), "--output-dir", str(out), "--img-size", "96", "--epochs", "2",
+                 "--data-dir", str(tmp_path / "in1k"), "--output-dir", str(out), "--input-size", "96", "--epochs", "2",
                  "--batch-size", "4", "--workers", "0"]) == 0
     results = json.loads((out / "results.json").read_text())
     # 9 images in batches of 4: 2 steps per epoch (an incomplete last batch is dropped).

@@ -25,7 +25,7 @@ from typing import Any, Iterator
 import torch
 from torch.utils.data import Dataset
 
-from ..argtypes import (image_size, nonnegative_float, nonnegative_int, number, positive_float, positive_int, probability,
+from ..argtypes import (add_renamed, image_size, nonnegative_float, nonnegative_int, number, positive_float, positive_int, probability,
                         refuse_together)
 from ..data import CIFAR10_CLASSES, ImageNetFolder, default_workers, load_cifar10, load_image_folder
 from ..imagenet import imagenet_classes
@@ -55,6 +55,7 @@ def _choice(*names: str):
     return parse
 
 
+_OLD_SPELLINGS = {"--input-size": ("--img-size",)}
 # (flag, recipe field, type, help)
 _OVERRIDES = [
     ("--epochs", "epochs", positive_int, "epochs"),
@@ -70,7 +71,7 @@ _OVERRIDES = [
     ("--drop-path-prob", "drop_path_prob", drop_rate, "final ScheduledDropPath rate (1 - keep prob), in [0, 1)"),
     ("--cutout", "cutout", nonnegative_int, "cifar10: cutout square side (0 disables)"),
     ("--ema-decay", "ema_decay", probability, "keep a moving average of the weights for evaluation (0 disables)"),
-    ("--img-size", "img_size", image_size, "training crop size (default: the model's input size)"),
+    ("--input-size", "img_size", image_size, "training crop size (default: the model's input size)"),
 ]
 
 
@@ -89,7 +90,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--output-dir", required=True, help="where checkpoints, TensorBoard logs and results go")
     p.add_argument("--resume", action="store_true", help=f"continue from OUTPUT_DIR/{RESUME_FILE}")
     for flag, dest, typ, text in _OVERRIDES:
-        p.add_argument(flag, dest=dest, type=typ, help=text)
+        add_renamed(p, flag, old=_OLD_SPELLINGS.get(flag, ()), dest=dest, type=typ, help=text)
     p.add_argument("--max-steps", type=positive_int, help="stop after this many steps in total (resumable)")
     p.add_argument("--workers", type=nonnegative_int, default=default_workers(), help="DataLoader workers per process")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
