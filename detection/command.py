@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from nasnet_backbones.argtypes import add_renamed, nonnegative_int, positive_int, probability
+from nasnet_backbones.argtypes import add_renamed, nonnegative_int, number, positive_int, probability
 
 __all__ = ["add_parser"]
 
@@ -57,7 +57,8 @@ def add_parser(subparsers: Any) -> None:
     s = sub.add_parser("make-synthetic", help="write a COCO-format dataset of drawn shapes: boxes, masks, panoptic (tests, demos)")
     add_renamed(s, "--output-dir", old=("--out",), dest="out", required=True, metavar="DIR")
     s.add_argument("--num-images", type=positive_int, default=200, help="images in both splits (at least 2)")
-    s.add_argument("--size", type=positive_int, default=128, help="image side in pixels (at least 32)")
+    s.add_argument("--size", type=number(int, "a size in 32..4096 pixels", lambda v: 32 <= v <= 4096), default=128,
+                   help="image side in pixels (32..4096)")
     s.add_argument("--seed", type=nonnegative_int, default=0)
     s.set_defaults(func=_synthetic)
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from contextlib import contextmanager, nullcontext
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -32,7 +31,7 @@ import onnx
 import torch
 from torch import nn
 
-from nasnet_backbones.atomic import atomic_target
+from nasnet_backbones.atomic import atomic_target, refuse_own_input, same_file
 from nasnet_backbones.errors import CommandError
 from nasnet_backbones.padding import traceable_padding
 
@@ -152,24 +151,6 @@ def verified_output(path: Path, suffix: str = ".tmp") -> Iterator[Path]:
             yield tmp
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise ExportVerificationError(f"onnx.checker rejected the graph: {exc}") from None
-
-
-def same_file(a: str | Path, b: str | Path) -> bool:
-    """Whether two paths name one file: :func:`os.path.samefile` when both exist (hard links,
-    symbolic links), else the same resolved path."""
-    a, b = Path(a), Path(b)
-    if a.exists() and b.exists():
-        return os.path.samefile(a, b)
-    return a.resolve() == b.resolve()
-
-
-def refuse_own_input(output: str | Path, output_flag: str, inputs: dict[str, str | Path | None]) -> None:
-    """Raise ``ValueError`` before anything is written when ``output`` is one of ``inputs`` (flag ->
-    path; ``None`` for a flag not given): writing it would replace the very file being read."""
-    for flag, source in inputs.items():
-        if source and same_file(output, source):
-            raise ValueError(f"{output_flag} {output} is the {flag} file itself: writing it would replace "
-                             f"its input; choose another {output_flag}")
 
 
 def save_checked(graph: onnx.ModelProto, metadata: dict[str, str], path: Path) -> None:

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from .transforms import SIZE_RANGE
 
-__all__ = ["number", "image_size", "positive_int", "nonnegative_int", "positive_float", "nonnegative_float", "finite_float", "probability",
+__all__ = ["number", "cells_per_stack", "base_width", "image_size", "positive_int", "nonnegative_int", "positive_float", "nonnegative_float", "finite_float", "probability",
            "fraction", "refuse_together", "add_renamed"]
 
 
@@ -50,6 +50,10 @@ probability = number(float, "a number in [0, 1]", lambda v: 0.0 <= v <= 1.0)
 """A number in [0, 1] (dropout and drop-path rates, thresholds, agreements)."""
 fraction = number(float, "a number in (0, 1]", lambda v: 0.0 < v <= 1.0)
 """A number in (0, 1] (keep probabilities, shares of a data set)."""
+cells_per_stack = number(int, "an integer in 1..64", lambda v: 1 <= v <= 64)
+"""N, normal cells per stack (the paper's largest is 7; 64 already builds a network few machines hold)."""
+base_width = number(int, "an integer in 1..2048", lambda v: 1 <= v <= 2048)
+"""A base width (``num_filters``; the paper's largest is 168, F = 24 x 168 = 4032)."""
 image_size = number(int, f"a size in {SIZE_RANGE[0]}..{SIZE_RANGE[1]} pixels", lambda v: SIZE_RANGE[0] <= v <= SIZE_RANGE[1])
 """A square input size in ``transforms.SIZE_RANGE`` (0 used to be ignored; 100000 would build
 activations no machine holds)."""

@@ -9,6 +9,7 @@ write of the same file, once its process is gone.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import secrets
@@ -16,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-__all__ = ["atomic_target", "write_atomic", "remove_stale_temporaries"]
+__all__ = ["atomic_target", "write_atomic", "remove_stale_temporaries", "same_file", "refuse_own_input"]
 
 _TEMP = re.compile(r"^(?P<name>.+)\.(?P<pid>\d+)-[0-9a-f]{6}\.tmp(\.[A-Za-z0-9]+)?$")
 
@@ -65,6 +66,10 @@ def atomic_target(path: str | Path, *, suffix: str = ".tmp") -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.filename is None and exc.errno is not None:  # onnx, PIL and friends raise ENOSPC without a path
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -73,4 +78,26 @@ def write_atomic(path: str | Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp)`` on a temporary path beside ``path``, then rename it over ``path``, so a
     crash or ``kill -9`` mid-write leaves the previous file intact (see :func:`atomic_target`)."""
     with atomic_target(path) as tmp:
-        write(tmp)
+        try:
+            write(tmp)
+        except RuntimeError as exc:  # torch.save reports a short write (a full disk) as a RuntimeError
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise OSError(errno.EIO, f"writing it failed, is the disk full? ({reason})", str(path)) from exc
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name one file: :func:`os.path.samefile` when both exist (hard links,
+    symbolic links), else the same resolved path."""
+    a, b = Path(a), Path(b)
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
+
+
+def refuse_own_input(output: str | Path, output_flag: str, inputs: dict[str, str | Path | None]) -> None:
+    """Raise ``ValueError`` before anything is written when ``output`` is one of ``inputs`` (flag ->
+    path; ``None`` for a flag not given): writing it would replace the very file being read."""
+    for flag, source in inputs.items():
+        if source and same_file(output, source):
+            raise ValueError(f"{output_flag} {output} is the {flag} file itself: writing it would replace "
+                             f"its input; choose another {output_flag}")

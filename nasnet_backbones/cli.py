@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import sys
+import warnings
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Callable, Sequence
 
@@ -121,8 +122,15 @@ def _describe_os_error(exc: OSError) -> str:
     return f"{where + ': ' if where else ''}{cause}{' (' + hint + ')' if hint else ''}"
 
 
+# fvcore (imported by detectron2) scripts a function at import and torch 2.9+ warns about it on every
+# start; that warning is not ours to act on and would stand before every error message.
+_FOREIGN_WARNINGS = [(r"`torch\.jit\.script` is deprecated", FutureWarning)]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    for message, category in _FOREIGN_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
     parser = build_parser(argv=argv)
     args, extra = parser.parse_known_args(argv)
     if extra and not getattr(args, "unavailable", False):  # an unavailable command takes any arguments
@@ -144,6 +152,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         text = str(exc) if exc.errno is None else f"{_describe_os_error(exc)} (run with -v for the traceback)"
         print(f"nasnet {args.command}: error: {text}", file=sys.stderr)
         return 2
+    except MemoryError:
+        if args.verbose:
+            raise
+        print(f"nasnet {args.command}: error: out of memory; use smaller sizes (input size, batch, cells, "
+              "filters) or a machine with more memory", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # Ctrl-C: whatever saves state on it (train's last.pth, search's log) has run
+        if args.verbose:
+            raise
+        print(f"nasnet {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 from typing import Any, Sequence
 
-from .atomic import write_atomic
+from .atomic import refuse_own_input, write_atomic
 from .genotype import CellSpec, Genotype
 
 __all__ = ["draw_cell", "draw_genotype", "add_parser", "run"]
@@ -135,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"cannot tell the image format of {args.output}; use a .png, .svg or .pdf name")
     if Path(args.output).is_dir():
         raise ValueError(f"-o {args.output} is a directory; name the image file to write, e.g. {args.output}/cell.png")
+    refuse_own_input(args.output, "-o/--output", {"genotype": None if args.genotype in GENOTYPES else args.genotype})
     cells = ("normal", "reduce") if args.cell == "both" else (args.cell,)
     print(draw_genotype(genotype, args.output, cells))
     return 0

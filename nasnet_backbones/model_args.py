@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from .argtypes import positive_int, refuse_together
+from .argtypes import base_width, cells_per_stack, refuse_together
 from .builder import build_model
 from .catalogue import get_weights, split_model_tag
 from .checkpoint import read_class_names, read_preprocessing, read_state_dict
@@ -28,8 +28,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, weights: bool = True, r
     source = parser.add_mutually_exclusive_group(required=required)
     source.add_argument("--model", help="registered model name (see `nasnet info --list`)")
     source.add_argument("--genotype", help="genotype JSON file (Genotype.to_json), e.g. from `nasnet search`")
-    parser.add_argument("--cells", type=positive_int, default=4, help="with --genotype: normal cells per stack (N)")
-    parser.add_argument("--filters", type=positive_int, default=44, help="with --genotype: base width (F = 24 x filters)")
+    parser.add_argument("--cells", type=cells_per_stack, default=4, help="with --genotype: normal cells per stack (N)")
+    parser.add_argument("--filters", type=base_width, default=44, help="with --genotype: base width (F = 24 x filters)")
     parser.add_argument("--stem", choices=("imagenet", "cifar"), default=None,
                         help="with --genotype: stem type (default: the dataset's)")
     if weights:

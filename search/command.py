@@ -15,7 +15,8 @@ from typing import Any
 
 import torch
 
-from nasnet_backbones.argtypes import add_renamed, finite_float, nonnegative_float, nonnegative_int, positive_float, positive_int
+from nasnet_backbones.argtypes import (add_renamed, base_width, cells_per_stack, finite_float, nonnegative_float, nonnegative_int,
+                                      number, positive_float, positive_int)
 from nasnet_backbones.data import default_workers
 from nasnet_backbones.ops import NASNET_SEARCH_OPS
 
@@ -35,14 +36,14 @@ logger = logging.getLogger(__name__)
 
 # (flag, ChildSettings field, type, help)
 _CHILD_FLAGS = [
-    ("--child-cells", "cells", positive_int, "N: normal cells per stack of each child (paper: 2)"),
-    ("--child-filters", "filters", positive_int, "base width (num_filters) of each child's first stack"),
+    ("--child-cells", "cells", cells_per_stack, "N: normal cells per stack of each child (paper: 2)"),
+    ("--child-filters", "filters", base_width, "base width (num_filters) of each child's first stack"),
     ("--child-epochs", "epochs", positive_int, "training epochs per child (paper: 20)"),
     ("--child-batch-size", "batch_size", positive_int, "child training batch size"),
     ("--child-lr", "lr", positive_float, "child learning rate (cosine decay)"),
     ("--train-size", "train_size", positive_int, "train children on this many images (default: all not held out)"),
     ("--val-size", "val_size", positive_int, "images held out of the training set to score children (paper: 5000)"),
-    ("--input-size", "img_size", positive_int, "synthetic dataset: image side (the children's input size)"),
+    ("--input-size", "img_size", number(int, "a size in 8..1024 pixels", lambda v: 8 <= v <= 1024), "synthetic dataset: image side (the children's input size)"),
 ]
 # (flag, type, help); which strategy setting a flag sets is declared by the strategies (Strategy.settings_by_flag)
 _STRATEGY_FLAGS = [
@@ -91,7 +92,8 @@ def add_parser(subparsers: Any) -> None:
     for flag, dest, typ, text in _CHILD_FLAGS:
         add_renamed(p, flag, old=("--img-size",) if flag == "--input-size" else (), dest=f"child_{dest}", type=typ,
                     help=text)
-    p.add_argument("--blocks", type=positive_int, help="B: blocks per cell (default: 5)")
+    p.add_argument("--blocks", type=number(int, "an integer in 1..16", lambda v: 1 <= v <= 16),
+                   help="B: blocks per cell (default: 5)")
     p.add_argument("--ops", help="comma-separated op names (default: the paper's 13: " + ",".join(NASNET_SEARCH_OPS) + ")")
     p.add_argument("--combine", help="comma-separated combine ops: add, concat (default: add)")
     for flag, typ, text in _STRATEGY_FLAGS:

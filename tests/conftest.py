@@ -33,6 +33,14 @@ def tiny_cifar_model():
 
 
 @pytest.fixture(scope="module")
+def genotype_file(tmp_path_factory):
+    """NASNet-A's genotype as a JSON file, as a search's best_genotype.json would be."""
+    path = tmp_path_factory.mktemp("cells") / "nasnet_a.json"
+    genotypes.NASNET_A.to_json(path)
+    return path
+
+
+@pytest.fixture(scope="module")
 def cadene_mobile():
     """Cadene's NASNet-A mobile (the public port of the TF weights) with random weights and BN stats."""
     import pretrainedmodels

@@ -42,13 +42,6 @@ def cpu_config(name, **overrides):
 
 
 @pytest.fixture(scope="module")
-def genotype_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("cells") / "nasnet_a.json"
-    genotypes.NASNET_A.to_json(path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthetic")
     files = make_synthetic(root, num_images=10, size=96)

@@ -22,7 +22,6 @@ import detection  # noqa: E402
 from helpers import expect_clean_error, run_cli, snapshot  # noqa: E402
 from detection.checkpoint import NASNetDetectionCheckpointer, PickleWeightsRefused  # noqa: E402
 from detection.synthetic import make_synthetic  # noqa: E402
-from nasnet_backbones import genotypes  # noqa: E402
 from nasnet_backbones.runlock import run_lock  # noqa: E402
 
 CONFIG = "faster_rcnn_nasnet_a_mobile_FPN_1x"
@@ -36,13 +35,6 @@ class _Touch:
 
     def __reduce__(self):
         return open, (self.path, "w")
-
-
-@pytest.fixture(scope="module")
-def genotype_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("cells") / "nasnet_a.json"
-    genotypes.NASNET_A.to_json(path)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -90,3 +90,50 @@ def test_cli_reports_a_file_where_a_directory_should_be(tmp_path, capsys):
     blocker.write_text("keep me")
     err = expect_clean_error(capsys, "draw", "nasnet_a", "-o", blocker / "cells.svg", names=[str(blocker)])
     assert "not a directory" in err.lower() and blocker.read_text() == "keep me"
+
+
+def test_ctrl_c_is_one_line_with_exit_130(tmp_path, capsys, monkeypatch):
+    import nasnet_backbones.draw as draw
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(draw, "draw_genotype", interrupted)
+    err = expect_clean_error(capsys, "draw", "nasnet_a", "-o", tmp_path / "cells.svg", code=130)
+    assert err.strip() == "nasnet draw: interrupted"
+
+
+def test_a_failed_torch_save_is_an_os_error_naming_the_file(tmp_path):
+    """torch.save reports a short write (a full disk) as a RuntimeError; write_atomic makes it the
+    OSError the CLI reports in one line, with the target's path, and keeps the old file."""
+    target = tmp_path / "last.pth"
+    target.write_bytes(b"old state")
+
+    def short_write(tmp):
+        tmp.write_bytes(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0")
+
+    with pytest.raises(OSError, match="is the disk full") as info:
+        write_atomic(target, short_write)
+    assert info.value.filename == str(target)
+    assert target.read_bytes() == b"old state" and sorted(p.name for p in tmp_path.iterdir()) == ["last.pth"]
+
+
+def test_draw_refuses_to_overwrite_its_genotype_file(tmp_path, capsys):
+    from nasnet_backbones import genotypes
+
+    cell = tmp_path / "cell.svg"  # a genotype JSON with an image's suffix
+    genotypes.NASNET_A.to_json(cell)
+    before = cell.read_bytes()
+    expect_clean_error(capsys, "draw", str(cell), "-o", cell, names=["-o/--output", "genotype file itself"])
+    assert cell.read_bytes() == before
+
+
+def test_sizes_no_machine_holds_are_refused_at_the_parser(tmp_path, capsys):
+    expect_clean_error(capsys, "info", "--genotype", "nasnet_a", "--cells", "1", "--filters", "100000000",
+                       names=["--filters", "1..2048"])
+    expect_clean_error(capsys, "detect", "make-synthetic", "--output-dir", tmp_path / "big", "--size", "100000",
+                       names=["--size", "32..4096"])
+    expect_clean_error(capsys, "search", "--output-dir", tmp_path / "s", "--blocks", "100000", names=["--blocks"])
+    expect_clean_error(capsys, "search", "--output-dir", tmp_path / "s", "--input-size", "3", names=["--input-size"])
+    assert list(tmp_path.iterdir()) == []

@@ -263,6 +263,10 @@ def test_train_refuses_conflicting_flags_before_writing(folder, tmp_path, capsys
                        names=["--scratch", "--weights"])
     expect_clean_error(capsys, *_train_args(folder, out, "--resume"), names=["--resume", "last.pth"])
     assert not out.exists()
+    inside = folder / "train" / "run"  # its tensorboard/ would become a class folder of the next run
+    before = snapshot(folder)
+    expect_clean_error(capsys, *_train_args(folder, inside), names=["--output-dir", "inside --data-dir"])
+    assert snapshot(folder) == before and not inside.exists()
 
 
 def test_library_recipe_checks():

@@ -189,9 +189,19 @@ def build_model(args: argparse.Namespace, recipe: TrainRecipe, *, num_classes: i
                                  default_stem="cifar" if args.dataset == "cifar10" else "imagenet", **model_kwargs)
 
 
+def _refuse_output_inside_data(output: Path, data_dir: Path) -> None:
+    """The run's files (tensorboard/, checkpoints) inside the data folder would become a class
+    folder of the next run that reads it."""
+    out, data = output.resolve(), data_dir.resolve()
+    if out == data or data in out.parents:
+        raise ValueError(f"--output-dir {output} is inside --data-dir {data_dir}: the run's files would be read as "
+                         "data by the next run; choose a directory outside the data")
+
+
 def run(args: argparse.Namespace) -> int:
     _refuse_conflicts(args)
     output = Path(args.output_dir).expanduser()
+    _refuse_output_inside_data(output, Path(args.data_dir).expanduser())
     _refuse_overwrite(output, args.resume)
     recipe = _recipe_from_args(args)
     recipe.validate()
