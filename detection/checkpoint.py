@@ -60,13 +60,16 @@ class PickleWeightsRefused(ValueError):
 
 def _pickle_refusal(filename: str, why: str) -> PickleWeightsRefused:
     source = Path(urlsplit(filename).path).name if "://" in filename else filename  # remote: once downloaded
-    stem = str(Path(source).with_suffix(""))
+    # A new file beside the original, never the original itself (a .pth converted to .pth would overwrite it)
+    converted = str(Path(source).with_suffix("")) + ".converted.pth"
+    reader = (f"pickle.load(open('{source}', 'rb'), encoding='latin1')" if source.endswith(".pkl")  # detectron2's
+              else f"torch.load('{source}', map_location='cpu', weights_only=False)")
     return PickleWeightsRefused(
         f"weights {filename}: refused to load, {why}; unpickling runs any code the file contains. Convert it "
-        f"once, on a machine where you trust the file, to a plain state dict, e.g. for detectron2's .pkl format: "
-        f"python -c \"import pickle, torch; d = pickle.load(open('{source}', 'rb'), encoding='latin1'); "
-        f"torch.save({{k: torch.as_tensor(v) for k, v in d.get('model', d).items()}}, '{stem}.pth')\" "
-        f"and load {stem}.pth (read with weights_only=True), or save it as .safetensors. To load this file "
+        f"once, on a machine where you trust the file, to a plain state dict in a new file beside it: "
+        f"python -c \"import pickle, torch; d = {reader}; "
+        f"torch.save({{k: torch.as_tensor(v) for k, v in d.get('model', d).items()}}, '{converted}')\" "
+        f"and load {converted} (read with weights_only=True), or save it as .safetensors. To load this file "
         "as it is, if you trust its source, pass --allow-pickle (or set MODEL.NASNET.ALLOW_PICKLE_WEIGHTS True)")
 
 

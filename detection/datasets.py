@@ -14,25 +14,42 @@ The checks run before training starts, so a Mask R-CNN config on a dataset witho
 Panoptic FPN config without semantic maps, is one clear error rather than a crash at iteration 0;
 so are a malformed json, bad boxes, ids or masks (:mod:`detection.validate`, when a custom json is
 registered) and image files missing under the image root (:func:`check_dataset`).
+
+Images are read through :func:`nasnet_backbones.images.open_rgb` (:func:`read_detection_image`,
+and :class:`OpenRGBDatasetMapper` for the trainer's train and test loaders): every PIL mode becomes
+8-bit RGB by that module's rule (16-bit PNGs scaled, not clipped to white; float TIFFs in [0, 1]
+scaled; transparency laid over white), and a truncated, corrupt or unconvertible file is one error
+naming it. EXIF orientation is applied as detectron2's ``read_image`` applies it, so ordinary
+8-bit images give exactly the arrays detectron2's reader gives.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
+import struct
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
+import torch
 from detectron2.config import CfgNode
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
+from detectron2.data import detection_utils
+from detectron2.data import transforms as T
 from detectron2.data.datasets import load_coco_json, register_coco_instances
+from PIL import Image
+
+from nasnet_backbones.images import UnreadableImage, open_rgb
 
 from .validate import missing_images, read_coco_json, validate_coco_instances
 
 __all__ = [
     "PanopticFiles", "register_coco_json", "register_coco_panoptic_separated_json", "panoptic_files_for",
     "needs_masks", "needs_semantic", "uses_rle_masks", "check_dataset", "set_num_classes_from_json",
+    "DatasetImageError", "read_detection_image", "OpenRGBDatasetMapper",
 ]
 
 logger = logging.getLogger(__name__)
@@ -249,3 +266,100 @@ def set_num_classes_from_json(cfg: CfgNode, json_file: str | Path, dataset: str 
     if stuff and needs_semantic(cfg):
         cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = len(stuff)
     return classes
+
+
+# -- reading images ---------------------------------------------------------------------------
+
+_EXIF_ORIENTATION = 0x0112
+# EXIF orientation tag value -> the PIL transpose that shows the image upright (the EXIF standard).
+_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+            5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+            8: Image.Transpose.ROTATE_90}
+
+
+class DatasetImageError(UnreadableImage):
+    """An image (or semantic map) of a detection dataset that cannot be read: one line naming the file.
+
+    torch's ``DataLoader`` re-raises a worker's exception in the main process as
+    ``type(exc)(text)``, ``text`` holding the worker's whole traceback; this class keeps only the
+    original message, so the command line still prints one line that names the file."""
+
+    def __init__(self, message: str) -> None:
+        if isinstance(message, str) and message.startswith("Caught ") and "Original Traceback" in message:
+            for line in reversed(message.rstrip().splitlines()):
+                head, sep, rest = line.partition(": ")
+                if sep and head.endswith(type(self).__name__):
+                    message = rest
+                    break
+        super().__init__(message)
+
+
+def _orientation(path: str | Path) -> int:
+    """The EXIF orientation the file declares (1, upright, when it declares none or cannot say)."""
+    try:
+        with Image.open(path) as img:  # the header only
+            return int(img.getexif().get(_EXIF_ORIENTATION, 1))
+    except Exception:  # noqa: BLE001 -- a broken EXIF block is not a broken image (open_rgb judged the pixels)
+        return 1
+
+
+def read_detection_image(path: str | Path, image_format: str = "BGR") -> np.ndarray:
+    """The image file at ``path`` as the HWC ``uint8`` array detectron2's models take, channels in
+    ``image_format`` order (``cfg.INPUT.FORMAT``: ``BGR``, ``RGB``, or another format detectron2's
+    ``convert_PIL_to_numpy`` knows). Read with :func:`open_rgb`, so every mode converts by its rule
+    and a bad file raises :class:`UnreadableImage` naming it; EXIF orientation is applied as by
+    detectron2's ``read_image``."""
+    image = open_rgb(path)
+    method = _UPRIGHT.get(_orientation(path))
+    if method is not None:
+        image = image.transpose(method)
+    return detection_utils.convert_PIL_to_numpy(image, image_format)
+
+
+# What PIL raises for a truncated or corrupt file (as nasnet_backbones.images lists them).
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError, ZeroDivisionError,
+                  struct.error)
+
+
+def _read_label_map(path: str) -> np.ndarray:
+    """A semantic map (one label per pixel, read as detectron2 reads it: PIL mode ``L``), with a
+    bad file one error naming it. Labels are not colours, so this does not go through ``open_rgb``."""
+    try:
+        return detection_utils.read_image(path, "L").squeeze(2)
+    except _DECODE_ERRORS as exc:
+        raise DatasetImageError(f"semantic map {path} cannot be read: {type(exc).__name__}: {exc}") from None
+
+
+class OpenRGBDatasetMapper(DatasetMapper):
+    """detectron2's ``DatasetMapper`` (same augmentations, annotation and proposal handling, built
+    from the same config) whose images are read with :func:`read_detection_image` instead of
+    detectron2's ``read_image``. An unreadable image or semantic map, or one whose size is not its
+    json entry's, is a :class:`DatasetImageError` naming the file, in the trainer's and the
+    evaluator's data loaders alike."""
+
+    def __call__(self, dataset_dict: dict) -> dict:
+        record = copy.deepcopy(dataset_dict)  # the dataset's own dicts are reused every epoch
+        name = record["file_name"]
+        split = "training" if self.is_train else "evaluation"
+        try:
+            image = read_detection_image(name, self.image_format)
+            detection_utils.check_image_size(record, image)
+        except (UnreadableImage, detection_utils.SizeMismatchError) as exc:
+            raise DatasetImageError(f"{exc} ({split} image; replace the file, or remove it from the dataset "
+                                    "json)") from None
+        labels = _read_label_map(record.pop("sem_seg_file_name")) if "sem_seg_file_name" in record else None
+
+        augmented = T.AugInput(image, sem_seg=labels)
+        transforms = self.augmentations(augmented)
+        image, labels = augmented.image, augmented.sem_seg
+        height_width = image.shape[:2]
+        record["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))  # CHW for the model
+        if labels is not None:
+            record["sem_seg"] = torch.as_tensor(labels.astype("long"))
+        if self.proposal_topk is not None:
+            detection_utils.transform_proposals(record, height_width, transforms, proposal_topk=self.proposal_topk)
+        if self.is_train and "annotations" in record:
+            self._transform_annotations(record, transforms, height_width)
+        elif not self.is_train:
+            record.pop("annotations", None)  # evaluation reads the ground truth from the json
+        return record

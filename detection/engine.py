@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 from detectron2.config import CfgNode
-from detectron2.data import MetadataCatalog
+from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_setup, hooks, launch
 from detectron2.evaluation import (COCOEvaluator, COCOPanopticEvaluator, DatasetEvaluators, SemSegEvaluator,
                                    verify_results)
@@ -30,8 +30,9 @@ from nasnet_backbones.runlock import run_lock
 
 from .checkpoint import NASNetDetectionCheckpointer, check_weights
 from .config import check_config_numbers
-from .datasets import (check_dataset, needs_masks, needs_semantic, register_coco_json,
-                       register_coco_panoptic_separated_json, set_num_classes_from_json, uses_rle_masks)
+from .datasets import (DatasetImageError, OpenRGBDatasetMapper, check_dataset, needs_masks, needs_semantic,
+                       register_coco_json, register_coco_panoptic_separated_json, set_num_classes_from_json,
+                       uses_rle_masks)
 from .model_zoo import get_config
 
 __all__ = ["NASNetTrainer", "merge_overrides", "setup", "main", "launch_main"]
@@ -39,9 +40,34 @@ __all__ = ["NASNetTrainer", "merge_overrides", "setup", "main", "launch_main"]
 logger = logging.getLogger(__name__)
 
 
+class _OneLineForBadImages(logging.Filter):
+    """detectron2's training loop logs any exception with its traceback before re-raising it; a
+    dataset image that cannot be read is bad input, which the command line reports in one line
+    naming the file, so its record loses the traceback (the message stays, in log.txt too)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], DatasetImageError):
+            record.msg, record.args = "%s %s", (record.getMessage(), record.exc_info[1])
+            record.exc_info = record.exc_text = None
+        return True
+
+
+_BAD_IMAGE_FILTER = _OneLineForBadImages()
+logging.getLogger("detectron2.engine.train_loop").addFilter(_BAD_IMAGE_FILTER)  # the logger of TrainerBase.train
+
+
 class NASNetTrainer(DefaultTrainer):
     """``DefaultTrainer`` with COCO evaluation, ImageNet initialisation from classification
-    checkpoints, and the ScheduledDropPath ramp when the backbone uses drop path."""
+    checkpoints, the ScheduledDropPath ramp when the backbone uses drop path, and images read
+    through ``nasnet_backbones.images.open_rgb`` (:class:`~detection.datasets.OpenRGBDatasetMapper`)."""
+
+    @classmethod
+    def build_train_loader(cls, cfg: CfgNode):
+        return build_detection_train_loader(cfg, mapper=OpenRGBDatasetMapper(cfg, is_train=True))
+
+    @classmethod
+    def build_test_loader(cls, cfg: CfgNode, dataset_name: str):
+        return build_detection_test_loader(cfg, dataset_name, mapper=OpenRGBDatasetMapper(cfg, is_train=False))
 
     def __init__(self, cfg: CfgNode) -> None:
         super().__init__(cfg)

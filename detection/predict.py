@@ -1,4 +1,8 @@
-"""Detections for image files: PNGs drawn with detectron2's ``Visualizer`` and a JSON file."""
+"""Detections for image files: PNGs drawn with detectron2's ``Visualizer`` and a JSON file.
+
+Images are read with ``nasnet_backbones.images.open_rgb`` (:func:`detection.datasets.read_detection_image`):
+every mode converts to 8-bit RGB by its rule, and every file is decoded before anything is written,
+so a truncated or corrupt one is refused, by name, with the output folder untouched."""
 
 from __future__ import annotations
 
@@ -11,11 +15,11 @@ import numpy as np
 import torch
 from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
-from detectron2.data.detection_utils import read_image
 from detectron2.engine import DefaultPredictor
 from detectron2.utils.visualizer import Visualizer
 
 from .checkpoint import NASNetDetectionCheckpointer
+from .datasets import read_detection_image
 
 __all__ = ["Detector", "detections_to_json"]
 
@@ -64,7 +68,7 @@ class Detector(DefaultPredictor):
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"image {path} does not exist")
-        bgr = read_image(str(path), format="BGR")  # DefaultPredictor flips to cfg.INPUT.FORMAT
+        bgr = read_detection_image(path, "BGR")  # open_rgb's conversion; DefaultPredictor flips to cfg.INPUT.FORMAT
         instances = self(bgr)["instances"].to("cpu")
         return bgr[:, :, ::-1], instances
 
@@ -92,6 +96,8 @@ def predict_files(cfg: CfgNode, weights: str | None, images: list[str], out_dir:
     for path in images:
         if not Path(path).is_file():
             raise FileNotFoundError(f"image {path} does not exist")
+    for path in images:  # decoded once up front, so a bad file is refused before any drawing is written
+        read_detection_image(path, "BGR")
     detector = Detector(cfg, weights)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

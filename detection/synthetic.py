@@ -106,14 +106,32 @@ def _panoptic(annotations: list[dict], segment_ids: np.ndarray) -> tuple[list[di
     return segments, rgb, stuff
 
 
+def _check_empty(out: Path) -> None:
+    """Refuse an output folder that holds anything: the dataset's fixed names would overwrite
+    another dataset's (or any) files there, and its jsons would no longer describe the folder."""
+    if out.is_dir():
+        try:
+            entries = sorted(p.name for p in out.iterdir())
+        except OSError as exc:
+            raise ValueError(f"--output-dir {out}: cannot list it ({exc.strerror or exc})") from None
+        if entries:
+            shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+            raise ValueError(f"--output-dir {out} is not empty ({len(entries)} entries: {shown}); make-synthetic "
+                             "writes a whole dataset and does not overwrite files: give a new or empty folder")
+    elif out.exists() or out.is_symlink():
+        raise ValueError(f"--output-dir {out} exists and is not a directory; give a new or empty folder")
+
+
 def make_synthetic(out: str | Path, num_images: int, size: int = 128, val_fraction: float = 0.2,
                    seed: int = 0) -> dict[str, Path]:
-    """Write the dataset; returns the annotation file of each split. Same arguments, same bytes."""
+    """Write the dataset into ``out``, a new or empty folder (one that holds anything is refused
+    before anything is written); returns the annotation file of each split. Same arguments, same bytes."""
     if num_images < 2:
         raise ValueError("--num-images must be at least 2 (one for each split)")
     if size < 32:
         raise ValueError("--size must be at least 32 pixels")
     out = Path(out)
+    _check_empty(out)
     num_val = max(1, int(round(num_images * val_fraction)))
     splits = {"train": num_images - num_val, "val": num_val}
     rng = np.random.default_rng(seed)

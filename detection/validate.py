@@ -16,7 +16,8 @@ Errors (the run is refused):
 
 - the file is not JSON, not an object, or lacks the ``images`` / ``annotations`` / ``categories`` lists;
 - an entry that is not an object, an id that is not an integer, a duplicate image, annotation or
-  category id, an image without a ``file_name`` or a positive integer ``width`` / ``height``;
+  category id, an image without a ``file_name`` or a positive integer ``width`` / ``height``; a
+  ``file_name`` that is absolute or has a ``..`` component (it would read outside the image root);
 - an annotation without an integer ``iscrowd`` (0 or 1) or a non-negative ``area`` (COCO's evaluation
   reads both, and fails without them only after training);
 - an annotation whose ``image_id`` or ``category_id`` is unknown, whose ``bbox`` is not four finite
@@ -140,6 +141,14 @@ def _check_categories(categories: list, problems: _Problems) -> set[int]:
     return ids
 
 
+def _escapes_root(name: str) -> bool:
+    """Whether a ``file_name`` would name a file outside the image root once joined to it: an
+    absolute path (POSIX or Windows, a drive letter included) or a ``..`` component (either slash)."""
+    parts = name.replace("\\", "/").split("/")
+    return name.startswith(("/", "\\")) or os.path.isabs(name) or (name[:1].isalpha() and name[1:2] == ":") \
+        or ".." in parts
+
+
 def _check_images(images: list, problems: _Problems) -> dict[int, tuple[float, float]]:
     """Image id -> (width, height) of every well-formed image."""
     sizes: dict[int, tuple[float, float]] = {}
@@ -151,6 +160,9 @@ def _check_images(images: list, problems: _Problems) -> dict[int, tuple[float, f
         name = img.get("file_name")
         if not isinstance(name, str) or not name:
             problems.add(f"{where}: 'file_name' must be a non-empty string")
+        elif _escapes_root(name):
+            problems.add(f"{where}: 'file_name' {name!r} must be a path relative to the image root, without "
+                         "'..' components (an absolute path or '..' reads a file outside --image-root)")
         bad = [key for key in ("width", "height") if not _is_positive_size(img.get(key))]
         if bad:
             problems.add(f"{where} ({name}): {' and '.join(repr(k) for k in bad)} must be positive integers "

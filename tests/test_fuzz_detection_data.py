@@ -264,3 +264,197 @@ def test_valid_run_gets_past_the_data_checks(synthetic, tmp_path, capsys):
                      "--image-root", root / "train", "--val-json", files["val"], "--val-image-root", root / "val",
                      "MODEL.WEIGHTS", "", "MODEL.NASNET.ARCH", "nasnet_b", "OUTPUT_DIR", tmp_path / "run")
     assert result.code == 2 and "unknown model 'nasnet_b'" in result.err
+
+
+# -- file names that leave the image root -----------------------------------------------------
+
+@pytest.mark.parametrize("file_name", ["/etc/passwd", "../val/val_000000.png", "sub/../../x.png", "..\\x.png"],
+                         ids=["absolute", "parent", "nested-parent", "backslash-parent"])
+def test_file_names_outside_the_image_root_are_refused(file_name, valid, synthetic, tmp_path, capsys):
+    valid["images"][1]["file_name"] = file_name
+    _train(capsys, synthetic, tmp_path, _write(tmp_path, valid),
+           ["image id 2 (index 1)", repr(file_name), "relative to the image root"])
+
+
+# -- pixels: detection reads images through open_rgb ------------------------------------------
+
+def _tiny_detector_opts(out, max_iter=3, workers=0):
+    return ["MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu", "MODEL.NASNET.CELLS", "1", "MODEL.NASNET.FILTERS", "8",
+            "MODEL.NASNET.NORM", "BN", "MODEL.FPN.OUT_CHANNELS", "16", "MODEL.ROI_BOX_HEAD.FC_DIM", "32",
+            "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "16", "MODEL.RPN.POST_NMS_TOPK_TRAIN", "20",
+            "MODEL.RPN.POST_NMS_TOPK_TEST", "10", "SOLVER.IMS_PER_BATCH", "1", "SOLVER.MAX_ITER", str(max_iter),
+            "INPUT.MIN_SIZE_TRAIN", f"({SIZE},)", "INPUT.MAX_SIZE_TRAIN", str(SIZE), "INPUT.MIN_SIZE_TEST",
+            str(SIZE), "INPUT.MAX_SIZE_TEST", str(SIZE), "DATALOADER.NUM_WORKERS", str(workers), "OUTPUT_DIR", out]
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_8bit_rgb_pixels_equal_detectron2s_reader(suffix, tmp_path):
+    from detectron2.data.detection_utils import read_image
+    from PIL import Image
+
+    from detection.datasets import read_detection_image
+
+    path = tmp_path / f"rgb{suffix}"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (21, 34, 3), dtype=np.uint8)).save(path)
+    for fmt in ("BGR", "RGB"):
+        ours, theirs = read_detection_image(path, fmt), read_image(str(path), format=fmt)
+        assert ours.dtype == theirs.dtype == np.uint8 and ours.shape == theirs.shape == (21, 34, 3)
+        np.testing.assert_array_equal(ours, theirs)
+
+
+def test_exif_orientation_is_applied_as_detectron2_applies_it(tmp_path):
+    from detectron2.data.detection_utils import read_image
+    from PIL import Image
+
+    from detection.datasets import read_detection_image
+
+    img = Image.fromarray(np.random.default_rng(2).integers(0, 256, (10, 30, 3), dtype=np.uint8))
+    exif = img.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to show it upright
+    img.save(tmp_path / "turned.jpg", exif=exif)
+    ours, theirs = read_detection_image(tmp_path / "turned.jpg"), read_image(str(tmp_path / "turned.jpg"), "BGR")
+    assert ours.shape == (30, 10, 3)
+    np.testing.assert_array_equal(ours, theirs)
+
+
+def test_16bit_png_and_transparency_are_converted_by_open_rgb(tmp_path):
+    from PIL import Image
+
+    from detection.datasets import read_detection_image
+
+    Image.fromarray(np.full((8, 8), 32768, np.uint16)).save(tmp_path / "grey16.png")
+    assert (read_detection_image(tmp_path / "grey16.png", "RGB") == 128).all()  # detectron2's reader: 255
+    rgba = np.zeros((8, 8, 4), np.uint8)  # black, fully transparent: white over white
+    Image.fromarray(rgba).save(tmp_path / "clear.png")
+    assert (read_detection_image(tmp_path / "clear.png", "BGR") == 255).all()
+
+
+def test_dataset_mapper_reads_through_open_rgb(synthetic, tmp_path):
+    """The trainer's loaders use the mapper: a 16-bit image is scaled, a truncated one named."""
+    from PIL import Image
+
+    from detection.datasets import DatasetImageError, OpenRGBDatasetMapper
+
+    cfg = get_config(CONFIG)
+    cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST = SIZE, SIZE
+    Image.fromarray(np.full((SIZE, SIZE), 65535, np.uint16)).save(tmp_path / "white16.png")
+    Image.fromarray(np.full((SIZE, SIZE), 4096, np.uint16)).save(tmp_path / "dark16.png")
+    mapper = OpenRGBDatasetMapper(cfg, is_train=False)
+    out = mapper({"file_name": str(tmp_path / "dark16.png"), "height": SIZE, "width": SIZE, "image_id": 1})
+    assert out["image"].shape == (3, SIZE, SIZE) and int(out["image"].max()) == 16  # 4096 / 65535 * 255
+    cut = tmp_path / "cut.png"
+    cut.write_bytes((synthetic[0] / "train" / "train_000000.png").read_bytes()[:300])
+    with pytest.raises(DatasetImageError, match=r"cut\.png.*(truncated|corrupt)"):
+        mapper({"file_name": str(cut), "image_id": 2})
+    with pytest.raises(DatasetImageError, match=r"semantic map .*cut\.png"):  # Panoptic FPN's stuff maps
+        mapper({"file_name": str(tmp_path / "dark16.png"), "sem_seg_file_name": str(cut), "image_id": 4})
+    with pytest.raises(DatasetImageError, match=r"Mismatched image shape .*white16\.png.*evaluation image"):
+        mapper({"file_name": str(tmp_path / "white16.png"), "height": SIZE + 1, "width": SIZE, "image_id": 3})
+    # DataLoader workers re-raise as type(exc)(text with the worker's traceback): one line survives.
+    wrapped = DatasetImageError("Caught DatasetImageError in DataLoader worker process 0.\nOriginal Traceback "
+                                "(most recent call last):\n  File \"x.py\", line 1, in f\n    raise\n"
+                                "detection.datasets.DatasetImageError: image a.png: bad: it is: cut\n")
+    assert str(wrapped) == "image a.png: bad: it is: cut"
+
+
+def _corrupt_copy(synthetic, tmp_path, split):
+    """The synthetic data copied, with every image of ``split`` truncated to its first 300 bytes."""
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(synthetic[0], root)
+    for png in sorted((root / split).glob("*.png")):
+        png.write_bytes(png.read_bytes()[:300])
+    return root, sorted((root / split).glob("*.png"))
+
+
+@pytest.fixture
+def detectron2_logs(capsys):
+    """detectron2's ``setup_logger`` (cached per output folder) binds a handler to the ``sys.stdout``
+    of its call: in-process under capsys, a stream closed after that test, which a later run's
+    logging would hit ("--- Logging error ---" and a traceback). Drop those handlers around the test."""
+    from detectron2.utils import logger as d2_logger
+
+    loggers = [logging.getLogger(name) for name in ("detectron2", "fvcore")]
+
+    def drop(keep):
+        for log in loggers:
+            for handler in list(log.handlers):
+                if handler not in keep or getattr(getattr(handler, "stream", None), "closed", False):
+                    log.removeHandler(handler)
+        d2_logger.setup_logger.cache_clear()
+
+    drop(keep={h for log in loggers for h in log.handlers})
+    before = {h for log in loggers for h in log.handlers}
+    yield
+    drop(keep=before)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_truncated_training_image_is_one_error_naming_it(workers, synthetic, tmp_path, capsys, detectron2_logs):
+    root, cut = _corrupt_copy(synthetic, tmp_path, "train")
+    ann = root / "annotations"
+    result = run_cli(capsys, "detect", "train", "--config-file", CONFIG, "--dataset-json", ann / "instances_train.json",
+                     "--image-root", root / "train", "--val-json", ann / "instances_val.json", "--val-image-root",
+                     root / "val", *_tiny_detector_opts(tmp_path / "run", workers=workers))
+    assert result.code == 2, result.err
+    assert "Traceback" not in result.err and "Traceback" not in result.out
+    assert any(str(p) in result.err for p in cut), result.err
+    assert "truncated" in result.err and "training image" in result.err
+    errors = [line for line in result.err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and any(str(p) in errors[0] for p in cut), result.err  # one line, the file in it
+    assert not (tmp_path / "run" / "model_final.pth").exists()
+
+
+def test_truncated_validation_image_is_one_error_naming_it(synthetic, tmp_path, capsys, detectron2_logs):
+    """Through the evaluator's loader (a one-iteration schedule, then evaluation)."""
+    root, cut = _corrupt_copy(synthetic, tmp_path, "val")
+    ann = root / "annotations"
+    err = expect_clean_error(capsys, "detect", "train", "--config-file", CONFIG, "--dataset-json",
+                             ann / "instances_train.json", "--image-root", root / "train", "--val-json",
+                             ann / "instances_val.json", "--val-image-root", root / "val",
+                             *_tiny_detector_opts(tmp_path / "run", max_iter=1), names=["truncated", "evaluation image"])
+    assert any(str(p) in err for p in cut), err
+
+
+def test_truncated_image_in_predict_is_refused_before_writing(synthetic, tmp_path, capsys):
+    root, files = synthetic
+    cut = tmp_path / "cut.png"
+    cut.write_bytes((root / "val" / "val_000000.png").read_bytes()[:300])
+    out = tmp_path / "drawn"
+    expect_clean_error(capsys, "detect", "predict", root / "val" / "val_000000.png", cut, "--config-file", CONFIG,
+                       "--output-dir", out, "--opts", *_tiny_detector_opts(tmp_path / "unused")[:-2],
+                       names=[str(cut), "truncated"])
+    assert not out.exists()
+
+
+# -- make-synthetic does not overwrite ---------------------------------------------------------
+
+@pytest.mark.parametrize("flag", ["--output-dir", "--out"])
+def test_make_synthetic_refuses_a_folder_that_holds_files(flag, tmp_path, capsys):
+    out = tmp_path / "shapes"
+    make_synthetic(out, num_images=2, size=32)
+    (out / "annotations" / "instances_train.json").write_text("{}")  # edited by hand since
+    before = snapshot(out)
+    expect_clean_error(capsys, "detect", "make-synthetic", flag, out, "--num-images", "2", "--size", "32",
+                       names=[str(out), "not empty"])
+    assert snapshot(out) == before
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine\n")
+    expect_clean_error(capsys, "detect", "make-synthetic", "--output-dir", tmp_path / "other", "--num-images", "2",
+                       "--size", "32", names=[str(tmp_path / "other"), "notes.txt"])
+    assert (tmp_path / "other" / "notes.txt").read_text() == "mine\n" and len(list((tmp_path / "other").iterdir())) == 1
+    (tmp_path / "empty").mkdir()
+    assert run_cli(capsys, "detect", "make-synthetic", "--output-dir", tmp_path / "empty", "--num-images", "2",
+                   "--size", "32").code == 0
+
+
+# -- the pickle refusal's conversion line ------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["/data/model_final.pth", "/data/model_final.pkl"])
+def test_pickle_conversion_line_writes_beside_the_original(name):
+    from detection.checkpoint import _pickle_refusal
+
+    message = str(_pickle_refusal(name, "a test"))
+    assert "torch.save(" in message and "'/data/model_final.converted.pth')" in message
+    assert f", '{name}')" not in message  # never saved over its input
