@@ -35,13 +35,14 @@ annotation uses. A missing ``segmentation`` is no error here: the mask-head chec
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable
+
+from nasnet_backbones.jsonfile import read_json
 
 __all__ = ["BOX_TOLERANCE", "read_coco_json", "validate_coco_instances", "missing_images", "rle_total"]
 
@@ -58,16 +59,8 @@ def read_coco_json(path: str | Path) -> dict[str, Any]:
     """Parse a COCO json file into its top-level object; one clear ``ValueError`` naming the
     file (and the line and column of a syntax error) when it is not a JSON object."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark, as some editors write, is fine
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{path} is not a COCO json file: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    except RecursionError:
-        raise ValueError(f"{path} is not a COCO json file: nested too deeply to read") from None
+    # a byte-order mark, as some editors write, is fine
+    data = read_json(path, what="a COCO json file", encoding="utf-8-sig")
     if not isinstance(data, dict):
         raise ValueError(f"{path} is not a COCO json file: its top level is a {type(data).__name__}, "
                          "not an object with 'images', 'annotations' and 'categories'")

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .atomic import write_atomic
+from .jsonfile import parse_json, read_json
 
 __all__ = ["Block", "CellSpec", "Genotype", "GenotypeError", "COMBINE_OPS", "SCHEMA_VERSION"]
 
@@ -223,23 +224,16 @@ class Genotype:
     @classmethod
     def from_json(cls, path_or_text: str | Path) -> "Genotype":
         """Read a genotype from a JSON file (or from JSON text starting with ``{``)."""
+        what = "a genotype JSON file"
         if isinstance(path_or_text, str) and path_or_text.lstrip().startswith("{"):
-            text, origin = path_or_text, "<text>"
+            origin = "<text>"
+            data = parse_json(path_or_text, origin=origin, what=what, error=GenotypeError)
         else:
             path = Path(path_or_text)
             if not path.is_file():
                 raise FileNotFoundError(f"genotype file not found: {path}")
-            try:
-                text, origin = path.read_text(encoding="utf-8"), str(path)
-            except UnicodeDecodeError as exc:
-                raise GenotypeError(f"{path}: not a genotype JSON file (not UTF-8 text: {exc.reason} at byte "
-                                    f"{exc.start})") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise GenotypeError(f"{origin}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
-        except RecursionError:
-            raise GenotypeError(f"{origin}: JSON nested too deeply to be a genotype") from None
+            origin = str(path)
+            data = read_json(path, what=what, error=GenotypeError)
         try:
             return cls.from_dict(data)
         except GenotypeError as exc:
