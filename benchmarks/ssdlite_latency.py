@@ -41,6 +41,7 @@ def _bench_helpers():
     """export/bench.py as a plain module, so the onnxruntime child does not import torch."""
     spec = importlib.util.spec_from_file_location("nasnet_bench", ROOT / "export" / "bench.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 

@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 
-from nasnet_backbones.argtypes import image_size, nonnegative_int, positive_int, refuse_together
 
 __all__ = ["BenchRun", "add_parser", "check_target", "measure", "run_backends", "timed"]
 
@@ -184,6 +183,9 @@ def run_backends(*, model: str | None = None, weights: str | None = None, onnx: 
 
 
 def add_parser(subparsers: Any) -> None:
+    # here, not at the top: the per-backend child runs this file and must not load torch
+    from nasnet_backbones.argtypes import image_size, nonnegative_int, positive_int
+
     p = subparsers.add_parser("bench", help="latency: PyTorch eager vs onnxruntime FP32 vs INT8",
                               description="Median/p90 latency, throughput and peak memory per backend, each in its "
                                           "own process, warm-up excluded.")
@@ -228,6 +230,8 @@ def check_target(path: str, flag: str) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from nasnet_backbones.argtypes import refuse_together
+
     refuse_together(args, "--model", "--int8")  # --int8 is --onnx's quantized version
     refuse_together(args, "--onnx", "--no-int8")
     refuse_together(args, "--onnx", "--weights")

@@ -127,3 +127,18 @@ def test_importing_the_model_package_loads_no_higher_floor_dependency():
     assert [m for m in upstairs if m in loaded] == []
     assert sorted(m for m in loaded - with_torchvision if m.startswith("torchvision.models.detection")) == []
     assert "torch.jit.script" not in done.stderr and "Warning" not in done.stderr, done.stderr
+
+
+def test_bench_child_process_loads_no_torch():
+    """``nasnet bench`` times each onnxruntime backend in a child that runs export/bench.py as a
+    script; torch there would inflate the peak memory it reports (and its start-up)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[1] / "export" / "bench.py"
+    code = ("import runpy, sys; runpy.run_path(sys.argv[1], run_name='bench_child_probe'); "
+            "print(sorted(m for m in ('torch', 'nasnet_backbones', 'detectron2') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code, str(bench)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", done.stdout
