@@ -25,11 +25,11 @@ from typing import Any, Iterator
 import torch
 from torch.utils.data import Dataset
 
-from ..argtypes import (add_renamed, image_size, nonnegative_float, nonnegative_int, number, positive_float, positive_int, probability,
-                        refuse_together)
+from ..argtypes import (add_renamed, image_size, nonnegative_float, nonnegative_int, number, positive_float, positive_int,
+                        probability)
 from ..data import CIFAR10_CLASSES, ImageNetFolder, default_workers, load_cifar10, load_image_folder
 from ..imagenet import imagenet_classes
-from ..model_args import add_model_arguments, build_model_from_args
+from ..model_args import add_model_arguments, build_model_from_args, refuse_conflicting_weights
 from ..transforms import (ClassificationEval, cifar10_eval_transform, cifar10_train_transform,
                           imagenet_train_transform, resize_for_crop)
 from ..catalogue import get_model_entry, split_model_tag
@@ -162,7 +162,7 @@ def _default_img_size(args: argparse.Namespace) -> int:
 
 def _refuse_conflicts(args: argparse.Namespace) -> None:
     """Flags that contradict each other: one error before anything is read or written."""
-    refuse_together(args, "--scratch", "--weights")
+    refuse_conflicting_weights(args)  # --scratch with --weights
     if args.scratch and args.dataset != "folder":
         logger.info("--scratch: %s training always starts from random weights", args.dataset)
 
