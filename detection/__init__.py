@@ -8,9 +8,11 @@
 
 When detectron2 is installed, importing the package registers the backbones
 (``build_nasnet_backbone``, ``build_nasnet_fpn_backbone``, ``build_nasnet_retinanet_fpn_backbone``,
-``build_nasnet_c4_backbone``), the ``NASNetC4ROIHeads`` and the ``nasnet://`` weights prefix with
-detectron2 and exports the names below; without detectron2 it imports (so that
-:mod:`detection.torchvision` and :mod:`detection.synthetic` work) and exports none of them:
+``build_nasnet_c4_backbone``), the ``NASNetC4ROIHeads``, the ``MODEL.NASNET`` config keys (in
+detectron2's own defaults, so its stock ``get_cfg()`` and tools read the shipped configs) and the
+``nasnet://`` weights prefix (read by detectron2's own checkpointer too) with detectron2 and
+exports the names below; without detectron2 it imports (so that :mod:`detection.torchvision` and
+:mod:`detection.synthetic` work) and exports none of them:
 
 >>> import detection
 >>> cfg = detection.get_config("faster_rcnn_nasnet_a_mobile_FPN_1x")
@@ -32,11 +34,13 @@ else:
                            build_nasnet_c4_backbone, build_nasnet_fpn_backbone,
                            build_nasnet_retinanet_fpn_backbone)
     from .checkpoint import NASNetDetectionCheckpointer
-    from .config import add_nasnet_config
+    from .config import add_nasnet_config, register_nasnet_defaults
     from .model_zoo import get_config, get_config_file, list_configs
+
+    register_nasnet_defaults()
 
     __all__ = [
         "NASNetBackbone", "NASNetC4Backbone", "NASNetC4ROIHeads", "NASNetDetectionCheckpointer", "add_nasnet_config",
-        "build_nasnet_backbone", "build_nasnet_c4_backbone", "build_nasnet_fpn_backbone",
+        "register_nasnet_defaults", "build_nasnet_backbone", "build_nasnet_c4_backbone", "build_nasnet_fpn_backbone",
         "build_nasnet_retinanet_fpn_backbone", "get_config", "get_config_file", "list_configs",
     ]

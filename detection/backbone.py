@@ -22,8 +22,10 @@ from torch import nn
 from nasnet_backbones import Genotype, GenotypeError, NASNet, build_model
 from nasnet_backbones.drop_path import ScheduledDropPath
 
+from .imagenet_init import check_body_filled
+
 __all__ = [
-    "NASNetBackbone", "NASNetC4Backbone", "NASNetC4Head", "NASNetC4ROIHeads", "build_nasnet_from_cfg",
+    "NASNetBackbone", "NASNetC4Backbone", "NASNetC4Head", "NASNetC4ROIHeads", "build_nasnet_from_cfg", "nasnet_network",
     "build_nasnet_backbone", "build_nasnet_fpn_backbone", "build_nasnet_retinanet_fpn_backbone",
     "build_nasnet_c4_backbone",
 ]
@@ -33,24 +35,50 @@ logger = logging.getLogger(__name__)
 _NORMS = ("FrozenBN", "BN", "SyncBN")
 
 
+def nasnet_network(*, arch: str = "nasnet_a_mobile", genotype: str = "", cells: int = 4, filters: int = 44,
+                   drop_path_prob: float = 0.0, bn_momentum: float = 0.1, **kwargs) -> NASNet:
+    """The classification network a detector's backbone is cut from (no classifier, no auxiliary
+    head): the registered ``arch``, or a ``genotype`` JSON file with ``cells`` and ``filters`` and
+    an ImageNet stem. The keywords are the ``MODEL.NASNET`` keys of the same names (and the
+    LazyConfigs' ``model=L(nasnet_network)(...)``)."""
+    kwargs = {"num_classes": 0, "aux_head": False, "drop_path_prob": drop_path_prob, "bn_momentum": bn_momentum,
+              **kwargs}
+    if genotype:
+        try:
+            parsed = Genotype.from_json(genotype)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"MODEL.NASNET.GENOTYPE: {genotype} does not exist") from None
+        except (GenotypeError, ValueError) as exc:
+            raise ValueError(f"MODEL.NASNET.GENOTYPE {genotype}: {exc}") from None
+        return build_model(parsed, genotype_file=genotype, cells=cells, filters=filters, stem="imagenet", **kwargs)
+    try:
+        return build_model(arch, **kwargs)
+    except ValueError as exc:
+        raise ValueError(f"MODEL.NASNET.ARCH: {exc}") from None
+
+
 def build_nasnet_from_cfg(cfg, **kwargs) -> NASNet:
     """The classification network ``MODEL.NASNET`` describes (no classifier, no auxiliary head)."""
     n = cfg.MODEL.NASNET
-    kwargs = {"num_classes": 0, "aux_head": False, "drop_path_prob": n.DROP_PATH_PROB, "bn_momentum": n.BN_MOMENTUM,
-              **kwargs}
-    if n.GENOTYPE:
-        try:
-            genotype = Genotype.from_json(n.GENOTYPE)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"MODEL.NASNET.GENOTYPE: {n.GENOTYPE} does not exist") from None
-        except (GenotypeError, ValueError) as exc:
-            raise ValueError(f"MODEL.NASNET.GENOTYPE {n.GENOTYPE}: {exc}") from None
-        return build_model(genotype, genotype_file=n.GENOTYPE, cells=n.CELLS, filters=n.FILTERS, stem="imagenet",
-                           **kwargs)
-    try:
-        return build_model(n.ARCH, **kwargs)
-    except ValueError as exc:
-        raise ValueError(f"MODEL.NASNET.ARCH: {exc}") from None
+    return nasnet_network(arch=n.ARCH, genotype=n.GENOTYPE, cells=n.CELLS, filters=n.FILTERS,
+                          drop_path_prob=n.DROP_PATH_PROB, bn_momentum=n.BN_MOMENTUM, **kwargs)
+
+
+def _note_load(module: nn.Module, state_dict, prefix: str, *args) -> None:
+    # for _check_after_load, which load_state_dict tells neither where the module is nor what it was given
+    module._load_seen = (prefix, {k for k in state_dict if k.startswith(prefix)})
+
+
+def _check_after_load(module: nn.Module, incompatible) -> None:
+    prefix, present = module.__dict__.pop("_load_seen", ("", set()))
+    check_body_filled(module, prefix, present, incompatible.missing_keys, incompatible.unexpected_keys)
+
+
+def _check_loads(module: nn.Module) -> None:
+    """Make every ``load_state_dict`` that reaches ``module`` fill it completely from
+    classification weights, or fail (:func:`~detection.imagenet_init.check_body_filled`)."""
+    module.register_load_state_dict_pre_hook(_note_load)
+    module.register_load_state_dict_post_hook(_check_after_load)
 
 
 def _check_norm(norm: str) -> str:
@@ -88,9 +116,13 @@ def _prune_cells(model: NASNet, keep: range) -> None:
 
 
 class NASNetBackbone(Backbone):
-    """The deepest cell output at each requested stride, as detectron2 features."""
+    """The deepest cell output at each requested stride, as detectron2 features.
 
-    def __init__(self, model: NASNet, out_features: list[str], freeze_at: int = 0, norm: str = "FrozenBN") -> None:
+    ``grad_checkpointing`` recomputes the cells' activations in the backward pass
+    (:meth:`NASNet.set_grad_checkpointing`, ``MODEL.NASNET.GRAD_CHECKPOINTING``)."""
+
+    def __init__(self, model: NASNet, out_features: list[str], freeze_at: int = 0, norm: str = "FrozenBN",
+                 grad_checkpointing: bool = False) -> None:
         super().__init__()
         positions = model.cell_positions()
         deepest = {f"stride{stride}": (pos, ch) for pos, (_, ch, stride) in enumerate(positions)}
@@ -113,6 +145,9 @@ class NASNetBackbone(Backbone):
                 self._last_read[p] = max(self._last_read.get(p, p), pos)
         self.body = _apply_norm(model, _check_norm(norm))
         self._freeze_stages(freeze_at)
+        if grad_checkpointing:
+            self.body.set_grad_checkpointing(True)
+        _check_loads(self)
 
     def _freeze_stages(self, freeze_at: int) -> None:
         """Freeze the stem and every cell whose output stride is at most ``2 ** freeze_at``
@@ -165,9 +200,9 @@ class NASNetC4Backbone(NASNetBackbone):
     """The trunk up to the last stride-16 cell; feature "stride16" is the concatenation of the
     last two stride-16 cell outputs (TF ``faster_rcnn_nas``'s RPN feature map)."""
 
-    def __init__(self, model: NASNet, freeze_at: int = 0, norm: str = "FrozenBN") -> None:
+    def __init__(self, model: NASNet, freeze_at: int = 0, norm: str = "FrozenBN", grad_checkpointing: bool = False) -> None:
         last, prev, _ = _c4_split(model)
-        super().__init__(model, ["stride16"], freeze_at, norm)
+        super().__init__(model, ["stride16"], freeze_at, norm, grad_checkpointing)
         channels = model.cell_positions()
         self._prev = prev
         self._positions = {"stride16": last}
@@ -184,7 +219,7 @@ class NASNetC4Head(nn.Module):
     """The cells after the last stride-16 one, run on each region's pooled features (the box
     head of the paper's Faster R-CNN); ends with ReLU like the classifier's head."""
 
-    def __init__(self, model: NASNet, norm: str = "FrozenBN") -> None:
+    def __init__(self, model: NASNet, norm: str = "FrozenBN", grad_checkpointing: bool = False) -> None:
         super().__init__()
         last, prev, count = _c4_split(model)
         positions = model.cell_positions()
@@ -194,6 +229,9 @@ class NASNetC4Head(nn.Module):
         model.stem = nn.Identity()
         self.body = _apply_norm(model, _check_norm(norm))
         self.out_channels = positions[-1][1]
+        if grad_checkpointing:
+            self.body.set_grad_checkpointing(True)
+        _check_loads(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         prev, last = torch.split(x, self._split, dim=1)
@@ -206,7 +244,7 @@ class NASNetC4ROIHeads(Res5ROIHeads):
 
     @classmethod
     def _build_res5_block(cls, cfg):
-        head = NASNetC4Head(build_nasnet_from_cfg(cfg), cfg.MODEL.NASNET.NORM)
+        head = NASNetC4Head(build_nasnet_from_cfg(cfg), cfg.MODEL.NASNET.NORM, cfg.MODEL.NASNET.GRAD_CHECKPOINTING)
         return head, head.out_channels
 
 
@@ -215,7 +253,7 @@ def build_nasnet_backbone(cfg, input_shape: ShapeSpec) -> NASNetBackbone:
     """``MODEL.NASNET`` as a multi-scale detectron2 backbone."""
     _check_input_channels(input_shape)
     return NASNetBackbone(build_nasnet_from_cfg(cfg), list(cfg.MODEL.NASNET.OUT_FEATURES),
-                          cfg.MODEL.BACKBONE.FREEZE_AT, cfg.MODEL.NASNET.NORM)
+                          cfg.MODEL.BACKBONE.FREEZE_AT, cfg.MODEL.NASNET.NORM, cfg.MODEL.NASNET.GRAD_CHECKPOINTING)
 
 
 def _check_fpn_features(bottom_up: NASNetBackbone, in_features: list[str]) -> None:
@@ -255,7 +293,8 @@ def build_nasnet_retinanet_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
 def build_nasnet_c4_backbone(cfg, input_shape: ShapeSpec) -> NASNetC4Backbone:
     """The paper's C4 trunk; use with ``MODEL.ROI_HEADS.NAME: NASNetC4ROIHeads``."""
     _check_input_channels(input_shape)
-    return NASNetC4Backbone(build_nasnet_from_cfg(cfg), cfg.MODEL.BACKBONE.FREEZE_AT, cfg.MODEL.NASNET.NORM)
+    return NASNetC4Backbone(build_nasnet_from_cfg(cfg), cfg.MODEL.BACKBONE.FREEZE_AT, cfg.MODEL.NASNET.NORM,
+                            cfg.MODEL.NASNET.GRAD_CHECKPOINTING)
 
 
 def _check_input_channels(input_shape: ShapeSpec) -> None:

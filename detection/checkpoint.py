@@ -6,8 +6,19 @@
   into the backbone (and, for the C4 model, the ROI head's cells), and detectron2's checkpointer
   reports which detector tensors stayed at their initialisation;
 - registered weights as ``nasnet://nasnet_a_mobile`` or ``nasnet://nasnet_a_large.cadene_in1k``
-  (found locally or downloaded and hash-checked like ``create_model(pretrained=True)``);
+  (found locally or downloaded and hash-checked like ``create_model(pretrained=True)``), or a local
+  classification checkpoint as ``nasnet://PATH`` (``nasnet:///absolute/path``,
+  ``nasnet://relative/path``);
 - a detectron2 checkpoint of the detector itself, which loads (and resumes) as usual.
+
+``nasnet://`` is a path prefix of detectron2's ``PathManager`` (:class:`NASNetWeightsHandler`,
+registered on import), so detectron2's own ``DetectionCheckpointer`` (``tools/train_net.py``,
+``lazyconfig_train_net.py``, ``DefaultTrainer``) reads it too: the handler converts the weights once
+(:mod:`detection.imagenet_init`) into detectron2's ImageNet-initialisation format, a plain state
+dict file in torch.hub's cache, which that checkpointer places by name matching. This module's
+checkpointer converts classification files the same way (strictly against the network
+``MODEL.NASNET`` describes), so both fill every backbone tensor with the same values; the
+backbone modules refuse a load that leaves them partly filled from classification weights.
 ``.pth`` and ``.safetensors`` files are read with ``torch.load(weights_only=True)`` or safetensors,
 which run no code. A pickle (detectron2's model-zoo ``.pkl`` format, or a ``.pth`` that
 ``weights_only`` refuses) can run any code when loaded: it is refused, with the way to convert it,
@@ -36,15 +47,17 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.utils.file_io import Detectron2Handler, PathManager
 from iopath.common.file_io import PathHandler
 
-from nasnet_backbones.checkpoint import CheckpointError, read_state_dict
-from nasnet_backbones.convert import convert_state_dict, detect_layout
+from nasnet_backbones.atomic import write_atomic
+from nasnet_backbones.checkpoint import CheckpointError, check_tensor_values, read_state_dict
+from nasnet_backbones.convert import detect_layout
 from nasnet_backbones.catalogue import get_weights, split_model_tag
 from nasnet_backbones.weights import cache_dir, weights_file
 
 from .backbone import build_nasnet_from_cfg
+from .imagenet_init import AUTHOR, backbone_weights, imagenet_init_checkpoint, registered_network
 
 __all__ = ["NASNetDetectionCheckpointer", "NASNetWeightsHandler", "PickleWeightsRefused", "check_weights",
-           "classification_to_detector", "fetch_remote_weights", "read_weights"]
+           "detectron2_weights_file", "fetch_remote_weights", "read_weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +166,7 @@ def fetch_remote_weights(url: str, *, allow_pickle: bool = False) -> str:
 
 
 def _is_remote(path: str) -> bool:
-    return "://" in path and not path.startswith(NASNetWeightsHandler.PREFIX) and not os.path.exists(path)
+    return "://" in path and not NASNetWeightsHandler.handles(path) and not os.path.exists(path)
 
 
 def check_weights(path: str, *, allow_pickle: bool = False, flag: str = "MODEL.WEIGHTS") -> None:
@@ -174,8 +187,9 @@ def check_weights(path: str, *, allow_pickle: bool = False, flag: str = "MODEL.W
                              "append #sha256=HEX (the file's sha256, or at least its first 8 hex digits) to the URL, "
                              "or download the file yourself and give its local path")
         name = parts.path
-    elif path.startswith(NASNetWeightsHandler.PREFIX):
-        return  # registered weights: hash-checked .pth / .safetensors
+    elif NASNetWeightsHandler.handles(path):
+        NASNetWeightsHandler.resolve(path, flag=flag, find=False)  # a registered name, or an existing file
+        return
     else:
         name = path.split("?", 1)[0] if not os.path.isfile(path) else path
         if not os.path.isfile(name):
@@ -199,50 +213,117 @@ def _state_dict_of(obj: Any, filename: str) -> dict[str, Any]:
         obj = {k[len("module."):]: v for k, v in obj.items()}
     return dict(obj)
 
-# Where a classification network's modules live in a detector built from this package.
-_BODY = re.compile(r"^(backbone\.(?:bottom_up\.)?|roi_heads\.res5\.)body\.(.+)$")
+# Bump when the files detectron2_weights_file writes change, so that older conversions are not reused.
+_CONVERSION_VERSION = 1
+_WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors", ".bin", ".ckpt", ".pkl", ".pyth")
+
+
+def _source_state(path: str, *, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
+    """The state dict of a classification checkpoint file, values checked (finite, floating point)."""
+    state = _state_dict_of(read_weights(path, allow_pickle=allow_pickle), path)
+    if not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"weights {path}: not a state dict of tensors")
+    check_tensor_values(state, path)
+    return state
+
+
+def detectron2_weights_file(source: str | Path, *, network_name: str | None = None) -> Path:
+    """A file detectron2's own ``DetectionCheckpointer`` loads as ImageNet initialisation: the
+    classification checkpoint ``source`` converted (:func:`~detection.imagenet_init.backbone_weights`,
+    strictly against the registered ``network_name`` when given), saved as a plain state dict
+    (``torch.load(weights_only=True)`` reads it) in ``<torch.hub cache>/detectron2/``. The file is
+    named after the source's sha256, so a changed source is converted again and an unchanged one
+    reused. The source is never unpickled."""
+    source = Path(source)
+    digest = hashlib.sha256(f"{_sha256(source)} {network_name or ''} {_CONVERSION_VERSION}".encode()).hexdigest()
+    target = cache_dir() / "detectron2" / f"{source.name.split('.')[0]}-{digest[:16]}.pth"
+    if target.is_file():
+        return target
+    state = _source_state(str(source))
+    if any(str(k).startswith(("backbone.", "proposal_generator.", "roi_heads.", "head.")) for k in state):
+        raise ValueError(f"weights {source} hold a detector, not a classification network; nasnet://PATH is for "
+                         "ImageNet classification checkpoints: give a detectron2 checkpoint by its plain path")
+    network = registered_network(network_name) if network_name else None
+    weights = backbone_weights(state, network=network, origin=str(source))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OSError(f"cannot create {target.parent} for the converted weights ({exc.strerror or exc}); set TORCH_HOME "
+                      "to a writable place") from None
+    write_atomic(target, lambda tmp: torch.save(imagenet_init_checkpoint(weights), tmp))
+    logger.info("converted %s (%d backbone tensors) for detectron2's checkpointer: %s", source, len(weights), target)
+    return target
 
 
 class NASNetWeightsHandler(PathHandler):
-    """``nasnet://<model>[.<tag>]``: the local file of registered pretrained weights."""
+    """``nasnet://`` weights for detectron2's ``PathManager``: ``nasnet://<model>[.<tag>]``
+    (registered pretrained weights, found or downloaded and hash-checked) or ``nasnet://PATH`` (a
+    local classification checkpoint in any layout this package reads). Its local path is the
+    converted file of :func:`detectron2_weights_file`; :meth:`resolve` gives the source itself.
+
+    detectron2's checkpointer turns ``nasnet:///absolute/path`` into ``nasnet:/absolute/path``
+    (``urlparse(...).geturl()``), so that spelling is accepted too."""
 
     PREFIX = "nasnet://"
+    _PREFIXES = ("nasnet://", "nasnet:/")
 
     def _get_supported_prefixes(self) -> list[str]:
-        return [self.PREFIX]
+        return list(self._PREFIXES)
+
+    @classmethod
+    def handles(cls, path: str) -> bool:
+        return isinstance(path, str) and path.startswith(cls._PREFIXES)
+
+    @classmethod
+    def resolve(cls, path: str, *, flag: str = "MODEL.WEIGHTS", find: bool = True) -> tuple[Path | None, str | None]:
+        """``(file, registered name)`` of a ``nasnet://`` path: a local file and None, or the
+        registered weights' local file (``None`` without ``find``, which only checks the name) and
+        their ``model.tag``. Bad names are one error naming ``flag``."""
+        rest = path.split(":", 1)[1]
+        rest = rest[2:] if rest.startswith("//") else rest
+        if not rest:
+            raise ValueError(f"{flag} {path}: name registered weights (nasnet://nasnet_a_mobile) or a file "
+                             "(nasnet:///absolute/path, nasnet://relative/path)")
+        local = Path(rest).expanduser()
+        if local.is_file():
+            if local.suffix == ".pkl":
+                raise _pickle_refusal(str(local), "a .pkl file is a Python pickle, which nasnet:// never loads")
+            return local, None
+        if "/" in rest or os.sep in rest or rest.endswith(_WEIGHT_SUFFIXES):
+            raise FileNotFoundError(f"{flag} {path}: {local} does not exist (nasnet:// takes registered weights, "
+                                    "nasnet:///absolute/path or nasnet://relative/path)")
+        model, tag = split_model_tag(rest)
+        try:
+            weights = get_weights(model, tag)
+        except ValueError as exc:
+            raise ValueError(f"{flag} {path}: {exc}") from None
+        return (weights_file(weights) if find else None), weights.name
 
     def _get_local_path(self, path: str, **kwargs: Any) -> str:
-        model, tag = split_model_tag(path[len(self.PREFIX):])
-        return str(weights_file(get_weights(model, tag)))
+        source, name = self.resolve(path)
+        return str(detectron2_weights_file(source, network_name=name))
 
     def _open(self, path: str, mode: str = "r", **kwargs: Any):
         return PathManager.open(self._get_local_path(path), mode, **kwargs)
+
+    def _exists(self, path: str, **kwargs: Any) -> bool:
+        try:
+            self.resolve(path, find=False)
+        except (ValueError, OSError):
+            return False
+        return True
+
+    def _isfile(self, path: str, **kwargs: Any) -> bool:
+        return self._exists(path)
 
 
 if NASNetWeightsHandler.PREFIX not in PathManager._path_handlers:
     PathManager.register_handler(NASNetWeightsHandler())
 
 
-def classification_to_detector(cfg, detector_keys: list[str], source: dict) -> tuple[dict, list[str]]:
-    """Classification state dict -> the detector's key names; also the source tensors left unused.
-
-    The network ``MODEL.NASNET`` describes converts the checkpoint strictly (every cell tensor must
-    be there with the right shape); the classifier is not used by a detector.
-    """
-    network = build_nasnet_from_cfg(cfg)
-    ours = convert_state_dict(network, source, detect_layout(source), skip_head=True)
-    out, used = {}, set()
-    for key in detector_keys:
-        m = _BODY.match(key)
-        if m and m.group(2) in ours:
-            out[key] = ours[m.group(2)]
-            used.add(m.group(2))
-    unused = [k for k in ours if k not in used and not k.endswith("num_batches_tracked") and not k.startswith("classifier.")]
-    return out, unused
-
-
 class NASNetDetectionCheckpointer(DetectionCheckpointer):
-    """detectron2's checkpointer, also reading ImageNet classification checkpoints, and never
+    """detectron2's checkpointer, also reading ImageNet classification checkpoints given by their
+    file name (converted strictly against the network ``MODEL.NASNET`` describes), and never
     unpickling or downloading unchecked files without an opt-in (see module doc).
 
     ``allow_pickle`` defaults to the config's ``MODEL.NASNET.ALLOW_PICKLE_WEIGHTS``."""
@@ -257,12 +338,13 @@ class NASNetDetectionCheckpointer(DetectionCheckpointer):
         self._preloaded: tuple[str, Any] | None = None
 
     def local_weights(self, path: str) -> str:
-        """A local file for ``path``: itself, registered ``nasnet://`` weights, or a hash-checked
-        download of a remote URL. A missing local file is a ``FileNotFoundError`` naming it."""
+        """A local file for ``path``: itself, the classification file a ``nasnet://`` path names
+        (registered weights found or downloaded), or a hash-checked download of a remote URL. A
+        missing local file is a ``FileNotFoundError`` naming it."""
         if os.path.isfile(path):
             return path
-        if path.startswith(NASNetWeightsHandler.PREFIX):
-            return self.path_manager.get_local_path(path)
+        if NASNetWeightsHandler.handles(path):
+            return str(NASNetWeightsHandler.resolve(path)[0])
         if _is_remote(path):
             return fetch_remote_weights(path, allow_pickle=self.allow_pickle)
         raise FileNotFoundError(f"weights {path} do not exist (MODEL.WEIGHTS / --weights: a local file, "
@@ -301,6 +383,8 @@ class NASNetDetectionCheckpointer(DetectionCheckpointer):
         if filename.endswith(".pyth") and isinstance(obj, dict) and "model_state" in obj:  # pycls, as detectron2
             state = {k: v for k, v in obj["model_state"].items() if not k.endswith("num_batches_tracked")}
             return {"model": state, "__author__": "pycls", "matching_heuristics": True}
+        if isinstance(obj, dict) and obj.get("__author__") == AUTHOR and obj.get("matching_heuristics"):
+            return obj  # converted already (detectron2_weights_file): placed by name matching as it is
         state = _state_dict_of(obj, filename)
         if any(str(k).startswith(("backbone.", "proposal_generator.", "roi_heads.", "head.")) for k in state):
             self._preloaded = (filename, obj)  # a detectron2 checkpoint: resume as usual, without reading it twice
@@ -308,8 +392,9 @@ class NASNetDetectionCheckpointer(DetectionCheckpointer):
         if not all(isinstance(v, torch.Tensor) for v in state.values()) or detect_layout(state) == "unknown":
             raise ValueError(f"MODEL.WEIGHTS {filename} is neither a detectron2 checkpoint nor a NASNet classification "
                              "checkpoint (this package's, Cadene's or timm's)")
-        model = self.model.module if hasattr(self.model, "module") else self.model
-        converted, unused = classification_to_detector(self.cfg, list(model.state_dict()), state)
-        logger.info("ImageNet initialisation from %s: %d tensors into the detector%s", filename, len(converted),
-                    f"; {len(unused)} not used by it (cells this detector does not have)" if unused else "")
-        return {"model": converted, "__author__": "nasnet_backbones", "matching_heuristics": False}
+        with torch.device("meta"):  # the network's structure and shapes, no memory
+            network = build_nasnet_from_cfg(self.cfg)
+        weights = backbone_weights(state, network=network, origin=filename)
+        logger.info("ImageNet initialisation from %s: %d backbone tensors, placed by detectron2's name matching",
+                    filename, len(weights))
+        return imagenet_init_checkpoint(weights)

@@ -1,4 +1,6 @@
-"""``MODEL.NASNET.*``: the config keys the NASNet backbones read, added as detectron2 projects do."""
+"""``MODEL.NASNET.*``: the config keys the NASNet backbones read, added as detectron2 projects do
+(:func:`add_nasnet_config`) and, on ``import detection``, to detectron2's own defaults
+(:func:`register_nasnet_defaults`), so that its stock ``get_cfg()`` knows them too."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from detectron2.config import CfgNode as CN
 from nasnet_backbones.argtypes import (fraction, nonnegative_float, nonnegative_int, positive_float, positive_int,
                                        probability)
 
-__all__ = ["add_nasnet_config", "check_config_numbers"]
+__all__ = ["add_nasnet_config", "check_config_numbers", "register_nasnet_defaults"]
 
 # Config numbers with a meaningful range, checked before anything is built or written. The last
 # field says whether the key matters only for training. detectron2 itself accepts a MAX_ITER of -1
@@ -83,36 +85,65 @@ def check_config_numbers(cfg: CN, *, training: bool) -> None:
                                  "command line)") from None
 
 
-def add_nasnet_config(cfg: CN) -> CN:
-    """Add the ``MODEL.NASNET`` keys (with their defaults) to a detectron2 config, in place."""
-    cfg.MODEL.NASNET = CN()
+def _nasnet_defaults() -> CN:
+    """The ``MODEL.NASNET`` node with its defaults, one comment per key."""
+    node = CN()
     # A registered model (nasnet_backbones.list_models(): nasnet_a_mobile, nasnet_a_large,
     # pnasnet_5_large, ...). Ignored when GENOTYPE is set.
-    cfg.MODEL.NASNET.ARCH = "nasnet_a_mobile"
+    node.ARCH = "nasnet_a_mobile"
     # A genotype JSON file (nasnet_backbones.Genotype.to_json, e.g. from `nasnet search`); the
     # network is then built from CELLS and FILTERS with an ImageNet stem.
-    cfg.MODEL.NASNET.GENOTYPE = ""
+    node.GENOTYPE = ""
     # With GENOTYPE: normal cells per stack (the paper's N).
-    cfg.MODEL.NASNET.CELLS = 4
+    node.CELLS = 4
     # With GENOTYPE: width of the first stack (the paper's F is 24 x FILTERS).
-    cfg.MODEL.NASNET.FILTERS = 44
+    node.FILTERS = 44
     # Feature maps the backbone returns: ReLU'd outputs of the deepest cell at each stride.
-    cfg.MODEL.NASNET.OUT_FEATURES = ["stride4", "stride8", "stride16", "stride32"]
+    node.OUT_FEATURES = ["stride4", "stride8", "stride16", "stride32"]
     # Normalisation of the backbone's BatchNorm layers: "FrozenBN" (statistics and affine
     # fixed, the usual choice when fine-tuning from ImageNet with small batches), "BN", or
     # "SyncBN" (statistics across all GPUs).
-    cfg.MODEL.NASNET.NORM = "FrozenBN"
+    node.NORM = "FrozenBN"
     # BatchNorm momentum (PyTorch convention) when NORM is BN or SyncBN. The classification
     # configs use TF's 0.9997 decay (0.0003), far too slow for the running statistics to follow
     # a detection schedule.
-    cfg.MODEL.NASNET.BN_MOMENTUM = 0.1
+    node.BN_MOMENTUM = 0.1
     # ScheduledDropPath rate in the backbone's cells (0 disables; the paper trains detection
     # with it off). The schedule ramps it up over SOLVER.MAX_ITER.
-    cfg.MODEL.NASNET.DROP_PATH_PROB = 0.0
+    node.DROP_PATH_PROB = 0.0
+    # Gradient checkpointing of the cell stack (NASNet.set_grad_checkpointing): each cell's
+    # activations are recomputed in the backward pass instead of being kept, so training needs
+    # less memory (what limits NASNet-A large at 800-1200 pixels) for about one more forward pass
+    # of the backbone per step. Gradients and BatchNorm statistics are exactly those without it.
+    node.GRAD_CHECKPOINTING = False
     # Allow MODEL.WEIGHTS (or --weights) to be a pickle: detectron2's model-zoo ``.pkl`` files, or a
     # ``.pth`` that torch.load(weights_only=True) refuses. RISK: unpickling runs any code the file
     # contains, with your user's rights; set it True only for files from a source you trust
     # (``--allow-pickle`` on the command line does the same). Better: convert such a file once to
-    # a plain state dict (.pth) or .safetensors, which load without unpickling code.
-    cfg.MODEL.NASNET.ALLOW_PICKLE_WEIGHTS = False
+    # a plain state dict (.pth) or .safetensors, which load without unpickling code. (detectron2's
+    # own checkpointer does not read this key: through it ``nasnet://`` weights are never unpickled.)
+    node.ALLOW_PICKLE_WEIGHTS = False
+    return node
+
+
+def add_nasnet_config(cfg: CN) -> CN:
+    """Add the ``MODEL.NASNET`` keys (with their defaults) to a detectron2 config, in place. Keys
+    the config already has keep their values, so calling it again, or on a config from
+    detectron2's ``get_cfg()`` after :func:`register_nasnet_defaults`, changes nothing."""
+    defaults = _nasnet_defaults()
+    if "NASNET" not in cfg.MODEL:
+        cfg.MODEL.NASNET = defaults
+        return cfg
+    for key, value in defaults.items():
+        if key not in cfg.MODEL.NASNET:
+            setattr(cfg.MODEL.NASNET, key, value)
     return cfg
+
+
+def register_nasnet_defaults() -> None:
+    """Add the ``MODEL.NASNET`` keys to detectron2's own defaults, so that its ``get_cfg()`` and
+    with it the stock tools (``tools/train_net.py``, ``analyze_model.py``, ``benchmark.py``) read
+    the shipped configs. ``import detection`` calls it; calling it again changes nothing."""
+    from detectron2.config import defaults
+
+    add_nasnet_config(defaults._C)

@@ -1,5 +1,10 @@
 """The shipped configs, found by name like detectron2's ``model_zoo.get_config_file``, and every
-config file read safely.
+YAML config file read safely.
+
+Each YAML config has a LazyConfig twin, ``configs/<same name>.py`` (:func:`list_lazy_configs`,
+:func:`get_lazy_config`), built like detectron2's ``configs/new_baselines/*.py`` from its
+model-zoo ``common`` pieces (:func:`detectron2_lazy_config`), for ``tools/lazyconfig_train_net.py``.
+A LazyConfig is Python that runs when it is loaded: load only files you would run.
 
 detectron2's ``CfgNode.merge_from_file`` falls back to ``yaml.unsafe_load`` by default, so a Python
 tag in a config (or in a ``_BASE_`` file it names) would run code. :func:`get_config` reads every
@@ -15,12 +20,14 @@ from importlib import resources
 from pathlib import Path
 
 import yaml
-from detectron2.config import CfgNode, get_cfg
+from detectron2.config import CfgNode, LazyConfig, get_cfg
 from detectron2.utils.file_io import PathManager
+from omegaconf import DictConfig
 
 from .config import add_nasnet_config
 
-__all__ = ["list_configs", "get_config_file", "get_config", "check_config_chain"]
+__all__ = ["list_configs", "get_config_file", "get_config", "check_config_chain", "list_lazy_configs",
+           "get_lazy_config_file", "get_lazy_config", "detectron2_lazy_config"]
 
 _BASE_KEY = "_BASE_"
 
@@ -42,6 +49,40 @@ def get_config_file(name: str) -> str:
     if not path.is_file():
         raise FileNotFoundError(f"no shipped config named {name!r}; available: {', '.join(list_configs())}")
     return str(path)
+
+
+def list_lazy_configs() -> list[str]:
+    """Names of the shipped LazyConfigs (``.py``; the ``base_*`` files they import excluded)."""
+    return sorted(p.name for p in _config_dir().glob("*.py") if not p.name.startswith(("base_", "_")))
+
+
+def get_lazy_config_file(name: str) -> str:
+    """Path of a shipped LazyConfig: ``get_lazy_config_file("faster_rcnn_nasnet_a_mobile_FPN_1x")``
+    (the ``.py`` suffix is optional); give it to ``lazyconfig_train_net.py --config-file``."""
+    filename = name if name.endswith(".py") else name + ".py"
+    path = _config_dir() / filename
+    if not path.is_file() or filename.startswith(("base_", "_")):
+        raise FileNotFoundError(f"no shipped LazyConfig named {name!r}; available: {', '.join(list_lazy_configs())}")
+    return str(path)
+
+
+def get_lazy_config(name_or_path: str) -> DictConfig:
+    """A shipped LazyConfig by name, or a LazyConfig file, loaded (``LazyConfig.load``): a
+    namespace of ``model``, ``dataloader``, ``optimizer``, ``lr_multiplier`` and ``train`` to
+    ``detectron2.config.instantiate``."""
+    path = name_or_path if Path(name_or_path).is_file() else get_lazy_config_file(name_or_path)
+    return LazyConfig.load(path)
+
+
+def detectron2_lazy_config(relative: str) -> DictConfig:
+    """One of detectron2's own model-zoo LazyConfigs, e.g. ``"common/models/mask_rcnn_fpn.py"``,
+    loaded. Found beside the installed ``detectron2`` package, as its ``model_zoo.get_config``
+    finds them, without importing ``detectron2.model_zoo`` (which imports the deprecated
+    ``pkg_resources``)."""
+    path = resources.files("detectron2").joinpath("model_zoo", "configs", relative)
+    if not path.is_file():
+        raise FileNotFoundError(f"detectron2's model-zoo config {relative} is not in this installation ({path})")
+    return LazyConfig.load(str(path))
 
 
 def _named(path: str, chain: tuple[str, ...]) -> str:
