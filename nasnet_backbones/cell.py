@@ -11,6 +11,7 @@ shape (factorized reduction, no ReLU) and concatenated.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 from torch import nn
@@ -95,23 +96,28 @@ class Cell(nn.Module):
                 self.concat_adjust[str(idx)] = FactorizedReduction(
                     s.channels, final.channels, ctx, stride=final.stride // s.stride, relu=False
                 )
-        # (state, its adjustment or None), resolved once rather than per forward
-        self._concat_plan = [(i, self.concat_adjust[str(i)] if str(i) in self.concat_adjust else None) for i in self.concat]
         self.out_shape = StateShape(len(self.concat) * final.channels, out_stride)
         self.drop_path = drop_path
 
-    def forward(self, x: torch.Tensor, prev: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, prev: Optional[torch.Tensor] = None) -> torch.Tensor:
+        # Written for every tracer as well as eager: loops over module containers and constant
+        # attributes only (torch.jit.script unrolls them; torch.fx and torch.export see Python).
         h0 = self.preprocess(x)
-        h1 = self.preprocess_prev(x if self.prev_is_raw else prev)
+        if self.prev_is_raw or prev is None:
+            if not self.prev_is_raw:
+                raise ValueError("this cell reads the previous cell's output; pass it as prev")
+            h1 = self.preprocess_prev(x)
+        else:
+            h1 = self.preprocess_prev(prev)
         states = [h0, h1]
-        drop = self.drop_path
         for block in self.blocks:
-            i, j = block.inputs
-            a = block.left(states[i])
-            b = block.right(states[j])
+            a = block.left(states[block.inputs[0]])
+            b = block.right(states[block.inputs[1]])
             if block.drop[0]:
-                a = drop(a)
+                a = self.drop_path(a)
             if block.drop[1]:
-                b = drop(b)
+                b = self.drop_path(b)
             states.append(torch.cat([a, b], 1) if block.concat else a + b)
-        return torch.cat([adjust(states[i]) if adjust is not None else states[i] for i, adjust in self._concat_plan], 1)
+        for key, adjust in self.concat_adjust.items():  # bring earlier states to the last one's shape
+            states[int(key)] = adjust(states[int(key)])
+        return torch.cat([states[i] for i in self.concat], 1)

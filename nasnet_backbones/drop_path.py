@@ -21,6 +21,8 @@ __all__ = ["ScheduledDropPath"]
 
 
 class ScheduledDropPath(nn.Module):
+    __jit_unused_properties__ = ["keep_prob"]
+
     def __init__(self, drop_prob: float, cell_index: int, total_cells: int, scale_by_depth: bool = True) -> None:
         super().__init__()
         if not 0.0 <= drop_prob < 1.0:
@@ -31,11 +33,14 @@ class ScheduledDropPath(nn.Module):
 
     @property
     def keep_prob(self) -> float:
+        return self._keep_prob()
+
+    def _keep_prob(self) -> float:
         keep = 1.0 - self.depth_ratio * self.drop_prob
         return 1.0 - min(1.0, self.progress) * (1.0 - keep)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        keep = self.keep_prob
+        keep = self._keep_prob()
         if not self.training or keep >= 1.0:
             return x
         mask = torch.empty((x.shape[0], 1, 1, 1), dtype=x.dtype, device=x.device).bernoulli_(keep)

@@ -43,7 +43,7 @@ def model_info(model: NASNet, input_size: int) -> dict[str, Any]:
     ]
     sizes = {row["module"]: row["height"] for row in stages}
     for f in features:
-        f["size"] = sizes[f["module"]]
+        f["size"] = sizes[f["module"].rpartition(".")[2]]  # "cells.cell_3" is stage "cell_3"
     return {
         "genotype": model.genotype.name or model.genotype.hash(),
         "genotype_hash": model.genotype.hash(),

@@ -15,13 +15,14 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from .cell import Cell, StateShape
 from .drop_path import ScheduledDropPath
+from .grad_checkpoint import checkpoint_cell
 from .genotype import Genotype
 from .ops import OpContext
 from .padding import PADDING_MODES, Conv2dSame
@@ -167,8 +168,9 @@ class AuxHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool(self.relu(x))
         x = torch.relu(self.bn0(self.proj(x)))
-        if x.shape[-1] != self.kernel or x.shape[-2] != self.kernel:
-            x = nn.functional.adaptive_avg_pool2d(x, self.kernel)
+        # Other input sizes are pooled to the trained map size; at that size this is the identity
+        # (one pixel per bin), and tracers see no branch on the size.
+        x = nn.functional.adaptive_avg_pool2d(x, self.kernel)
         x = torch.relu(self.bn1(self.conv(x)))
         return self.fc(torch.flatten(x, 1))
 
@@ -190,6 +192,11 @@ class NASNet(nn.Module):
 
     #: The model's origin: architecture name, weights, default input size, eval preprocessing.
     pretrained_cfg: PretrainedCfg | None = None
+
+    # torch.jit.script: features_only fixes forward's return type (a dict of features or logits);
+    # the Python-only records are not part of the scripted module.
+    __constants__ = ["features_only"]
+    __jit_ignored_attributes__ = ["pretrained_cfg", "genotype", "config", "_links", "_shapes", "feature_info"]
 
     def __init__(
         self,
@@ -240,7 +247,6 @@ class NASNet(nn.Module):
         self._shapes = shapes
 
         # -- features: the deepest output at each stride ----------------------------------------
-        names = ["stem"] + [link.name for link in links]
         deepest: dict[int, int] = {}
         for pos, shape in enumerate(shapes):
             deepest[shape.stride] = pos
@@ -253,8 +259,9 @@ class NASNet(nn.Module):
         if features_only and (not out_strides or len(set(out_strides)) != len(out_strides)):
             raise ValueError(f"out_strides must name one or more distinct strides of {available}, "
                              f"got {list(out_strides)}")
+        module_paths = ["stem"] + [f"cells.{link.name}" for link in links]  # as named_modules() has them
         self.feature_info = [
-            dict(name=f"stride{s}", num_chs=shapes[deepest[s]].channels, reduction=s, module=names[deepest[s]])
+            dict(name=f"stride{s}", num_chs=shapes[deepest[s]].channels, reduction=s, module=module_paths[deepest[s]])
             for s in sorted(out_strides)
         ]
         self._feature_pos = {deepest[s]: f"stride{s}" for s in out_strides}
@@ -267,11 +274,17 @@ class NASNet(nn.Module):
             for src in (link.input, link.prev):
                 if src is not None:
                     last_use[src] = max(last_use[src], index + 1)
-        self._release_after: dict[int, list[int]] = {}
+        # Plain int/str lists (not dicts or records), so torch.jit.script types them; -1 is "none".
+        self._release_at = [-1] * len(shapes)  # the position after which an output may be freed
         for pos, last in last_use.items():
             if pos not in self._feature_pos and pos != len(shapes) - 1:
-                self._release_after.setdefault(last, []).append(pos)
+                self._release_at[pos] = last
+        self._feature_names = [self._feature_pos.get(pos, "") for pos in range(len(shapes))]
+        self._cell_inputs = [link.input for link in links]
+        self._cell_prevs = [-1 if link.prev is None else link.prev for link in links]
         self._last_needed = max(self._feature_pos) if features_only else len(shapes) - 1
+        self._head_relu = c.head_relu
+        self.grad_checkpointing = False
 
         # -- heads ---------------------------------------------------------------------------------
         self.aux_head: AuxHead | None = None
@@ -326,27 +339,49 @@ class NASNet(nn.Module):
         if self.aux_head is not None:
             self.aux_head.fc = nn.Linear(self.aux_head.fc.in_features, num_classes)
 
-    def _walk(self, x: torch.Tensor, collect: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None]:
-        if len(self.cells) != len(self._links):
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each cell's activations in the backward pass instead of keeping them
+        (``torch.utils.checkpoint``), trading compute for memory in training. Gradients are exact:
+        drop-path masks are replayed (the RNG state is restored), and BatchNorm's running
+        statistics are updated once per step, not again by the recomputation."""
+        self.grad_checkpointing = bool(enable)
+
+    def _walk(self, x: torch.Tensor, collect: bool) -> Tuple[torch.Tensor, Dict[str, torch.Tensor], Optional[torch.Tensor]]:
+        # One loop for eager code and every tracer: the layout is in int lists and the cells in a
+        # ModuleDict, which torch.jit.script unrolls; torch.fx and torch.export see plain Python.
+        if len(self.cells) != len(self._cell_inputs):
             raise RuntimeError("this network was split into parts (some cells were removed); run it with run_cells")
-        outs: list[torch.Tensor | None] = [self.stem(x)]
-        features: dict[str, torch.Tensor] = {}
-        aux_in = None
-        if collect and 0 in self._feature_pos:
-            features[self._feature_pos[0]] = torch.relu(outs[0])
-        for index, (link, cell) in enumerate(zip(self._links, self.cells.values())):
+        outs: List[Optional[torch.Tensor]] = [self.stem(x)]
+        features: Dict[str, torch.Tensor] = {}
+        aux_in: Optional[torch.Tensor] = None
+        first = outs[0]
+        if collect and self._feature_names[0] != "" and first is not None:
+            features[self._feature_names[0]] = torch.relu(first)
+        index = 0
+        for cell in self.cells.values():
             pos = index + 1
-            if pos > self._last_needed:
-                break
-            prev = None if link.prev is None else outs[link.prev]
-            outs.append(cell(outs[link.input], prev))
-            if collect and pos in self._feature_pos:
-                features[self._feature_pos[pos]] = torch.relu(outs[pos])
-            if pos == self._aux_pos:
-                aux_in = outs[pos]
-            for done in self._release_after.get(pos, ()):
-                outs[done] = None
-        return outs[-1], features, aux_in
+            if pos <= self._last_needed:
+                inp = outs[self._cell_inputs[index]]
+                assert inp is not None
+                prev: Optional[torch.Tensor] = None
+                if self._cell_prevs[index] >= 0:
+                    prev = outs[self._cell_prevs[index]]
+                if not torch.jit.is_scripting() and self.grad_checkpointing and torch.is_grad_enabled():
+                    out = checkpoint_cell(cell, inp, prev)
+                else:
+                    out = cell(inp, prev)
+                outs.append(out)
+                if collect and self._feature_names[pos] != "":
+                    features[self._feature_names[pos]] = torch.relu(out)
+                if pos == self._aux_pos:
+                    aux_in = out
+                for done in range(pos):
+                    if self._release_at[done] == pos:
+                        outs[done] = None
+            index += 1
+        last = outs[-1]
+        assert last is not None
+        return last, features, aux_in
 
     def cell_positions(self) -> list[tuple[str, int, int]]:
         """``(module name, channels, stride)`` of each output position: 0 is the stem, ``k`` the
@@ -382,22 +417,23 @@ class NASNet(nn.Module):
         return self._walk(x, collect=False)[0]
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        if self.config.head_relu:
+        if self._head_relu:
             x = torch.relu(x)
         x = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
         x = self.dropout(x)
         return x if pre_logits else self.classifier(x)
 
     def forward(self, x: torch.Tensor) -> Any:
-        want_aux = self.aux_head is not None and self.training
-        last, features, aux_in = self._walk(x, collect=self.features_only)
+        """Logits; with ``features_only``, ``{name: feature map}``; in training with the auxiliary
+        head, :class:`NASNetOutputs` (a scripted model returns the logits only)."""
+        last, features, aux_in = self._walk(x, self.features_only)
         if self.features_only:
             return features
-        logits = self.forward_head(last)
-        if want_aux:
-            assert aux_in is not None
-            return NASNetOutputs(logits, self.aux_head(aux_in))
-        return logits
+        else:
+            logits = self.forward_head(last)
+            if not torch.jit.is_scripting() and self.aux_head is not None and self.training and aux_in is not None:
+                return NASNetOutputs(logits, self.aux_head(aux_in))
+            return logits
 
     def stage_shapes(self, img_size: int) -> list[tuple[str, int, int, int]]:
         """(module name, channels, stride, spatial size) for the stem and every cell at ``img_size``."""

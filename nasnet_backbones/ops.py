@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .padding import Conv2dSame, Pool2dSame, is_traceable
+from .padding import Conv2dSame, Pool2dSame
 
 __all__ = [
     "OPS",
@@ -65,14 +65,16 @@ class FactorizedReduction(nn.Module):
     Path 1 reads even pixels, path 2 the odd ones (TF pads bottom/right by one and drops the first
     row and column). Each path is a 1x1 conv; the halves are concatenated and batch-normed; an
     odd ``c_out`` gives path 2 the extra channel. A stride-2 1x1 conv reads the same pixels as
-    TF's 1x1 stride-2 average pool followed by a 1x1 conv, without materialising the subsample,
-    and the shift is a slice plus a non-negative pad, so ONNX sees no negative pads.
+    TF's 1x1 stride-2 average pool followed by a 1x1 conv, without materialising the subsample.
     """
+
+    __constants__ = ["strided"]  # torch.jit.script compiles only the branch whose modules exist
 
     def __init__(self, c_in: int, c_out: int, ctx: OpContext, stride: int = 2, relu: bool = True) -> None:
         super().__init__()
         self.relu = nn.ReLU() if relu else nn.Identity()
         self.stride = stride
+        self.strided = stride != 1
         if stride == 1:
             self.conv = nn.Conv2d(c_in, c_out, 1, bias=False)
         else:
@@ -82,18 +84,13 @@ class FactorizedReduction(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(x)
-        if self.stride == 1:
-            return self.bn(self.conv(x))
-        if is_traceable():  # TF's own formulation: exact at every size, with one static pad
-            p2 = self.path2(nn.functional.pad(x, (0, 1, 0, 1))[:, :, 1:, 1:])
+        if self.strided:
+            # TF's own formulation: pad bottom/right by one, drop the first row and column. Exact
+            # at every size with one static pad, and both paths then have the same (symbolic) size.
+            p2 = self.path2(nn.functional.pad(x, [0, 1, 0, 1])[:, :, 1:, 1:])
             return self.bn(torch.cat([self.path1(x), p2], 1))
-        # int(): static sizes, so an exported graph gets constant, non-negative pads.
-        odd_h, odd_w = int(x.shape[-2]) % 2, int(x.shape[-1]) % 2
-        p1 = self.path1(x)
-        p2 = self.path2(x[:, :, 1:, 1:])
-        if odd_h or odd_w:  # odd input: TF's padded row/column reads zeros
-            p2 = nn.functional.pad(p2, (0, odd_w, 0, odd_h))
-        return self.bn(torch.cat([p1, p2], 1))
+        else:
+            return self.bn(self.conv(x))
 
 
 def _separable_stack(

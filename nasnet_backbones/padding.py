@@ -1,13 +1,18 @@
-"""TensorFlow 'SAME' padding that is exact at any input size and exports cleanly to ONNX.
+"""TensorFlow 'SAME' padding that is exact at any input size, in eager code and in every tracer.
 
-TF pads ``total = max((ceil(n / s) - 1) * s + (k - 1) * d + 1 - n, 0)`` pixels along a dimension
-of size ``n``, ``total // 2`` before and the rest after. For a stride-2 op on an even input that is
-0 before and 1 after, which no symmetric PyTorch padding reproduces. The published NASNet weights
-were trained with it, so a port that pads symmetrically shifts every strided window by a pixel.
+TF pads ``total = max((ceil(n / s) - 1) * s + span - n, 0)`` pixels along a dimension of size
+``n`` (``span = (k - 1) * d + 1``, a kernel's extent), ``total // 2`` before and the rest after. For
+a stride-2 op on an even input that is one pixel fewer before than after, which no symmetric
+PyTorch padding reproduces. The published NASNet weights were trained with it, so a port that pads
+symmetrically shifts every strided window by a pixel.
 
-The layers here pick, per call, the cheapest exact form: PyTorch's own symmetric padding when TF's
-happens to be symmetric, ``ceil_mode`` pooling when the one extra pixel falls at the end, and an
-explicit non-negative ``F.pad`` otherwise. Average pools never count padded pixels (TF's rule).
+When ``span >= s``, ``total = (-n) mod s + span - s``: integer arithmetic on the input's size with
+no branch. The layers here compute it that way on ``x.shape`` in their one code path, so the same
+forward is exact eagerly and traceable by ``torch.fx`` (the pads are graph nodes),
+``torch.jit.script`` (ints), and ``torch.export`` / the ONNX exporters with a dynamic height and
+width (symbolic sizes, no guard on the input's parity). Where TF's padding does not depend on the
+size (stride 1), the layers use constant padding. Average pools never count padded pixels (TF's
+rule).
 
 ``padding="symmetric"`` gives PyTorch's usual ``(k - 1) * d // 2`` on both sides instead, for
 cells defined in PyTorch (DARTS), and ``"valid"`` gives none.
@@ -15,81 +20,122 @@ cells defined in PyTorch (DARTS), and ``"valid"`` gives none.
 
 from __future__ import annotations
 
-import math
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, List, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PADDING_MODES", "same_padding", "Conv2dSame", "Pool2dSame", "traceable_padding", "is_traceable"]
+__all__ = ["PADDING_MODES", "same_padding", "same_pads", "same_pads_any_stride", "Conv2dSame", "Pool2dSame", "traceable_padding",
+           "is_traceable"]
 
 PADDING_MODES = ("same", "symmetric", "valid")
 
-_TRACEABLE = False
 
-
-@contextmanager
-def traceable_padding() -> Iterator[None]:
-    """Within this block, size-dependent TF 'SAME' padding is computed from the input's shape with
-    tensor ops instead of Python ints, so a traced (ONNX) graph is right at every input size.
-
-    For a stride-2 op whose kernel spans an odd ``k`` pixels (``(kernel - 1) x dilation + 1``), TF
-    pads ``(k - 1) // 2`` after, and before either the same (odd size) or one less (even size). The
-    graph pads ``(k - 1) // 2`` on both sides and drops the first row/column when the size is even:
-    one static pad and one shape-dependent slice.
-    Eager code does not need this (it is slower); ``export`` uses it for ``--dynamic-size``.
-    """
-    global _TRACEABLE
-    previous, _TRACEABLE = _TRACEABLE, True
-    try:
-        yield
-    finally:
-        _TRACEABLE = previous
-
-
-def is_traceable() -> bool:
-    return _TRACEABLE
-
-
-def _traceable_pad(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int],
-                   value: float = 0.0) -> torch.Tensor:
-    """TF 'SAME' padding of ``x`` for a strided op, with the size dependence as graph ops."""
-    pads, crops = [], []
-    for dim, (k, s, d) in enumerate(zip(kernel, stride, dilation)):
-        span = (k - 1) * d + 1  # a dilated kernel pads as a dense kernel of its span
-        if span == 1:
-            pads.append(0)
-            crops.append(None)
-        elif s == 2 and span % 2 == 1:
-            pads.append((span - 1) // 2)
-            crops.append(2 + dim)
-        else:
-            raise ValueError(f"size-independent export of TF 'SAME' supports stride-2 kernels of odd span; got kernel "
-                             f"{k}, stride {s}, dilation {d}")
-    (ph, pw) = pads
-    x = F.pad(x, (pw, pw, ph, ph), value=value)
-    shape = torch._shape_as_tensor(x)
-    off_h = 1 - shape[2] % 2 if crops[0] is not None else 0  # padded size has the input's parity
-    off_w = 1 - shape[3] % 2 if crops[1] is not None else 0
-    return x[:, :, off_h:, off_w:]
-
-
-def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
-    """(before, after) padding of TF 'SAME' along one dimension."""
+def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> Tuple[int, int]:
+    """(before, after) padding of TF 'SAME' along one dimension (any ints; TF's own formula)."""
     out = -(-size // stride)
     total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
     return total // 2, total - total // 2
 
 
-def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
+def same_pads(kernel: Tuple[int, int], stride: Tuple[int, int], dilation: Tuple[int, int]
+              ) -> Tuple[List[int], List[bool]]:
+    """TF 'SAME' as one fixed ``F.pad`` (``[left, right, top, bottom]``) and, per dimension (height,
+    width), whether the padded input is then narrowed by the input's parity.
+
+    A stride-1 dimension pads ``span - 1`` whatever the size; a stride-2 dimension of even span pads
+    ``(span / 2 - 1, span / 2)`` (on an even input the last pixel is never read). A stride-2
+    dimension of odd span ``2p + 1`` pads ``(p, p + 1)`` and keeps ``n + 2p`` of those from offset
+    ``(n + 1) mod 2``: on an even input TF pads one pixel less before. Every strided op then
+    produces ``(n - 1) // 2 + 1`` outputs by the same formula, which lets ``torch.export`` see
+    that the branches of a cell agree in size for every input size.
+    """
+    pads: List[int] = []
+    narrow: List[bool] = []
+    for k, s, d in zip(kernel, stride, dilation):
+        span = (k - 1) * d + 1
+        if span == 1:
+            before, after, cut = 0, 0, False
+        elif s == 1:
+            before, after, cut = (span - 1) // 2, span - 1 - (span - 1) // 2, False
+        elif s == 2 and span % 2 == 0:
+            before, after, cut = span // 2 - 1, span // 2, False
+        elif s == 2:
+            before, after, cut = (span - 1) // 2, (span - 1) // 2 + 1, True
+        else:
+            raise ValueError(f"stride {s}: use same_pads_any_stride")
+        pads[:0] = [before, after]  # F.pad lists the last dimension first
+        narrow.append(cut)
+    return pads, narrow
+
+
+def same_pads_any_stride(height: int, width: int, kernel: Tuple[int, int], stride: Tuple[int, int],
+                         dilation: Tuple[int, int]) -> List[int]:
+    """``F.pad`` list of TF 'SAME' for any stride, worked out from the input's size:
+    ``total = (-n) mod s + span - s``, TF's formula for ``span >= s`` without a ``max``, so torch.fx
+    and torch.jit.script trace it (torch.export does too, though the sizes it derives may differ in
+    form between branches; strides 1 and 2 take :func:`same_pads`)."""
+    pads: List[int] = []
+    for n, k, s, d in [(height, kernel[0], stride[0], dilation[0]), (width, kernel[1], stride[1], dilation[1])]:
+        span = (k - 1) * d + 1
+        total = 0 if span == 1 else (-n) % s + span - s
+        pads = [total // 2, total - total // 2] + pads
+    return pads
+
+
+def _narrow_same(x: torch.Tensor, height: int, width: int, narrow: List[bool], spans: Tuple[int, int]) -> torch.Tensor:
+    """Keep ``n + span - 1`` of a padded dimension from offset ``(n + 1) mod 2`` (see :func:`same_pads`)."""
+    if narrow[0]:
+        x = x.narrow(2, (height + 1) % 2, height + spans[0] - 1)
+    if narrow[1]:
+        x = x.narrow(3, (width + 1) % 2, width + spans[1] - 1)
+    return x
+
+
+@contextmanager
+def traceable_padding() -> Iterator[None]:
+    """Kept for code written against earlier releases: the padding is now traceable everywhere,
+    so this block changes nothing."""
+    yield
+
+
+def is_traceable() -> bool:
+    """Always True: every padding layer traces exactly (see the module docstring)."""
+    return True
+
+
+def _pair(v: int | tuple[int, int]) -> Tuple[int, int]:
     return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
 def _check_mode(padding: str) -> None:
     if padding not in PADDING_MODES:
         raise ValueError(f"unknown padding mode {padding!r}; use one of {PADDING_MODES}")
+
+
+def _plan(padding: str, kernel: Tuple[int, int], stride: Tuple[int, int], dilation: Tuple[int, int]
+          ) -> Tuple[str, Tuple[int, int], List[int], List[bool]]:
+    """How a layer pads: ``"native"`` (the op's own symmetric padding ``(ph, pw)``), ``"same"`` (a
+    fixed ``F.pad`` and the parity narrowing of :func:`same_pads`) or ``"any_stride"``
+    (:func:`same_pads_any_stride`, for strides above 2)."""
+    spans = [(k - 1) * d + 1 for k, d in zip(kernel, dilation)]
+    unused: Tuple[List[int], List[bool]] = ([0, 0, 0, 0], [False, False])  # TorchScript types attributes by value
+    if padding == "valid":
+        return ("native", (0, 0)) + unused
+    if padding == "symmetric":
+        return ("native", ((spans[0] - 1) // 2, (spans[1] - 1) // 2)) + unused
+    if any(s > 2 for s in stride):
+        for sp, s in zip(spans, stride):
+            if 1 < sp < s:
+                raise ValueError(f"TF 'SAME' padding needs a kernel span (k - 1) * d + 1 of 1 or at least the stride; "
+                                 f"got span {sp}, stride {s}")
+        return ("any_stride", (0, 0)) + unused
+    pads, narrow = same_pads(kernel, stride, dilation)
+    if not any(narrow) and pads[0] == pads[1] and pads[2] == pads[3]:  # symmetric after all
+        return ("native", (pads[2], pads[0])) + unused
+    return "same", (0, 0), pads, narrow
 
 
 class Conv2dSame(nn.Conv2d):
@@ -108,34 +154,24 @@ class Conv2dSame(nn.Conv2d):
     ) -> None:
         _check_mode(padding)
         k, s, d = _pair(kernel_size), _pair(stride), _pair(dilation)
-        # TF 'SAME' is input-independent (and symmetric) exactly when stride is 1 and the receptive
-        # field is odd; then PyTorch's static padding is already exact.
-        static = padding != "same" or all(si == 1 and (ki - 1) * di % 2 == 0 for ki, si, di in zip(k, s, d))
-        native = (0, 0) if padding == "valid" else tuple((ki - 1) * di // 2 for ki, di in zip(k, d))
-        super().__init__(in_channels, out_channels, k, s, native if static else 0, d, groups, bias)
-        self.dynamic_same = not static
+        mode, native, pads, narrow = _plan(padding, k, s, d)
+        super().__init__(in_channels, out_channels, k, s, native, d, groups, bias)
+        self.pad_mode = mode
+        self.same_pads, self.same_narrow = pads, narrow
+        self.spans = ((k[0] - 1) * d[0] + 1, (k[1] - 1) * d[1] + 1)
+
+    @property
+    def dynamic_same(self) -> bool:
+        """Whether the padding depends on the input's size (TF 'SAME' with a stride)."""
+        return any(self.same_narrow) or self.pad_mode == "any_stride"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.dynamic_same:
-            return super().forward(x)
-        if _TRACEABLE:
-            x = _traceable_pad(x, self.kernel_size, self.stride, self.dilation)
-            return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
-        (t, b), (l, r) = (
-            same_padding(int(n), k, s, d)
-            for n, k, s, d in zip(x.shape[-2:], self.kernel_size, self.stride, self.dilation)
-        )
-        if t == b and l == r:
-            return F.conv2d(x, self.weight, self.bias, self.stride, (t, l), self.dilation, self.groups)
-        return F.conv2d(F.pad(x, (l, r, t, b)), self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
-
-
-def _pool_out(n: int, k: int, s: int, p: int, ceil_mode: bool) -> int:
-    """Output size of a PyTorch pool (``torch.nn.MaxPool2d`` docs), including the ceil_mode rule."""
-    out = (math.ceil if ceil_mode else math.floor)((n + 2 * p - k) / s) + 1
-    if ceil_mode and (out - 1) * s >= n + p:
-        out -= 1
-    return out
+        if self.pad_mode == "same":
+            h, w = x.shape[-2], x.shape[-1]
+            x = _narrow_same(F.pad(x, self.same_pads), h, w, self.same_narrow, self.spans)
+        elif self.pad_mode == "any_stride":
+            x = F.pad(x, same_pads_any_stride(x.shape[-2], x.shape[-1], self.kernel_size, self.stride, self.dilation))
+        return self._conv_forward(x, self.weight, self.bias)
 
 
 class Pool2dSame(nn.Module):
@@ -150,43 +186,33 @@ class Pool2dSame(nn.Module):
             raise ValueError(f"unknown pool kind {kind!r}; use 'max' or 'avg'")
         _check_mode(padding)
         self.kind, self.kernel_size, self.stride, self.padding = kind, kernel_size, stride, padding
-
-    def _pool(self, x: torch.Tensor, pad: tuple[int, int], ceil_mode: bool) -> torch.Tensor:
-        k, s = self.kernel_size, self.stride
-        if self.kind == "max":
-            return F.max_pool2d(x, k, s, pad, ceil_mode=ceil_mode)
-        return F.avg_pool2d(x, k, s, pad, ceil_mode=ceil_mode, count_include_pad=False)
+        k, s = (kernel_size, kernel_size), (stride, stride)
+        self.pad_mode, native, self.same_pads, self.same_narrow = _plan(padding, k, s, (1, 1))
+        self.native_padding = kernel_size // 2 if padding == "symmetric" else native[0]
+        self.spans = k
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k, s = self.kernel_size, self.stride
-        if self.padding == "valid":
-            return self._pool(x, (0, 0), False)
-        if self.padding == "symmetric" or (s == 1 and k % 2 == 1):
-            return self._pool(x, (k // 2, k // 2), False)
-        if _TRACEABLE:
+        if self.pad_mode == "any_stride":
+            pads = same_pads_any_stride(x.shape[-2], x.shape[-1], (k, k), (s, s), (1, 1))
             if self.kind == "max":
-                return F.max_pool2d(_traceable_pad(x, (k, k), (s, s), (1, 1), float("-inf")), k, s)
-            ones = torch.ones_like(x[:, :1])
-            return F.avg_pool2d(_traceable_pad(x, (k, k), (s, s), (1, 1)), k, s) / F.avg_pool2d(
-                _traceable_pad(ones, (k, k), (s, s), (1, 1)), k, s)
-        (t, b), (l, r) = (same_padding(int(n), k, s) for n in x.shape[-2:])
-        if t == b and l == r:
-            return self._pool(x, (t, l), False)
-        # Extra pixels at the end are what ceil_mode adds: same window starts, and PyTorch clips
-        # the last window to the input (and divides by the real-pixel count), as TF does.
-        h, w = int(x.shape[-2]), int(x.shape[-1])
-        if (
-            max(t, l) <= k // 2
-            and _pool_out(h, k, s, t, True) == -(-h // s)
-            and _pool_out(w, k, s, l, True) == -(-w // s)
-        ):
-            return self._pool(x, (t, l), True)
+                return F.max_pool2d(F.pad(x, pads, value=float("-inf")), k, s)
+            ones = torch.ones([1, 1, x.shape[-2], x.shape[-1]], dtype=x.dtype, device=x.device)
+            return F.avg_pool2d(F.pad(x, pads), k, s) / F.avg_pool2d(F.pad(ones, pads), k, s)
+        if self.pad_mode == "same":
+            h, w = x.shape[-2], x.shape[-1]
+            if self.kind == "max":
+                padded = F.pad(x, self.same_pads, value=float("-inf"))
+                return F.max_pool2d(_narrow_same(padded, h, w, self.same_narrow, self.spans), k, s)
+            # The window sum over the real pixels, divided by their count (a pool of padded ones).
+            ones = torch.ones([1, 1, h, w], dtype=x.dtype, device=x.device)
+            total = F.avg_pool2d(_narrow_same(F.pad(x, self.same_pads), h, w, self.same_narrow, self.spans), k, s)
+            count = F.avg_pool2d(_narrow_same(F.pad(ones, self.same_pads), h, w, self.same_narrow, self.spans), k, s)
+            return total / count
+        p = self.native_padding
         if self.kind == "max":
-            return F.max_pool2d(F.pad(x, (l, r, t, b), value=float("-inf")), k, s)
-        # Sum over the window divided by the count of real pixels in it.
-        padded = F.avg_pool2d(F.pad(x, (l, r, t, b)), k, s)
-        ones = torch.ones((1, 1) + tuple(x.shape[-2:]), dtype=x.dtype, device=x.device)
-        return padded / F.avg_pool2d(F.pad(ones, (l, r, t, b)), k, s)
+            return F.max_pool2d(x, k, s, p)
+        return F.avg_pool2d(x, k, s, p, count_include_pad=False)
 
     def extra_repr(self) -> str:
         return f"{self.kind}, kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding!r}"

@@ -54,7 +54,7 @@ class Weights:
     published_top5: float
     metrics_source: str
     params: int  # of the converted classifier, without the auxiliary head
-    mult_adds: int  # at input_size, fvcore conv + linear
+    mult_adds: int  # at input_size, fvcore conv + linear (a factorized reduction's pad row included)
     origin: str  # who converted it from what
     mean: tuple[float, float, float] = INCEPTION_MEAN
     std: tuple[float, float, float] = INCEPTION_MEAN

@@ -38,7 +38,9 @@ def test_features_only_mobile(size):
             assert t.shape[-2:] == (size // stride, size // stride), name
         assert (t >= 0).all()  # ReLU-activated, as the next cell consumes them
     assert [f["num_chs"] for f in model.feature_info] == [32, 44, 264, 528, 1056]
-    assert [f["module"] for f in model.feature_info] == ["stem", "stem_0", "cell_3", "cell_7", "cell_11"]
+    assert [f["module"] for f in model.feature_info] == ["stem", "cells.stem_0", "cells.cell_3", "cells.cell_7",
+                                                         "cells.cell_11"]
+    assert all(f["module"] in dict(model.named_modules()) for f in model.feature_info)
 
 
 def test_features_match_classifier_path(tiny_imagenet_model):

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.fx
 import torch.nn.functional as F
 
 from nasnet_backbones.padding import Conv2dSame, Pool2dSame, same_padding
@@ -67,18 +68,26 @@ def test_conv_matches_tf_same(size, k, s, d, groups):
     torch.testing.assert_close(conv(x), tf_conv_reference(x, conv.weight.detach(), s, d, groups), atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("size", [6, 7, 10, 11])
 @pytest.mark.parametrize("k, d", [(3, 1), (3, 2), (5, 2), ((1, 7), 1)])
-def test_traceable_padding_matches_tf_same(size, k, d):
-    """The graph-friendly padding of exports (dilated kernels included) is TF 'SAME' at every parity."""
-    from nasnet_backbones.padding import traceable_padding
-
-    torch.manual_seed(size)
+def test_one_traced_graph_is_tf_same_at_every_parity(k, d):
+    """A conv and a pool traced once by torch.fx (the pads become graph nodes) are TF 'SAME' at
+    sizes of both parities, dilated kernels included."""
+    torch.manual_seed(0)
     conv = Conv2dSame(4, 4, k, 2, d, groups=4)
-    x = torch.randn(1, 4, size, size + 1)
-    with traceable_padding():
-        got = conv(x)
-    torch.testing.assert_close(got, tf_conv_reference(x, conv.weight.detach(), 2, d, 4), atol=1e-5, rtol=1e-4)
+    pool = Pool2dSame("avg", 3, 2)
+    traced_conv, traced_pool = torch.fx.symbolic_trace(conv), torch.fx.symbolic_trace(pool)
+    for size in (6, 7, 10, 11):
+        x = torch.randn(1, 4, size, size + 1)
+        want = tf_conv_reference(x, conv.weight.detach(), 2, d, 4)
+        torch.testing.assert_close(traced_conv(x), want, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(traced_pool(x), tf_pool_reference(x, "avg", 3, 2), atol=1e-5, rtol=1e-4)
+
+
+def test_stride_above_two_and_a_too_short_kernel():
+    x = torch.randn(1, 2, 10, 11)
+    torch.testing.assert_close(Pool2dSame("max", 3, 3)(x), tf_pool_reference(x, "max", 3, 3))
+    with pytest.raises(ValueError, match="span"):
+        Conv2dSame(2, 2, 2, 3)
 
 
 def test_same_padding_examples():
