@@ -47,8 +47,8 @@ def same_pads(kernel: Tuple[int, int], stride: Tuple[int, int], dilation: Tuple[
 
     A stride-1 dimension pads ``span - 1`` whatever the size; a stride-2 dimension of even span pads
     ``(span / 2 - 1, span / 2)`` (on an even input the last pixel is never read). A stride-2
-    dimension of odd span ``2p + 1`` pads ``(p, p + 1)`` and keeps ``n + 2p`` of those from offset
-    ``(n + 1) mod 2``: on an even input TF pads one pixel less before. Every strided op then
+    dimension of odd span ``2p + 1`` is listed as ``(p, p + 1)`` and narrowed: it pads one pixel less
+    before on an even input, as TF does, and one more after (never read). Every strided op then
     produces ``(n - 1) // 2 + 1`` outputs by the same formula, which lets ``torch.export`` see
     that the branches of a cell agree in size for every input size.
     """
@@ -85,13 +85,18 @@ def same_pads_any_stride(height: int, width: int, kernel: Tuple[int, int], strid
     return pads
 
 
-def _narrow_same(x: torch.Tensor, height: int, width: int, narrow: List[bool], spans: Tuple[int, int]) -> torch.Tensor:
-    """Keep ``n + span - 1`` of a padded dimension from offset ``(n + 1) mod 2`` (see :func:`same_pads`)."""
-    if narrow[0]:
-        x = x.narrow(2, (height + 1) % 2, height + spans[0] - 1)
+def _parity_pads(pads: List[int], narrow: List[bool], height: int, width: int) -> List[int]:
+    """The ``F.pad`` list for this input: a narrowed dimension pads ``(p - 1 + n % 2, p + 1 - n % 2)``
+    (see :func:`same_pads`): always ``2p`` in all, so the padded size is ``n + 2p`` by one formula,
+    in one copy of the input."""
+    left, right, top, bottom = pads[0], pads[1], pads[2], pads[3]
     if narrow[1]:
-        x = x.narrow(3, (width + 1) % 2, width + spans[1] - 1)
-    return x
+        odd = width % 2
+        left, right = left - 1 + odd, right - odd
+    if narrow[0]:
+        odd = height % 2
+        top, bottom = top - 1 + odd, bottom - odd
+    return [left, right, top, bottom]
 
 
 @contextmanager
@@ -158,7 +163,6 @@ class Conv2dSame(nn.Conv2d):
         super().__init__(in_channels, out_channels, k, s, native, d, groups, bias)
         self.pad_mode = mode
         self.same_pads, self.same_narrow = pads, narrow
-        self.spans = ((k[0] - 1) * d[0] + 1, (k[1] - 1) * d[1] + 1)
 
     @property
     def dynamic_same(self) -> bool:
@@ -167,8 +171,7 @@ class Conv2dSame(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.pad_mode == "same":
-            h, w = x.shape[-2], x.shape[-1]
-            x = _narrow_same(F.pad(x, self.same_pads), h, w, self.same_narrow, self.spans)
+            x = F.pad(x, _parity_pads(self.same_pads, self.same_narrow, x.shape[-2], x.shape[-1]))
         elif self.pad_mode == "any_stride":
             x = F.pad(x, same_pads_any_stride(x.shape[-2], x.shape[-1], self.kernel_size, self.stride, self.dilation))
         return self._conv_forward(x, self.weight, self.bias)
@@ -189,7 +192,6 @@ class Pool2dSame(nn.Module):
         k, s = (kernel_size, kernel_size), (stride, stride)
         self.pad_mode, native, self.same_pads, self.same_narrow = _plan(padding, k, s, (1, 1))
         self.native_padding = kernel_size // 2 if padding == "symmetric" else native[0]
-        self.spans = k
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k, s = self.kernel_size, self.stride
@@ -200,15 +202,12 @@ class Pool2dSame(nn.Module):
             ones = torch.ones([1, 1, x.shape[-2], x.shape[-1]], dtype=x.dtype, device=x.device)
             return F.avg_pool2d(F.pad(x, pads), k, s) / F.avg_pool2d(F.pad(ones, pads), k, s)
         if self.pad_mode == "same":
-            h, w = x.shape[-2], x.shape[-1]
+            pads = _parity_pads(self.same_pads, self.same_narrow, x.shape[-2], x.shape[-1])
             if self.kind == "max":
-                padded = F.pad(x, self.same_pads, value=float("-inf"))
-                return F.max_pool2d(_narrow_same(padded, h, w, self.same_narrow, self.spans), k, s)
+                return F.max_pool2d(F.pad(x, pads, value=float("-inf")), k, s)
             # The window sum over the real pixels, divided by their count (a pool of padded ones).
-            ones = torch.ones([1, 1, h, w], dtype=x.dtype, device=x.device)
-            total = F.avg_pool2d(_narrow_same(F.pad(x, self.same_pads), h, w, self.same_narrow, self.spans), k, s)
-            count = F.avg_pool2d(_narrow_same(F.pad(ones, self.same_pads), h, w, self.same_narrow, self.spans), k, s)
-            return total / count
+            ones = torch.ones([1, 1, x.shape[-2], x.shape[-1]], dtype=x.dtype, device=x.device)
+            return F.avg_pool2d(F.pad(x, pads), k, s) / F.avg_pool2d(F.pad(ones, pads), k, s)
         p = self.native_padding
         if self.kind == "max":
             return F.max_pool2d(x, k, s, p)
