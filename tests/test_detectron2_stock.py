@@ -21,7 +21,7 @@ with warnings.catch_warnings():  # fvcore's import calls the deprecated torch.ji
     from detectron2.config import LazyConfig, get_cfg, instantiate
     from detectron2.data import DatasetCatalog, MetadataCatalog
     from detectron2.data.datasets import register_coco_instances
-    from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer
+    from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, hooks
     from detectron2.modeling import build_model
     from detectron2.structures import Boxes, Instances
     from detectron2.utils.events import EventStorage
@@ -359,3 +359,120 @@ def test_lazy_config_trains_one_iteration_with_stock_simple_trainer(classifier, 
     trainer = SimpleTrainer(model, loader, optimizer)
     trainer.train(0, 1)
     assert trainer.iter == 1 and {"loss_mask", "loss_cls", "loss_rpn_cls"} <= set(trainer.storage.histories())
+
+
+
+# -- 4. memory: gradient checkpointing ----------------------------------------------------------
+
+def _saved_activation_bytes(module: torch.nn.Module, x: torch.Tensor) -> int:
+    """Bytes autograd keeps for the backward pass of ``module(x)``."""
+    saved = []
+
+    def pack(t):
+        saved.append(t.numel() * t.element_size())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        module(x)
+    return sum(saved)
+
+
+@pytest.mark.parametrize("name, norm", [("faster_rcnn_nasnet_a_mobile_FPN_1x", "FrozenBN"),
+                                        ("faster_rcnn_nasnet_a_large_C4_1x", "BN")])
+def test_grad_checkpointing_key_keeps_less_and_computes_the_same(name, norm, genotype_file):
+    """MODEL.NASNET.GRAD_CHECKPOINTING: the backbone keeps a fraction of its activations for the
+    backward pass, and one training step gives the same losses, gradients and BatchNorm statistics
+    as without it (same seed; no drop path)."""
+    runs = []
+    for enable in (False, True):
+        cfg = stock_cfg(name, genotype_file)
+        cfg.MODEL.NASNET.GRAD_CHECKPOINTING, cfg.MODEL.NASNET.NORM = enable, norm
+        cfg.MODEL.BACKBONE.FREEZE_AT = 0
+        torch.manual_seed(0)
+        model = build_model(cfg).train()
+        assert all(body.grad_checkpointing is enable for body in nasnet_bodies(model))
+        torch.manual_seed(3)
+        with EventStorage(0):
+            losses = model(_batch())
+        sum(losses.values()).backward()
+        grads = {k: p.grad for k, p in model.named_parameters() if p.grad is not None}
+        buffers = {k: b.clone() for k, b in model.named_buffers() if "running_" in k}
+        kept = _saved_activation_bytes(model.backbone, torch.randn(2, 3, 64, 96))
+        runs.append((kept, {k: v.item() for k, v in losses.items()}, grads, buffers))
+    (kept_off, losses_off, grads_off, stats_off), (kept_on, losses_on, grads_on, stats_on) = runs
+    assert kept_on < 0.5 * kept_off, (kept_on, kept_off)
+    assert losses_on == losses_off
+    assert grads_on.keys() == grads_off.keys() and any(".body." in k for k in grads_on)
+    for key, grad in grads_off.items():
+        torch.testing.assert_close(grads_on[key], grad, atol=0, rtol=0, msg=key)
+    for key, value in stats_off.items():
+        torch.testing.assert_close(stats_on[key], value, atol=0, rtol=0, msg=key)
+
+
+def test_lazy_configs_take_grad_checkpointing(genotype_file):
+    cfg = _tiny_lazy("faster_rcnn_nasnet_a_mobile_FPN_1x.py", genotype_file)
+    cfg.model.backbone.bottom_up.grad_checkpointing = True
+    assert instantiate(cfg.model).backbone.bottom_up.body.grad_checkpointing is True
+
+
+# -- 5. memory: mixed precision ----------------------------------------------------------------
+
+@pytest.mark.parametrize("name, dtype", [("faster_rcnn_nasnet_a_mobile_FPN_1x", torch.bfloat16),
+                                         ("faster_rcnn_nasnet_a_mobile_FPN_1x", torch.float16),
+                                         ("faster_rcnn_nasnet_a_large_C4_1x", torch.float16),
+                                         ("retinanet_nasnet_a_mobile_FPN_1x", torch.bfloat16)])
+def test_detector_trains_under_autocast(name, dtype, genotype_file):
+    """What AMPTrainer does around the model (autocast forward, backward), on the CPU: the NASNet
+    features come out in the autocast dtype with the shapes output_shape() promises, the losses and
+    every trainable parameter's gradient are finite. (AMPTrainer itself needs CUDA: below.)"""
+    torch.manual_seed(0)
+    model = build_model(stock_cfg(name, genotype_file)).train()
+    bottom_up = model.backbone.bottom_up if hasattr(model.backbone, "bottom_up") else model.backbone
+    with EventStorage(0), torch.autocast("cpu", dtype=dtype):
+        features = bottom_up(torch.randn(1, 3, 64, 96))
+        losses = model(_batch())
+    for key, spec in bottom_up.output_shape().items():
+        assert features[key].dtype == dtype
+        assert features[key].shape == (1, spec.channels, 64 // spec.stride, 96 // spec.stride)
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    trainable = [(k, p) for k, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all(p.grad is not None and bool(torch.isfinite(p.grad).all()) for _, p in trainable)
+
+
+def _amp_trainer(cfg):
+    with warnings.catch_warnings():  # detectron2 builds torch.cuda.amp.GradScaler (deprecated; off without CUDA)
+        warnings.filterwarnings("ignore", message=r".*torch\.cuda\.amp\.GradScaler.*", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=r".*CUDA is not available.*", category=UserWarning)
+        return DefaultTrainer(cfg)
+
+
+def _amp_cfg(genotype_file, synthetic_train, out):
+    cfg = stock_cfg("faster_rcnn_nasnet_a_mobile_FPN_1x", genotype_file)
+    cfg.SOLVER.AMP.ENABLED = True
+    cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = (synthetic_train,), ()
+    cfg.DATALOADER.NUM_WORKERS = 0
+    cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN = (64,), 96
+    cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.MAX_ITER, cfg.SOLVER.CHECKPOINT_PERIOD = 2, 1, 100
+    cfg.OUTPUT_DIR = str(out)
+    return cfg
+
+
+def test_amp_config_key_selects_detectron2s_amp_trainer(genotype_file, synthetic_train, tmp_path):
+    trainer = _amp_trainer(_amp_cfg(genotype_file, synthetic_train, tmp_path / "run"))
+    assert isinstance(trainer._trainer, AMPTrainer)
+    with EventStorage(0):  # not trained here (AMPTrainer needs CUDA): close the writers it opened
+        for hook in trainer._hooks:
+            if isinstance(hook, hooks.PeriodicWriter):
+                hook.after_train()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="detectron2's AMPTrainer needs CUDA")
+def test_amp_trainer_trains_on_the_gpu(genotype_file, synthetic_train, tmp_path):
+    cfg = _amp_cfg(genotype_file, synthetic_train, tmp_path / "run")
+    cfg.MODEL.DEVICE = "cuda"
+    trainer = _amp_trainer(cfg)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    assert torch.isfinite(torch.tensor(trainer.storage.history("total_loss").latest()))
