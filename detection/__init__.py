@@ -18,6 +18,11 @@ exports the names below; without detectron2 it imports (so that :mod:`detection.
 >>> cfg = detection.get_config("faster_rcnn_nasnet_a_mobile_FPN_1x")
 >>> from detectron2.modeling import build_model
 >>> model = build_model(cfg)
+
+or, as a LazyConfig (``tools/lazyconfig_train_net.py``):
+
+>>> from detectron2.config import instantiate
+>>> model = instantiate(detection.get_lazy_config("faster_rcnn_nasnet_a_mobile_FPN_1x").model)
 """
 
 import logging
@@ -30,17 +35,19 @@ except ImportError as exc:  # torchvision-only installs: detection.torchvision s
     logger.debug("detectron2 is not importable (%s); the detectron2 backbones are not registered", exc)
     __all__: list[str] = []
 else:
-    from .backbone import (NASNetBackbone, NASNetC4Backbone, NASNetC4ROIHeads, build_nasnet_backbone,
+    from .backbone import (NASNetBackbone, NASNetC4Backbone, NASNetC4Head, NASNetC4ROIHeads, build_nasnet_backbone,
                            build_nasnet_c4_backbone, build_nasnet_fpn_backbone,
-                           build_nasnet_retinanet_fpn_backbone)
+                           build_nasnet_retinanet_fpn_backbone, nasnet_network)
     from .checkpoint import NASNetDetectionCheckpointer
     from .config import add_nasnet_config, register_nasnet_defaults
-    from .model_zoo import get_config, get_config_file, list_configs
+    from .model_zoo import (get_config, get_config_file, get_lazy_config, get_lazy_config_file, list_configs,
+                            list_lazy_configs)
 
     register_nasnet_defaults()
 
     __all__ = [
-        "NASNetBackbone", "NASNetC4Backbone", "NASNetC4ROIHeads", "NASNetDetectionCheckpointer", "add_nasnet_config",
-        "register_nasnet_defaults", "build_nasnet_backbone", "build_nasnet_c4_backbone", "build_nasnet_fpn_backbone",
-        "build_nasnet_retinanet_fpn_backbone", "get_config", "get_config_file", "list_configs",
+        "NASNetBackbone", "NASNetC4Backbone", "NASNetC4Head", "NASNetC4ROIHeads", "NASNetDetectionCheckpointer",
+        "add_nasnet_config", "register_nasnet_defaults", "build_nasnet_backbone", "build_nasnet_c4_backbone",
+        "build_nasnet_fpn_backbone", "build_nasnet_retinanet_fpn_backbone", "get_config", "get_config_file",
+        "list_configs", "get_lazy_config", "get_lazy_config_file", "list_lazy_configs", "nasnet_network",
     ]

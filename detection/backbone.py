@@ -213,7 +213,8 @@ class NASNetC4Backbone(NASNetBackbone):
     """The trunk up to the last stride-16 cell; feature "stride16" is the concatenation of the
     last two stride-16 cell outputs (TF ``faster_rcnn_nas``'s RPN feature map)."""
 
-    def __init__(self, model: NASNet, freeze_at: int = 0, norm: str = "FrozenBN", grad_checkpointing: bool = False) -> None:
+    def __init__(self, model: NASNet, freeze_at: int = 0, norm: str = "FrozenBN",
+                 grad_checkpointing: bool = False) -> None:
         last, prev, _ = _c4_split(model)
         super().__init__(model, ["stride16"], freeze_at, norm, grad_checkpointing)
         channels = model.cell_positions()

@@ -248,8 +248,8 @@ def detectron2_weights_file(source: str | Path, *, network_name: str | None = No
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OSError(f"cannot create {target.parent} for the converted weights ({exc.strerror or exc}); set TORCH_HOME "
-                      "to a writable place") from None
+        raise OSError(f"cannot create {target.parent} for the converted weights ({exc.strerror or exc}); "
+                      "set TORCH_HOME to a writable place") from None
     write_atomic(target, lambda tmp: torch.save(imagenet_init_checkpoint(weights), tmp))
     logger.info("converted %s (%d backbone tensors) for detectron2's checkpointer: %s", source, len(weights), target)
     return target
