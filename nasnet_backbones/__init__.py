@@ -6,6 +6,7 @@
 >>> classifier = nb.create_model("nasnet_a_mobile", pretrained=True)  # downloads, or $NASNET_WEIGHTS_DIR
 >>> preprocess = classifier.pretrained_cfg.transforms()  # the weights' own eval preprocessing
 >>> searched = nb.build_model("best_genotype.json", cells=4, filters=44)  # name | Genotype | file
+>>> fast = nb.optimize_for_inference(classifier)  # BatchNorm folded, channels_last: same outputs, faster
 """
 
 from .checkpoint import CheckpointError, load_checkpoint, read_state_dict, save_checkpoint
@@ -16,6 +17,7 @@ from .ops import NASNET_SEARCH_OPS, OPS
 from .catalogue import (ModelEntry, PaperFigures, get_model_entry, get_weights, list_models, list_weights,
                         register_model, register_weights)
 from .builder import build_model, create_model
+from .inference import optimize_for_inference
 from .pretrained_cfg import PretrainedCfg
 from . import zoo  # registers the package's models and weights
 from .weights import Weights, WeightsNotFoundError
@@ -50,6 +52,7 @@ __all__ = [
     "list_models",
     "list_weights",
     "load_checkpoint",
+    "optimize_for_inference",
     "read_state_dict",
     "register_model",
     "register_weights",
