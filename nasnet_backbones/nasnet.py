@@ -29,9 +29,14 @@ from .padding import PADDING_MODES, Conv2dSame
 from .pretrained_cfg import PretrainedCfg
 
 __all__ = ["NASNetConfig", "NASNet", "NASNetOutputs", "CellLink", "build_nasnet", "nasnet_config", "stack_config",
-           "NUM_STACKS", "calc_reduction_layers", "cell_links", "split_model_kwargs"]
+           "NUM_STACKS", "GLOBAL_POOLS", "calc_reduction_layers", "cell_links", "split_model_kwargs",
+           "stage_sizes"]
 
 logger = logging.getLogger(__name__)
+
+#: The head's global pooling (timm's ``global_pool`` names): "fast" is the average as well; ""
+#: keeps the map (only with ``num_classes=0``).
+GLOBAL_POOLS = ("avg", "fast", "max", "avgmax", "")
 
 
 @dataclass(frozen=True)
@@ -188,6 +193,10 @@ class NASNet(nn.Module):
         out_strides: which strides to return with ``features_only`` (default: all of 2, 4, 8, 16, 32
             that the network has; 1, 2 and 4 for a CIFAR stem).
         pretrained_cfg: where the network came from (set by :mod:`.builder`; None when built directly).
+        global_pool: the head's pooling, one of :data:`GLOBAL_POOLS`.
+        aux_in_forward: with the auxiliary head, ``forward`` in training returns
+            :class:`NASNetOutputs` (this package's trainer); False returns the logits alone, as timm's
+            tools expect, and :meth:`forward_with_aux` gives both.
     """
 
     #: The model's origin: architecture name, weights, default input size, eval preprocessing.
@@ -208,8 +217,11 @@ class NASNet(nn.Module):
         features_only: bool = False,
         out_strides: Sequence[int] | None = None,
         pretrained_cfg: PretrainedCfg | None = None,
+        global_pool: str = "avg",
+        aux_in_forward: bool = True,
     ) -> None:
         super().__init__()
+        _check_global_pool(global_pool, 0 if features_only else num_classes)
         self.genotype, self.config = genotype, config
         self.pretrained_cfg = pretrained_cfg
         self.num_classes, self.img_size = num_classes, img_size
@@ -265,8 +277,12 @@ class NASNet(nn.Module):
             for s in sorted(out_strides)
         ]
         self._feature_pos = {deepest[s]: f"stride{s}" for s in out_strides}
+        # feature_info's entries in order: their output positions and names (forward_intermediates)
+        self._level_pos = [deepest[s] for s in sorted(out_strides)]
+        self._level_names = [f"stride{s}" for s in sorted(out_strides)]
         self.features_only = features_only
         self.num_features = shapes[-1].channels
+        self.head_hidden_size = self.num_features  # the pre-logits width (timm); no layer between pool and FC
 
         # Keep each output only until its last reader (or the end, for features).
         last_use = {pos: pos for pos in range(len(shapes))}
@@ -284,6 +300,8 @@ class NASNet(nn.Module):
         self._cell_prevs = [-1 if link.prev is None else link.prev for link in links]
         self._last_needed = max(self._feature_pos) if features_only else len(shapes) - 1
         self._head_relu = c.head_relu
+        self.global_pool = global_pool
+        self.aux_in_forward = aux_in_forward
         self.grad_checkpointing = False
 
         # -- heads ---------------------------------------------------------------------------------
@@ -332,12 +350,23 @@ class NASNet(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.classifier
 
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the classifier (and auxiliary classifier) for ``num_classes`` outputs."""
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """Replace the classifier (and auxiliary classifier) for ``num_classes`` outputs; 0 removes
+        both (``forward`` returns pooled features). ``global_pool`` (:data:`GLOBAL_POOLS`) changes
+        the pooling too; ``""`` (no pooling) needs ``num_classes=0``."""
+        global_pool = self.global_pool if global_pool is None else global_pool
+        _check_global_pool(global_pool, num_classes)
+        self.global_pool = global_pool
         self.num_classes = num_classes
-        self.classifier = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        weight = self.stem.conv.weight  # new layers on the network's device, in its dtype
+        self.classifier = (nn.Linear(self.num_features, num_classes, device=weight.device, dtype=weight.dtype)
+                           if num_classes > 0 else nn.Identity())
         if self.aux_head is not None:
-            self.aux_head.fc = nn.Linear(self.aux_head.fc.in_features, num_classes)
+            if num_classes > 0:
+                self.aux_head.fc = nn.Linear(self.aux_head.fc.in_features, num_classes, device=weight.device,
+                                             dtype=weight.dtype)
+            else:
+                self.aux_head, self._aux_pos = None, -1
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each cell's activations in the backward pass instead of keeping them
@@ -346,7 +375,9 @@ class NASNet(nn.Module):
         statistics are updated once per step, not again by the recomputation."""
         self.grad_checkpointing = bool(enable)
 
-    def _walk(self, x: torch.Tensor, collect: bool) -> Tuple[torch.Tensor, Dict[str, torch.Tensor], Optional[torch.Tensor]]:
+    def _walk(self, x: torch.Tensor, collect: bool,
+              stop: int = -1) -> Tuple[torch.Tensor, Dict[str, torch.Tensor], Optional[torch.Tensor]]:
+        # ``stop``: the last output position to compute (-1: as far as the network needs).
         # One loop for eager code and every tracer: the layout is in int lists and the cells in a
         # ModuleDict, which torch.jit.script unrolls; torch.fx and torch.export see plain Python.
         if len(self.cells) != len(self._cell_inputs):
@@ -357,10 +388,11 @@ class NASNet(nn.Module):
         first = outs[0]
         if collect and self._feature_names[0] != "" and first is not None:
             features[self._feature_names[0]] = torch.relu(first)
+        last_needed = self._last_needed if stop < 0 else stop
         index = 0
         for cell in self.cells.values():
             pos = index + 1
-            if pos <= self._last_needed:
+            if pos <= last_needed:
                 inp = outs[self._cell_inputs[index]]
                 assert inp is not None
                 prev: Optional[torch.Tensor] = None
@@ -417,11 +449,23 @@ class NASNet(nn.Module):
         return self._walk(x, collect=False)[0]
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """ReLU (unless the config has no head ReLU), global pooling, dropout and, unless
+        ``pre_logits``, the classifier."""
         if self._head_relu:
             x = torch.relu(x)
-        x = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
+        x = self._pool(x)
         x = self.dropout(x)
         return x if pre_logits else self.classifier(x)
+
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+        if self.global_pool == "":
+            return x
+        if self.global_pool == "max":
+            return torch.flatten(nn.functional.adaptive_max_pool2d(x, 1), 1)
+        mean = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
+        if self.global_pool == "avgmax":
+            return 0.5 * (mean + torch.flatten(nn.functional.adaptive_max_pool2d(x, 1), 1))
+        return mean
 
     def forward(self, x: torch.Tensor) -> Any:
         """Logits; with ``features_only``, ``{name: feature map}``; in training with the auxiliary
@@ -431,23 +475,145 @@ class NASNet(nn.Module):
             return features
         else:
             logits = self.forward_head(last)
-            if not torch.jit.is_scripting() and self.aux_head is not None and self.training and aux_in is not None:
+            if (not torch.jit.is_scripting() and self.aux_in_forward and self.aux_head is not None and self.training
+                    and aux_in is not None):
                 return NASNetOutputs(logits, self.aux_head(aux_in))
             return logits
 
+    def forward_with_aux(self, x: torch.Tensor) -> NASNetOutputs:
+        """Logits and auxiliary logits, in training or eval, whatever ``aux_in_forward`` says: the
+        way to the auxiliary loss when ``forward`` returns the logits alone (a model built by timm)."""
+        if self.aux_head is None:
+            raise RuntimeError("this network has no auxiliary head; build it with aux_head=True")
+        last, _, aux_in = self._walk(x, False)
+        assert aux_in is not None
+        return NASNetOutputs(self.forward_head(last), self.aux_head(aux_in))
+
+    # -- timm's feature interface (forward_intermediates, prune_intermediate_layers) ----------
+
+    def _take_indices(self, indices: int | Sequence[int] | None) -> list[int]:
+        """timm's convention for feature_info indices: None for all, ``n`` for the last n, a
+        sequence for those (negative ones count from the end); returned in forward order."""
+        levels = len(self._level_pos)
+        if indices is None:
+            indices = levels
+        if isinstance(indices, int):
+            if not 0 < indices <= levels:
+                raise IndexError(f"last-n ({indices}) is out of range (1 to {levels})")
+            return list(range(levels - indices, levels))
+        take = set()
+        for i in indices:
+            index = levels + i if i < 0 else i
+            if not 0 <= index < levels:
+                raise IndexError(f"feature index {index} is out of range (0 to {levels - 1})")
+            take.add(index)
+        if not take:
+            raise IndexError("indices names no feature map")
+        return sorted(take)
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """The feature maps of :attr:`feature_info` (timm's ``forward_intermediates``).
+
+        Args:
+            x: input images.
+            indices: which entries of ``feature_info``: None for all, ``n`` for the last n, a
+                sequence for those (negative from the end). Maps come back in forward order,
+                ReLU-activated as the next cell reads them (as ``features_only`` gives them).
+            norm: accepted for timm's interface; the network has no final norm.
+            stop_early: run the cells only as far as the deepest map asked for.
+            output_fmt: "NCHW", the only layout.
+            intermediates_only: return the maps alone (the cells stop at the deepest one).
+
+        Returns:
+            ``(features, maps)``, ``features`` being :meth:`forward_features`' output (with
+            ``stop_early``, the last cell run's output instead); or ``maps`` alone.
+        """
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt must be 'NCHW' (the only layout), got {output_fmt!r}")
+        take = self._take_indices(indices)
+        stop = self._level_pos[take[-1]] if (stop_early or intermediates_only) else -1
+        last, features, _ = self._walk(x, True, stop)
+        maps = [features[self._level_names[i]] for i in take]
+        return maps if intermediates_only else (last, maps)
+
+    def prune_intermediate_layers(
+        self, indices: int | Sequence[int] = 1, prune_norm: bool = False, prune_head: bool = True,
+    ) -> list[int]:
+        """Delete what the ``feature_info`` maps ``indices`` do not need (timm's interface, used by
+        its ``features_only`` wrapper): the cells after the deepest one, and the heads
+        (``reset_classifier(0, "")``) with ``prune_head`` or when cells went. Returns the
+        indices, non-negative. ``prune_norm`` is accepted; there is no final norm."""
+        take = self._take_indices(indices)
+        deepest = take[-1]
+        keep = self._level_pos[deepest]  # the last output position still needed
+        cut = keep < len(self._cell_inputs)
+        if cut:
+            for link in self._links[keep:]:
+                del self.cells[link.name]
+            self._links, self._shapes = self._links[:keep], self._shapes[:keep + 1]
+            self._cell_inputs, self._cell_prevs = self._cell_inputs[:keep], self._cell_prevs[:keep]
+            self._release_at, self._feature_names = self._release_at[:keep + 1], self._feature_names[:keep + 1]
+            self._last_needed = min(self._last_needed, keep)
+            self.feature_info = self.feature_info[:deepest + 1]
+            self._level_pos, self._level_names = self._level_pos[:deepest + 1], self._level_names[:deepest + 1]
+            self._feature_pos = {p: n for p, n in self._feature_pos.items() if p <= keep}
+            self.num_features = self.head_hidden_size = self._shapes[-1].channels
+            if self._aux_pos > keep:
+                self.aux_head, self._aux_pos = None, -1
+        if (prune_head or cut) and not self.features_only:
+            self.reset_classifier(0, "")
+        return take
+
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        """timm's parameter groups (e.g. layer-wise learning-rate decay): the stem with the stem
+        cells first, then each cell in forward order, or with ``coarse`` each stack of cells with
+        the reduction cell before it; the heads come last."""
+        stem_cells = [link.name for link in self._links if link.name.startswith("stem_")]
+        blocks = []
+        stack = 0
+        for pos, link in enumerate(self._links, start=1):
+            if link.name in stem_cells:
+                continue
+            stack += int(link.reduction)
+            blocks.append((rf"^cells\.{link.name}\.", (stack if coarse else pos,)))
+        return dict(stem="|".join([r"^stem\."] + [rf"^cells\.{name}\." for name in stem_cells]), blocks=blocks)
+
     def stage_shapes(self, img_size: int) -> list[tuple[str, int, int, int]]:
         """(module name, channels, stride, spatial size) for the stem and every cell at ``img_size``."""
-        rows = []
-        size = (img_size - 3) // 2 + 1 if self.config.stem == "imagenet" else img_size
-        rows.append(("stem", self._shapes[0].channels, self._shapes[0].stride, size))
-        for link, shape in zip(self._links, self._shapes[1:]):
-            if link.reduction:
-                size = -(-size // 2)
-            rows.append((link.name, shape.channels, shape.stride, size))
-        return rows
+        names = ["stem"] + [link.name for link in self._links]
+        return [(name, shape.channels, shape.stride, size)
+                for name, shape, size in zip(names, self._shapes, stage_sizes(self.config, img_size))]
 
 
-_MODEL_ARGS = ("in_chans", "img_size", "features_only", "out_strides")
+def stage_sizes(config: NASNetConfig, img_size: int) -> list[int]:
+    """The side of the stem's and of each cell's output (square) for ``img_size`` inputs, without
+    building the network: the ImageNet stem's VALID stride-2 conv, then a ceil-halving at each
+    reduction cell (SAME padding)."""
+    size = (img_size - 3) // 2 + 1 if config.stem == "imagenet" else img_size
+    sizes = [size]
+    for link in cell_links(config):
+        if link.reduction:
+            size = -(-size // 2)
+        sizes.append(size)
+    return sizes
+
+
+_MODEL_ARGS = ("in_chans", "img_size", "features_only", "out_strides", "global_pool")
+
+
+def _check_global_pool(global_pool: str, num_classes: int) -> None:
+    if global_pool not in GLOBAL_POOLS:
+        raise ValueError(f"global_pool must be one of {', '.join(repr(p) for p in GLOBAL_POOLS)}, got {global_pool!r}")
+    if global_pool == "" and num_classes > 0:
+        raise ValueError("global_pool='' (no pooling) needs num_classes=0: a linear classifier reads pooled features")
 
 
 def split_model_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
