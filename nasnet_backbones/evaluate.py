@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from .argtypes import add_renamed, image_size, nonnegative_int, positive_int
 from .data import BadImages, GuardedDataset, ImageNetFolder, collate_readable, default_workers, load_cifar10, readable_batches
-from .model_args import add_model_arguments, build_model_from_args, eval_transform_for
+from .model_args import add_inference_arguments, add_model_arguments, build_model_from_args, eval_transform_for, inference_model
 from .transforms import cifar10_eval_transform
 
 __all__ = ["EvalResult", "TopKCounts", "evaluate", "add_parser", "run"]
@@ -127,6 +127,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--no-download", action="store_true", help="cifar10: never try to download")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_inference_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -150,7 +151,8 @@ def run(args: argparse.Namespace) -> int:
                         persistent_workers=False)
     bad_images = BadImages(args.skip_bad_images,
                            hint="; remove or replace the file, or pass --skip-bad-images to leave unreadable images out")
-    _, result = evaluate(model, readable_batches(loader, bad_images), args.device, total=len(dataset))
+    _, result = evaluate(inference_model(model, args), readable_batches(loader, bad_images), args.device,
+                         total=len(dataset))
     bad_images.log_summary("evaluation")
     summary = {"model": model.pretrained_cfg.architecture, "dataset": args.dataset, "data": str(args.data),
                "weights": args.weights or (model.pretrained_cfg.weights.name if model.pretrained_cfg.weights else None),

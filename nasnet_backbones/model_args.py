@@ -14,6 +14,7 @@ from .builder import build_model
 from .catalogue import get_weights, split_model_tag
 from .checkpoint import read_class_names, read_preprocessing, read_state_dict
 from .genotype import Genotype
+from .inference import optimize_for_inference
 from .nasnet import NASNet
 from .pretrained_cfg import DEFAULT_CROP_PCT, default_input_size, make_pretrained_cfg
 from .transforms import CIFAR10_MEAN, CIFAR10_STD, ClassificationEval, resize_for_crop
@@ -69,6 +70,27 @@ def build_model_from_args(
         raise ValueError(f"--genotype {args.genotype} needs --weights: a checkpoint trained for this cell "
                          "(for example the output of `nasnet train`)")
     return model
+
+
+def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--no-optimize`` and ``--compile``: how an inference command runs the model (see
+    :func:`~.inference.optimize_for_inference`)."""
+    group = parser.add_argument_group("inference speed")
+    group.add_argument("--no-optimize", action="store_true",
+                       help="run the model as built: no BatchNorm folding, no channels_last (default: both; "
+                            "same outputs to float rounding, faster)")
+    group.add_argument("--compile", action="store_true",
+                       help="also torch.compile the model (a one-time compile of tens of seconds, then faster)")
+
+
+def inference_model(model: NASNet, args: argparse.Namespace) -> Any:
+    """The model an inference command runs: :func:`~.inference.optimize_for_inference` of it unless
+    ``--no-optimize`` (``--compile`` with it is refused)."""
+    if args.no_optimize:
+        if args.compile:
+            raise ValueError("--compile works on the optimized model; drop --no-optimize or --compile")
+        return model.eval()
+    return optimize_for_inference(model, compile=args.compile)
 
 
 def eval_transform_for(model: NASNet, img_size: int | None = None, weights_file: str | Path | None = None) -> ClassificationEval:

@@ -21,7 +21,8 @@ from torch import nn
 from .argtypes import positive_int
 from .imagenet import imagenet_classes
 from .images import open_rgb
-from .model_args import add_model_arguments, build_model_from_args, eval_transform_for, stored_labels
+from .model_args import (add_inference_arguments, add_model_arguments, build_model_from_args, eval_transform_for,
+                         inference_model, stored_labels)
 
 __all__ = ["Prediction", "predict_images", "read_labels", "open_image", "device", "add_parser", "run"]
 
@@ -103,6 +104,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--device", type=device, default="cuda" if torch.cuda.is_available() else "cpu",
                    help="cpu, cuda, cuda:N, mps (default: cuda when available)")
     p.add_argument("--json", action="store_true", help="print JSON")
+    add_inference_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -121,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{source}: {len(labels)} labels for a model with {model.num_classes} classes "
                          "(one class name per line, in index order)")
     transform = eval_transform_for(model, weights_file=args.weights)
+    model = inference_model(model, args)
     results = []
     for start in range(0, len(images), args.batch_size):
         chunk = images[start : start + args.batch_size]

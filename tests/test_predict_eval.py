@@ -53,6 +53,22 @@ def test_predict_json_matches_direct_topk(scored_images, mobile_checkpoint, caps
         assert (first["wnid"], first["label"]) == (cls.wnid, cls.name)
 
 
+def test_predict_optimized_and_as_built_agree(scored_images, mobile_checkpoint, capsys):
+    """The default (BatchNorm folded, channels_last) and --no-optimize give the same predictions."""
+    paths, _ = scored_images
+    common = [*map(str, paths[:2]), "--model", "nasnet_a_mobile", "--weights", str(mobile_checkpoint), "--json"]
+    assert main(["predict", *common]) == 0
+    fast = json.loads(capsys.readouterr().out)
+    assert main(["predict", *common, "--no-optimize"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    for a, b in zip(fast, plain):
+        assert [r["index"] for r in a["predictions"]] == [r["index"] for r in b["predictions"]]
+        np.testing.assert_allclose([r["probability"] for r in a["predictions"]],
+                                   [r["probability"] for r in b["predictions"]], rtol=1e-5)
+    assert main(["predict", *common, "--no-optimize", "--compile"]) == 2
+    assert "drop --no-optimize or --compile" in capsys.readouterr().err
+
+
 def test_predict_text_output(scored_images, mobile_checkpoint, capsys):
     paths, logits = scored_images
     assert main(["predict", str(paths[0]), "--model", "nasnet_a_mobile", "--weights", str(mobile_checkpoint)]) == 0
