@@ -11,6 +11,8 @@ from nasnet_backbones.argtypes import add_renamed, image_size, nonnegative_float
 from nasnet_backbones.model_args import add_model_arguments, build_model_from_args
 from detection.torchvision import DETECTOR_KINDS
 
+from .detections import DETECTOR_EXPORTER
+from .exporters import DEFAULT_EXPORTER, DEFAULT_OPSETS, EXPORTERS, MIN_OPSETS, resolve_opset
 from .quantize import DEFAULT_MAX_REL_ERROR, DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_BOX_IOU
 
 __all__ = ["add_parser"]
@@ -29,7 +31,9 @@ def _batch(value: str) -> int | str:
         raise argparse.ArgumentTypeError(f"--batch must be 'dynamic' or a positive integer, not {value!r}") from None
 
 
-_MIN_OPSET = 13  # the oldest opset whose ops (Resize, Pad with tensor inputs) the exports rely on
+_MIN_OPSET = min(MIN_OPSETS.values())  # each exporter's own minimum is checked with --exporter (exporters.check_opset)
+_OPSET_HELP = ("ONNX opset (default {dynamo} with --exporter dynamo, {torchscript} with torchscript; the dynamo "
+               "exporter writes {min_dynamo} or later)").format(**DEFAULT_OPSETS, min_dynamo=MIN_OPSETS["dynamo"])
 
 
 _opset = number(int, f"an opset of {_MIN_OPSET} or later", lambda v: v >= _MIN_OPSET)
@@ -59,7 +63,10 @@ def add_parser(subparsers: Any) -> None:
         e.add_argument("--batch", type=_batch, default="dynamic", help="'dynamic' (default) or a fixed batch size")
         e.add_argument("--dynamic-size", action="store_true",
                        help="any input height/width (TF 'SAME' padding computed in the graph); verified at a second size")
-        e.add_argument("--opset", type=_opset, default=17, help=f"ONNX opset ({_MIN_OPSET} or later; default 17)")
+        e.add_argument("--exporter", choices=EXPORTERS, default=DEFAULT_EXPORTER,
+                       help="PyTorch's ONNX exporter: dynamo (default; built on torch.export) or torchscript (the "
+                       "legacy TorchScript-based one, deprecated since PyTorch 2.9); recorded in the file's metadata")
+        e.add_argument("--opset", type=_opset, help=_OPSET_HELP)
         e.add_argument("--rtol", type=nonnegative_float, default=1e-4,
                        help="verification tolerance, relative to the output scale")
         e.add_argument("--atol", type=nonnegative_float, default=1e-5, help="verification tolerance, absolute")
@@ -94,6 +101,10 @@ def add_parser(subparsers: Any) -> None:
     tv.add_argument("--score-thresh", type=probability, help="drop detections scoring lower (default: the detector's)")
     add_renamed(d, "--input-size", old=("--image-size",), dest="image_size", type=positive_int, nargs=2,
                 default=[320, 416], metavar=("H", "W"), help="size of the traced image (any size works in the graph)")
+    d.add_argument("--exporter", choices=EXPORTERS, default=DETECTOR_EXPORTER,
+                   help=f"PyTorch's ONNX exporter (default {DETECTOR_EXPORTER}: torch.export cannot capture the "
+                   "detectors' box post-processing yet; dynamo tries and says where it stops)")
+    d.add_argument("--opset", type=_opset, help=_OPSET_HELP)
     d.add_argument("--verify-image", help="an image with objects the model detects, for the onnxruntime check "
                    "(default: drawn shapes)")
     d.add_argument("--score-atol", type=nonnegative_float, default=1e-3, help="verification: max score difference")
@@ -138,6 +149,7 @@ def _run(args: argparse.Namespace) -> int:
     from .onnx_export import export_backbone, export_classifier, refuse_own_input
 
     refuse_together(args, "--random-weights", "--weights")
+    opset = resolve_opset(args.exporter, args.opset)  # before the model is built
     refuse_own_input(args.output, "-o/--output", {"--weights": _local_file(args.weights),
                                                   "--genotype": args.genotype})
     kwargs = {"features_only": True} if args.kind == "backbone" else {}
@@ -145,8 +157,8 @@ def _run(args: argparse.Namespace) -> int:
         kwargs["img_size"] = args.input_size
     model = build_model_from_args(args, pretrained_default=not args.random_weights, **kwargs)
     export = export_backbone if args.kind == "backbone" else export_classifier
-    report = export(model, args.output, input_size=args.input_size, batch=args.batch, opset=args.opset,
-                    rtol=args.rtol, atol=args.atol, dynamic_size=args.dynamic_size)
+    report = export(model, args.output, input_size=args.input_size, batch=args.batch, opset=opset,
+                    rtol=args.rtol, atol=args.atol, dynamic_size=args.dynamic_size, exporter=args.exporter)
     if args.json:
         json.dump(report.to_dict(), sys.stdout, indent=2)
         print()
@@ -185,6 +197,7 @@ _TORCHVISION_ONLY = ("model", "min_size", "max_size", "score_thresh")
 def _detector(args: argparse.Namespace) -> int:
     from .onnx_export import refuse_own_input
 
+    opset = resolve_opset(args.exporter, args.opset)  # before anything is built
     refuse_own_input(args.output, "-o/--output", {
         "--weights": _local_file(args.weights), "--config-file": _local_file(args.config_file),
         "--backbone": _local_file(args.backbone), "--verify-image": args.verify_image})
@@ -203,7 +216,8 @@ def _detector(args: argparse.Namespace) -> int:
             args.model, args.output, backbone=args.backbone, num_classes=args.num_classes, cells=args.cells,
             filters=args.filters, fpn_channels=args.fpn_channels, min_size=args.min_size, max_size=args.max_size,
             score_thresh=args.score_thresh, weights=args.weights, image_size=tuple(args.image_size),
-            score_atol=args.score_atol, box_rtol=args.box_rtol, verify_image=args.verify_image)
+            score_atol=args.score_atol, box_rtol=args.box_rtol, verify_image=args.verify_image, opset=opset,
+            exporter=args.exporter)
         print(report.summary())
         return 0
     given = [f"--{name.replace('_', '-')}" for name in _TORCHVISION_ONLY if getattr(args, name) is not None]
@@ -216,6 +230,6 @@ def _detector(args: argparse.Namespace) -> int:
     report = export_detector_from_config(
         args.config_file, args.output, weights=args.weights, opts=args.opts, allow_pickle=args.allow_pickle,
         image_size=tuple(args.image_size), score_atol=args.score_atol, box_rtol=args.box_rtol,
-        verify_image=args.verify_image)
+        verify_image=args.verify_image, opset=opset, exporter=args.exporter)
     print(report.summary())
     return 0

@@ -2,10 +2,10 @@
 
 :mod:`export.detectron2_detector` and :mod:`export.torchvision_detector` each wrap their
 framework's model as a one-image module; everything after that is here: the output names
-(:data:`OUTPUTS`), the verification image (:func:`check_image`: the user's, or drawn shapes),
-tracing with NASNet's size-independent padding and running the graph in onnxruntime
-(:func:`trace_and_run`), the comparison with PyTorch (:func:`match_detections` pairs detections one
-to one, :func:`compare_dense` checks masks and semantic logits) and the report
+(:data:`OUTPUTS`), the exporter they use (:data:`DETECTOR_EXPORTER`), the verification image
+(:func:`check_image`: the user's, or drawn shapes), exporting and running the graph in
+onnxruntime (:func:`trace_and_run`), the comparison with PyTorch (:func:`match_detections` pairs
+detections one to one, :func:`compare_dense` checks masks and semantic logits) and the report
 (:func:`detector_report`).
 """
 
@@ -21,16 +21,24 @@ import onnx
 import torch
 
 from nasnet_backbones.images import open_rgb
-from nasnet_backbones.padding import traceable_padding
 
+from .exporters import EXPORTER_KEY, exporter_metadata, write_onnx
 from .onnx_export import ExportReport, ExportVerificationError, graph_problems, save_checked
 
-__all__ = ["OUTPUTS", "PER_DETECTION", "check_image", "compare_dense", "compare_detections", "detector_report",
+__all__ = ["DETECTOR_EXPORTER", "OUTPUTS", "PER_DETECTION", "check_image", "compare_dense", "compare_detections", "detector_report",
            "match_detections", "trace_and_run"]
 
 logger = logging.getLogger(__name__)
 
 OUTPUTS = ["boxes", "classes", "scores"]  # every detector's; masks and semantic logits where the model has them
+
+# Whole detectors stay on the TorchScript-based exporter: torch.export (under the dynamo exporter)
+# cannot capture either framework's post-processing, which branches in Python on how many boxes
+# survive: torchvision's batched_nms (`boxes.numel() > 4000`, then `boxes.numel() == 0`;
+# pytorch/vision#9321, pytorch/pytorch#146152) and detectron2's find_top_rpn_proposals
+# (`if not valid_mask.all()`). Checked with torch 2.14.1, torchvision 0.29.1, detectron2 0.7.2;
+# `--exporter dynamo` tries it anyway and says where it stops.
+DETECTOR_EXPORTER = "torchscript"
 PER_DETECTION = {*OUTPUTS, "masks"}  # the outputs with one entry per detection
 
 
@@ -52,20 +60,24 @@ def check_image(size: tuple[int, int], image: str | Path | None, bgr: bool) -> t
 
 
 def trace_and_run(module: torch.nn.Module, inputs: tuple, path: Path, names: list[str], axes: dict, meta: dict[str, str],
-                  check: torch.Tensor, opset: int, context: ContextManager = nullcontext()) -> dict[str, np.ndarray]:
-    """Trace a one-image detector (input ``image``) to ``path`` with NASNet's size-independent
-    padding, refuse a graph that is not deployable, record ``meta``, and return onnxruntime's
-    outputs, by name, on ``check``: the steps both frameworks' exports share."""
+                  check: torch.Tensor, opset: int, context: ContextManager = nullcontext(), *,
+                  exporter: str) -> dict[str, np.ndarray]:
+    """Export a one-image detector (input ``image``, any size) to ``path`` with ``exporter``
+    (:mod:`export.exporters`), refuse a graph that is not deployable, record ``meta`` and the
+    exporter, and return onnxruntime's outputs, by name, on ``check``: the steps both frameworks'
+    exports share. ``context`` is entered around the export."""
     import onnxruntime as ort
 
-    with torch.no_grad(), traceable_padding(), context:
-        torch.onnx.export(module, inputs, str(path), dynamo=False, opset_version=opset, input_names=["image"],
-                          output_names=names, dynamic_axes=axes, do_constant_folding=True)
+    with context:
+        write_onnx(module, inputs, path, exporter=exporter, opset=opset, input_names=["image"], output_names=names,
+                   dynamic_axes=axes)
     module.eval()  # the exporter restores the mode it found; keep evaluating
     graph = onnx.load(str(path))
+    # Pad amounts follow the image size, so they are graph arithmetic here; verification checks them.
     problems = [p for p in graph_problems(graph) if "computed at run time" not in p]
     if problems:
         raise ExportVerificationError("the exported graph is not deployable: " + "; ".join(problems[:5]))
+    meta.update(exporter_metadata(exporter))
     save_checked(graph, meta, path)
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -151,6 +163,7 @@ def detector_report(path: str | Path, outputs: list[str], check: torch.Tensor, m
                        "pass an image with objects it detects (--verify-image) for a meaningful check")
     side = max(check.shape[1:])
     report = ExportReport(str(path), [3, "height", "width"], [n for n in outputs if n != "image_size"],
-                          [list(check.shape)], max_abs, max_abs / side, box_rtol, score_atol, metadata=metadata)
+                          [list(check.shape)], max_abs, max_abs / side, box_rtol, score_atol, metadata=metadata,
+                          exporter=metadata.get(EXPORTER_KEY, ""))
     report.metadata = {**metadata, "verified_detections": str(detections)}
     return report

@@ -1,8 +1,8 @@
 """Whole-detector ONNX export (Faster R-CNN, Mask R-CNN, Panoptic FPN, RetinaNet with NASNet backbones), verified.
 
 detectron2's ``TracingAdapter`` flattens the model's dict/Instances interface; the TorchScript-based
-exporter traces it with the NASNet padding in its size-independent form, so one graph serves every
-image size. The graph's input is one image *as the model sees it*: CHW, float, in
+exporter traces it (torch.export cannot capture detectron2's proposal filtering yet:
+:data:`export.detections.DETECTOR_EXPORTER`), so one graph serves every image size. The graph's input is one image *as the model sees it*: CHW, float, in
 ``cfg.INPUT.FORMAT`` channel order, 0-255, already resized by the test-time transform (shortest
 side ``INPUT.MIN_SIZE_TEST``); normalisation and padding to a multiple of 32 are inside. Outputs:
 ``boxes`` (N x 4, x0 y0 x1 y1 in that image's pixels), ``classes`` (N), ``scores`` (N); with a
@@ -27,10 +27,9 @@ from typing import Sequence
 
 import torch
 
-from nasnet_backbones.padding import traceable_padding
-
 from .conventions import InputConventions
-from .detections import PER_DETECTION, check_image, compare_dense, detector_report, match_detections, trace_and_run
+from .detections import DETECTOR_EXPORTER, PER_DETECTION, check_image, compare_dense, detector_report, match_detections, trace_and_run
+from .exporters import resolve_opset
 from .onnx_export import ExportReport, ExportVerificationError, verified_output
 
 __all__ = ["export_detector", "export_detector_from_config"]
@@ -56,7 +55,7 @@ def _inference(model, inputs: list[dict]) -> list[dict]:
 
 def _output_names(model, image: torch.Tensor) -> list[str]:
     """Names of the flattened outputs, in TracingAdapter's order (dict keys and Instances fields sorted)."""
-    with torch.no_grad(), traceable_padding():
+    with torch.no_grad():
         result = _inference(model, [{"image": image}])[0]
     names = []
     for key in sorted(result):
@@ -79,11 +78,13 @@ def _adapter(model: torch.nn.Module, image: torch.Tensor):
 
 
 def export_detector(cfg, weights: str | None, path: str | Path, image_size: tuple[int, int] = (320, 416),
-                    opset: int = 17, score_atol: float = 1e-3, box_rtol: float = 5e-3,
-                    verify_image: str | Path | None = None) -> ExportReport:
-    """Build the detector ``cfg`` describes, load ``weights``, export and verify (see module doc)."""
+                    opset: int | None = None, score_atol: float = 1e-3, box_rtol: float = 5e-3,
+                    verify_image: str | Path | None = None, exporter: str = DETECTOR_EXPORTER) -> ExportReport:
+    """Build the detector ``cfg`` describes, load ``weights``, export and verify (see module doc).
+    ``exporter`` defaults to the TorchScript-based one (:data:`export.detections.DETECTOR_EXPORTER` says why)."""
     from detectron2.modeling import build_model
 
+    opset = resolve_opset(exporter, opset)
     from detection.checkpoint import NASNetDetectionCheckpointer
 
     cfg = cfg.clone()
@@ -117,7 +118,7 @@ def export_detector(cfg, weights: str | None, path: str | Path, image_size: tupl
             classes = getattr(MetadataCatalog.get(datasets[0]), "thing_classes", None)
             if classes:
                 meta["class_names"] = json.dumps(list(classes))
-        got = trace_and_run(adapter, adapter.flattened_inputs, tmp, names, axes, meta, check, opset)
+        got = trace_and_run(adapter, adapter.flattened_inputs, tmp, names, axes, meta, check, opset, exporter=exporter)
         with torch.no_grad():
             expected = dict(zip(names, (t.numpy() for t in adapter(check))))
         max_abs = match_detections(got, expected, score_atol, box_rtol * max(check.shape[1:]))
@@ -130,7 +131,8 @@ def export_detector(cfg, weights: str | None, path: str | Path, image_size: tupl
 def export_detector_from_config(config_file: str, output: str | Path, *, weights: str | None = None,
                                 opts: Sequence[str] = (), allow_pickle: bool = False,
                                 image_size: tuple[int, int] = (320, 416), score_atol: float = 1e-3,
-                                box_rtol: float = 5e-3, verify_image: str | Path | None = None) -> ExportReport:
+                                box_rtol: float = 5e-3, verify_image: str | Path | None = None,
+                                opset: int | None = None, exporter: str = DETECTOR_EXPORTER) -> ExportReport:
     """:func:`export_detector` of a config file or shipped config name with ``opts`` overrides
     (``KEY VALUE`` pairs): ``weights`` None takes the config's ``MODEL.WEIGHTS``, ``""`` none.
     The weights are checked (pickle refused unless ``allow_pickle``) before the model is built."""
@@ -146,4 +148,4 @@ def export_detector_from_config(config_file: str, output: str | Path, *, weights
     check_weights(chosen or "", allow_pickle=cfg.MODEL.NASNET.ALLOW_PICKLE_WEIGHTS,
                   flag="--weights" if weights is not None else "MODEL.WEIGHTS")  # before the model is built
     return export_detector(cfg, chosen, output, tuple(image_size), score_atol=score_atol, box_rtol=box_rtol,
-                           verify_image=verify_image)
+                           verify_image=verify_image, opset=opset, exporter=exporter)

@@ -1,26 +1,28 @@
 """ONNX export of NASNet classifiers and multi-scale backbones that verifies itself.
 
-Every export: traces the eval-mode model with the TorchScript-based exporter, constant-folds the
-graph (onnxruntime's basic optimisations: the pad-amount ``Constant -> Reshape -> Slice -> Cast``
-chains the exporter leaves, and BatchNorm into the convolutions), refuses negative pads and training-only ops, stores
-metadata (input size, mean/std, class names, source model and weights), runs ``onnx.checker``
-with ``full_check``, and then compares onnxruntime with PyTorch on a *different* input from the
-traced one (another batch size when the batch is dynamic). Only a graph within tolerance is
-moved to the requested path; otherwise nothing is left behind and :class:`ExportVerificationError`
-says by how much it missed.
+Every export: captures the eval-mode model with PyTorch's dynamo exporter (``torch.export``, the
+default) or, on request, the legacy TorchScript-based one (:mod:`export.exporters`), constant-folds
+the graph (onnxruntime's basic optimisations: pad-amount and shape arithmetic the exporter leaves,
+and BatchNorm into the convolutions), refuses negative pads and training-only ops, stores metadata
+(input size, mean/std, class names, source model and weights, the input conventions, which
+exporter wrote it), runs ``onnx.checker`` with ``full_check``, and then compares onnxruntime with
+PyTorch on *different* inputs from the traced one (other batch sizes when the batch is dynamic:
+it is traced at 2 and checked at 1 and 3). Only a graph within tolerance is moved to the
+requested path; otherwise nothing is left behind and :class:`ExportVerificationError` says by how
+much it missed.
 
 By default the image size is fixed in the graph: TF 'SAME' padding depends on the size's parity,
-and the padding layers resolve it at trace time (static, non-negative pads, which mobile runtimes
-handle best). ``dynamic_size=True`` traces the padding as shape arithmetic instead
-(:func:`nasnet_backbones.padding.traceable_padding`), and verifies at a second size of the other
-parity.
+and a fixed size lets the exporter resolve it to static, non-negative pads (which mobile runtimes
+handle best). ``dynamic_size=True`` makes height and width dimensions of the graph (the padding
+becomes shape arithmetic in it), and verifies at a second size of the other parity in each
+dimension.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,9 +35,9 @@ from torch import nn
 
 from nasnet_backbones.atomic import atomic_target, refuse_own_input, same_file
 from nasnet_backbones.errors import CommandError
-from nasnet_backbones.padding import traceable_padding
 
 from .conventions import InputConventions
+from .exporters import DEFAULT_EXPORTER, exporter_metadata, resolve_opset, write_onnx
 
 __all__ = ["ExportReport", "ExportVerificationError", "export_classifier", "export_backbone", "export_module", "verify_onnx",
            "graph_constants", "graph_problems", "verified_output", "save_checked", "same_file",
@@ -43,7 +45,6 @@ __all__ = ["ExportReport", "ExportVerificationError", "export_classifier", "expo
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_OPSET = 17
 # Ops that only exist when something random runs at inference (drop path, dropout in train mode).
 _TRAINING_OPS = {"RandomUniform", "RandomUniformLike", "RandomNormal", "RandomNormalLike", "Bernoulli", "Dropout"}
 
@@ -64,9 +65,11 @@ class ExportReport:
     atol: float
     op_counts: dict[str, int] = field(default_factory=dict)
     metadata: dict[str, str] = field(default_factory=dict)
+    exporter: str = ""  # dynamo or torchscript (export.exporters)
 
     def summary(self) -> str:
-        return (f"{self.path}: verified with onnxruntime on inputs {self.verified_inputs} (not the traced one): "
+        by = f" ({self.exporter} exporter)" if self.exporter else ""
+        return (f"{self.path}{by}: verified with onnxruntime on inputs {self.verified_inputs} (not the traced one): "
                 f"max abs error {self.max_abs_error:.2e}, max rel error {self.max_rel_error:.2e} "
                 f"(tolerance rtol {self.rtol:g}, atol {self.atol:g})")
 
@@ -204,34 +207,44 @@ def verify_onnx(path: str | Path, model: nn.Module, inputs: Sequence[torch.Tenso
 
 
 def _export(module: nn.Module, path: str | Path, input_size: int, batch: int | str, output_names: list[str],
-            opset: int, metadata: dict[str, str], rtol: float, atol: float, in_chans: int = 3,
-            dynamic_size: bool = False) -> ExportReport:
+            opset: int | None, metadata: dict[str, str], rtol: float, atol: float, in_chans: int = 3,
+            dynamic_size: bool = False, exporter: str = DEFAULT_EXPORTER) -> ExportReport:
     path = Path(path)
-    modes = {m: m.training for m in module.modules()}  # restored afterwards: the caller's model is theirs
-    module = module.eval()
+    opset = resolve_opset(exporter, opset)
     dynamic_batch = batch == "dynamic"
-    if not dynamic_batch and (not isinstance(batch, int) or batch < 1):
+    if not dynamic_batch and (not isinstance(batch, int) or isinstance(batch, bool) or batch < 1):
         raise ValueError(f"batch must be 'dynamic' or a positive integer, not {batch!r}")
-    traced_batch = 1 if dynamic_batch else batch
+    # A dynamic batch is traced at 2: torch.export specialises a dimension traced at 1 to the constant 1.
+    traced_batch = 2 if dynamic_batch else batch
     g = torch.Generator().manual_seed(0)
     traced = torch.randn(traced_batch, in_chans, input_size, input_size, generator=g)
-    # Verification inputs differ from the traced one: new values, and another batch size if allowed.
-    checks = [torch.randn(2 if dynamic_batch else traced_batch, in_chans, input_size, input_size, generator=g)]
-    if dynamic_batch:
-        checks.append(torch.randn(3, in_chans, input_size, input_size, generator=g))
+    # Verification inputs differ from the traced one: new values, and other batch sizes if allowed.
+    checks = [torch.randn(b, in_chans, input_size, input_size, generator=g)
+              for b in ((1, 3) if dynamic_batch else (traced_batch,))]
     if dynamic_size:  # another size, of the other parity in each dimension
-        checks.append(torch.randn(traced_batch, in_chans, input_size + 33, input_size + 31, generator=g))
+        checks.append(torch.randn(checks[0].shape[0], in_chans, input_size + 33, input_size + 31, generator=g))
+    batch_axis = {0: "batch"} if dynamic_batch else {}
+    dynamic_axes = {"input": batch_axis | ({2: "height", 3: "width"} if dynamic_size else {})}
+    for name in output_names:  # feature maps have their own spatial size per stride
+        maps = dynamic_size and isinstance(module, _Features)
+        dynamic_axes[name] = batch_axis | ({2: f"{name}_height", 3: f"{name}_width"} if maps else {})
+    # torch.export assumes what the traced input shows: a feature map that could shrink to one
+    # pixel would broadcast, so the deepest (stride-32) map must keep two, which the graph records.
+    minimums = {}
+    if dynamic_size:
+        side = _min_side(module)
+        if input_size < side:
+            raise ValueError(f"a dynamic-size export is traced at the input size, which must be at least {side} "
+                             f"(twice the deepest stride) here, not {input_size}; pass a larger --input-size")
+        minimums = {"height": side, "width": side}
+        metadata = {**metadata, "min_input_size": str(side)}
+    metadata = {**metadata, **exporter_metadata(exporter)}
+    modes = {m: m.training for m in module.modules()}  # restored afterwards: the caller's model is theirs
+    module = module.eval()
     try:
         with verified_output(path) as tmp:
-            batch_axis = {0: "batch"} if dynamic_batch else {}
-            dynamic_axes = {"input": batch_axis | ({2: "height", 3: "width"} if dynamic_size else {})}
-            for name in output_names:  # feature maps have their own spatial size per stride
-                maps = dynamic_size and isinstance(module, _Features)
-                dynamic_axes[name] = batch_axis | ({2: f"{name}_height", 3: f"{name}_width"} if maps else {})
-            with torch.no_grad(), (traceable_padding() if dynamic_size else nullcontext()):
-                torch.onnx.export(module, (traced,), str(tmp), dynamo=False, opset_version=opset,
-                                  input_names=["input"], output_names=output_names, dynamic_axes=dynamic_axes,
-                                  do_constant_folding=True)
+            write_onnx(module, (traced,), tmp, exporter=exporter, opset=opset, input_names=["input"],
+                       output_names=output_names, dynamic_axes=dynamic_axes, minimums=minimums)
             graph = _fold_constants(tmp)
             problems = graph_problems(graph)
             if problems:
@@ -247,10 +260,18 @@ def _export(module: nn.Module, path: str | Path, input_size: int, batch: int | s
                      *(["height", "width"] if dynamic_size else [input_size, input_size])],
         outputs=output_names, verified_inputs=[list(c.shape) for c in checks], max_abs_error=max_abs,
         max_rel_error=max_rel, rtol=rtol, atol=atol, op_counts=dict(Counter(n.op_type for n in graph.graph.node)),
-        metadata=metadata,
+        metadata=metadata, exporter=exporter,
     )
     logger.info("%s", report.summary())
     return report
+
+
+def _min_side(module: nn.Module) -> int:
+    """The smallest height or width a dynamic-size graph of ``module`` is exported for: twice its
+    deepest stride (64 for an ImageNet-stem NASNet), so that every feature map has at least two pixels."""
+    model = module.model if isinstance(module, _Features) else module
+    strides = [f["reduction"] for f in getattr(model, "feature_info", None) or []]
+    return 2 * max(strides, default=1)
 
 
 def _metadata(model: nn.Module, input_size: int, extra: dict[str, Any] | None,
@@ -285,9 +306,10 @@ def _default_input_size(model: nn.Module) -> int:
 
 
 def export_classifier(model: nn.Module, path: str | Path, input_size: int | None = None, batch: int | str = "dynamic",
-                      opset: int = DEFAULT_OPSET, metadata: dict[str, Any] | None = None, rtol: float = 1e-4,
-                      atol: float = 1e-5, dynamic_size: bool = False) -> ExportReport:
-    """Export a classifier (logits output), verified; see the module docstring."""
+                      opset: int | None = None, metadata: dict[str, Any] | None = None, rtol: float = 1e-4,
+                      atol: float = 1e-5, dynamic_size: bool = False, exporter: str = DEFAULT_EXPORTER) -> ExportReport:
+    """Export a classifier (logits output), verified; see the module docstring. ``exporter`` is
+    ``dynamo`` or ``torchscript`` (:mod:`export.exporters`); ``opset`` None is the exporter's default."""
     if getattr(model, "features_only", False):
         raise ValueError("this model returns features; use export_backbone")
     size = input_size or _default_input_size(model)
@@ -296,18 +318,21 @@ def export_classifier(model: nn.Module, path: str | Path, input_size: int | None
         from nasnet_backbones.imagenet import imagenet_classes
 
         meta["class_names"] = json.dumps([c.name for c in imagenet_classes()])
-    return _export(model, path, size, batch, ["logits"], opset, meta, rtol, atol, dynamic_size=dynamic_size)
+    return _export(model, path, size, batch, ["logits"], opset, meta, rtol, atol, dynamic_size=dynamic_size,
+                   exporter=exporter)
 
 
 def export_module(module: nn.Module, path: str | Path, input_size: int, in_chans: int = 3, batch: int | str = 1,
-                  opset: int = DEFAULT_OPSET, rtol: float = 1e-4, atol: float = 1e-5) -> ExportReport:
+                  opset: int | None = None, rtol: float = 1e-4, atol: float = 1e-5,
+                  exporter: str = DEFAULT_EXPORTER) -> ExportReport:
     """Export any module with one image input and one output (an op, a block), verified the same way."""
-    return _export(module, path, input_size, batch, ["output"], opset, {}, rtol, atol, in_chans=in_chans)
+    return _export(module, path, input_size, batch, ["output"], opset, {}, rtol, atol, in_chans=in_chans,
+                   exporter=exporter)
 
 
 def export_backbone(model: nn.Module, path: str | Path, input_size: int | None = None, batch: int | str = "dynamic",
-                    opset: int = DEFAULT_OPSET, metadata: dict[str, Any] | None = None, rtol: float = 1e-4,
-                    atol: float = 1e-5, dynamic_size: bool = False) -> ExportReport:
+                    opset: int | None = None, metadata: dict[str, Any] | None = None, rtol: float = 1e-4,
+                    atol: float = 1e-5, dynamic_size: bool = False, exporter: str = DEFAULT_EXPORTER) -> ExportReport:
     """Export a ``features_only`` model: one output per stride it has, named ``stride2`` .. ``stride32``."""
     if not getattr(model, "features_only", False):
         raise ValueError("export_backbone needs a features_only model: create_model(name, features_only=True)")
@@ -318,4 +343,4 @@ def export_backbone(model: nn.Module, path: str | Path, input_size: int | None =
     meta = _metadata(model, size, {"feature_strides": [f["reduction"] for f in model.feature_info], **(metadata or {})},
                      dynamic_size)
     return _export(_Features(model, names), path, size, batch, names, opset, meta, rtol, atol,
-                   dynamic_size=dynamic_size)
+                   dynamic_size=dynamic_size, exporter=exporter)

@@ -12,6 +12,7 @@ import json
 import logging
 import shutil
 import tempfile
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -259,8 +260,10 @@ _PASS_THROUGH = {"Slice", "Pad", "Identity", "Reshape", "Transpose", "Squeeze", 
 
 def infinite_padding_nodes(model: onnx.ModelProto) -> list[str]:
     """Names of the nodes that carry a non-finite padding value: ``Pad`` nodes padding with -inf
-    (max pooling's TF 'SAME' padding in its size-independent form, ``--dynamic-size``), the ops
-    that pass those values on, and the pooling that consumes them.
+    (max pooling's TF 'SAME' padding where the exporter did not fold it into the pooling, as with
+    ``--dynamic-size``), the ops that pass those values on (the parity Slice), and the pooling that
+    consumes them. The structure is the same from both exporters; nodes are matched by op type and
+    constant value, never by the exporter's node names.
 
     They must stay FP32: MinMax calibration of a tensor holding -inf gives an infinite range, so
     its scale and zero point are meaningless and every value after it is wrong (this is why the
@@ -383,10 +386,13 @@ def quantize_onnx(fp32_path: str | Path, output: str | Path, calibration: str | 
         quantized = Path(tmp) / "int8.onnx"
         # Detectors: only the convolutions and linear layers (NMS, RoIAlign and box arithmetic stay FP32).
         op_types = ["Conv", "Gemm", "MatMul"] if detector else None
-        quantize_static(str(prepared), str(quantized), _Reader(_image_input(model)[0].name, calib),
-                        quant_format=QuantFormat.QDQ, per_channel=per_channel, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-                        op_types_to_quantize=op_types, nodes_to_exclude=excluded)
+        # MinMax calibration computes a scale for every float tensor, also for the -inf-carrying ones
+        # of the nodes kept FP32 above; numpy's "invalid value" warnings there are about scales nothing uses.
+        with np.errstate(invalid="ignore") if excluded else nullcontext():
+            quantize_static(str(prepared), str(quantized), _Reader(_image_input(model)[0].name, calib),
+                            quant_format=QuantFormat.QDQ, per_channel=per_channel, activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+                            op_types_to_quantize=op_types, nodes_to_exclude=excluded)
         int8 = onnx.load(str(quantized))
         del int8.graph.value_info[:]  # shape annotations from pre-processing; onnxruntime infers them
         props = {**_metadata(int8), **_metadata(model), "quantization": "static INT8 QDQ, MinMax, "

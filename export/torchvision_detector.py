@@ -1,8 +1,9 @@
 """Whole-detector ONNX export of torchvision detectors with NASNet backbones, verified.
 
 Faster R-CNN, Mask R-CNN, RetinaNet, FCOS and SSDlite (:func:`detection.torchvision.torchvision_detector`)
-are traced with the TorchScript-based exporter, as torchvision's own ``test/test_onnx.py`` does,
-with the NASNet padding in its size-independent form, so one graph serves every image size. The
+are traced with the TorchScript-based exporter, as torchvision's own ``test/test_onnx.py`` does
+(torch.export cannot capture torchvision's detection post-processing yet:
+:data:`export.detections.DETECTOR_EXPORTER`), so one graph serves every image size. The
 graph's input is one image as torchvision's detectors take it: CHW, float, RGB, 0-1, any size;
 the model's transform (normalisation, resizing by ``min_size``/``max_size`` or, for SSDlite, to
 its fixed square, padding to a multiple of 32) is inside. Outputs: ``boxes`` (N x 4, x0 y0 x1 y1
@@ -33,8 +34,9 @@ from torchvision.models.detection import transform as tv_transform
 from nasnet_backbones.genotype import Genotype
 
 from .conventions import InputConventions
-from .detections import OUTPUTS, check_image, compare_dense, detector_report, match_detections, trace_and_run
-from .onnx_export import DEFAULT_OPSET, ExportReport, ExportVerificationError, verified_output
+from .detections import DETECTOR_EXPORTER, OUTPUTS, check_image, compare_dense, detector_report, match_detections, trace_and_run
+from .exporters import resolve_opset
+from .onnx_export import ExportReport, ExportVerificationError, verified_output
 
 __all__ = ["OneImageDetector", "eager_resize", "export_named_torchvision_detector", "export_torchvision_detector"]
 
@@ -95,11 +97,14 @@ def _has_masks(model: nn.Module) -> bool:
 
 
 def export_torchvision_detector(model: nn.Module, path: str | Path, image_size: tuple[int, int] = (320, 416),
-                                opset: int = DEFAULT_OPSET, score_atol: float = 1e-3, box_rtol: float = 5e-3,
+                                opset: int | None = None, score_atol: float = 1e-3, box_rtol: float = 5e-3,
                                 verify_image: str | Path | None = None,
-                                metadata: dict[str, Any] | None = None) -> ExportReport:
-    """Export ``model`` (a torchvision detector, its weights loaded) and verify it (see module doc)."""
+                                metadata: dict[str, Any] | None = None,
+                                exporter: str = DETECTOR_EXPORTER) -> ExportReport:
+    """Export ``model`` (a torchvision detector, its weights loaded) and verify it (see module doc).
+    ``exporter`` defaults to the TorchScript-based one (:data:`export.detections.DETECTOR_EXPORTER` says why)."""
     path = Path(path)
+    opset = resolve_opset(exporter, opset)
     masks = _has_masks(model)
     outputs = [*OUTPUTS, "masks"] if masks else list(OUTPUTS)
     modes = {m: m.training for m in model.modules()}  # restored afterwards: the caller's model is theirs
@@ -120,7 +125,8 @@ def export_torchvision_detector(model: nn.Module, path: str | Path, image_size: 
             axes = {"image": {1: "height", 2: "width"}, **{name: {0: "detections"} for name in outputs}}
             if masks:
                 axes["masks"] = {0: "detections", 2: "height", 3: "width"}
-            got = trace_and_run(wrapper, (traced,), tmp, outputs, axes, meta, check, opset, eager_resize())
+            got = trace_and_run(wrapper, (traced,), tmp, outputs, axes, meta, check, opset, eager_resize(),
+                                exporter=exporter)
             with torch.no_grad():
                 expected = dict(zip(outputs, (t.numpy() for t in wrapper(check))))
             try:
@@ -150,7 +156,8 @@ def export_named_torchvision_detector(kind: str, output: str | Path, *, backbone
                                       max_size: int | None = None, score_thresh: float | None = None,
                                       weights: str | Path | None = None, image_size: Sequence[int] = (320, 416),
                                       score_atol: float = 1e-3, box_rtol: float = 5e-3,
-                                      verify_image: str | Path | None = None) -> ExportReport:
+                                      verify_image: str | Path | None = None, opset: int | None = None,
+                                      exporter: str = DETECTOR_EXPORTER) -> ExportReport:
     """Build the torchvision detector ``kind`` (:func:`detection.torchvision.torchvision_detector`),
     load ``weights`` (a whole detector's state dict; None: random weights, seeded, so every export
     of a configuration is the same model), export and verify it to ``output``."""
@@ -167,7 +174,8 @@ def export_named_torchvision_detector(kind: str, output: str | Path, *, backbone
     if str(backbone).endswith(".json"):
         meta.update(cells=cells, filters=filters)
     return export_torchvision_detector(model.eval(), output, tuple(image_size), score_atol=score_atol,
-                                       box_rtol=box_rtol, verify_image=verify_image, metadata=meta)
+                                       box_rtol=box_rtol, verify_image=verify_image, metadata=meta, opset=opset,
+                                       exporter=exporter)
 
 
 def _conventions(transform: nn.Module) -> InputConventions:

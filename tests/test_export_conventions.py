@@ -12,6 +12,7 @@ from onnx import TensorProto, helper
 from detection.torchvision import torchvision_detector
 from export import export_backbone, export_classifier, quantize_onnx
 from export.conventions import CONVENTIONS_KEY, InputConventions, read_conventions, write_conventions
+from export.exporters import EXPORTER_KEY
 from export.quantize import calibration_inputs, load_exported
 from export.torchvision_detector import export_torchvision_detector
 from nasnet_backbones import build_nasnet, genotypes
@@ -47,6 +48,13 @@ def test_classifier_and_backbone_exports_record_their_conventions(tiny_imagenet_
     # INT8 keeps its source's record, and calibration follows it.
     quantize_onnx(tmp_path / "fixed.onnx", tmp_path / "int8.onnx", "synthetic", True, 2, 1, min_agreement=0.0)
     assert read_conventions(onnx.load(str(tmp_path / "int8.onnx"))) == fixed
+    # Which exporter wrote them (the default: dynamo) is recorded beside the conventions, and INT8 keeps it.
+    for name in ("fixed", "any", "backbone", "int8"):
+        assert _exporter(tmp_path / f"{name}.onnx") == "dynamo", name
+
+
+def _exporter(path) -> str:
+    return {p.key: p.value for p in onnx.load(str(path)).metadata_props}[EXPORTER_KEY]
 
 
 def test_torchvision_detector_export_records_its_conventions(tmp_path):
@@ -57,6 +65,7 @@ def test_torchvision_detector_export_records_its_conventions(tmp_path):
     conventions = read_conventions(onnx.load(str(tmp_path / "det.onnx")))
     assert conventions == InputConventions("torchvision", (0.0, 1.0), "RGB", "in_graph", True, shortest_side=96,
                                            longest_side=128)
+    assert _exporter(tmp_path / "det.onnx") == "torchscript"  # detectors: export.detections.DETECTOR_EXPORTER
 
 
 def test_detectron2_detector_export_records_its_conventions(tmp_path):
@@ -72,6 +81,7 @@ def test_detectron2_detector_export_records_its_conventions(tmp_path):
     cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST = 96, 128
     export_detector(cfg, None, tmp_path / "det.onnx", (96, 96))
     model = onnx.load(str(tmp_path / "det.onnx"))
+    assert _exporter(tmp_path / "det.onnx") == "torchscript"
     conventions = read_conventions(model)
     assert (conventions.framework, conventions.value_range, conventions.resize) == ("detectron2", (0.0, 255.0),
                                                                                     "shortest_side")

@@ -13,7 +13,8 @@ import torch
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from export import ExportVerificationError
-from export.detections import check_image, match_detections
+from export.detections import DETECTOR_EXPORTER, check_image, match_detections
+from export.exporters import write_onnx
 from export.torchvision_detector import OneImageDetector, eager_resize, export_torchvision_detector
 from nasnet_backbones import genotypes
 from nasnet_backbones.cli import main
@@ -98,9 +99,9 @@ def test_traced_resize_picks_the_eager_size(tmp_path):
         def forward(self, image):
             return transform.resize(image, None)[0]
 
-    with torch.no_grad(), eager_resize():
-        torch.onnx.export(Resize(), (torch.rand(3, 96, 128),), str(tmp_path / "resize.onnx"), dynamo=False,
-                          opset_version=17, input_names=["image"], dynamic_axes={"image": {1: "h", 2: "w"}})
+    with eager_resize():  # traced as the detector exports trace it (export.detections.DETECTOR_EXPORTER)
+        write_onnx(Resize(), (torch.rand(3, 96, 128),), tmp_path / "resize.onnx", exporter=DETECTOR_EXPORTER, opset=17,
+                   input_names=["image"], output_names=["resized"], dynamic_axes={"image": {1: "h", 2: "w"}})
     session = ort.InferenceSession(str(tmp_path / "resize.onnx"), providers=["CPUExecutionProvider"])
     for h, w in [(97, 129), (129, 97), (397, 300), (61, 333), (96, 128), (500, 500)]:
         image = torch.rand(3, h, w)
@@ -125,6 +126,7 @@ def test_cli_exports_the_saved_detector(tmp_path, capsys):
     assert "verified with onnxruntime on inputs [[3, 129, 97]]" in capsys.readouterr().out
     meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     assert meta["detector"] == "fasterrcnn" and meta["num_classes"] == "3" and meta["weights"].endswith("det.pth")
+    assert meta["exporter"] == "torchscript"  # export.detections.DETECTOR_EXPORTER
     assert json.loads(meta["min_size"]) == [96] and json.loads(meta["max_size"]) == 128
     image = check_image((120, 90), None, bgr=False) / 255.0
     got, expected = _run(out, image), _eager(model, image)
