@@ -156,6 +156,7 @@ _CONFIG_FIELDS = frozenset(f.name for f in fields(NASNetConfig))
 
 
 def _nasnet_from_timm_args(
+    variant: str,
     entry: ModelEntry,
     *,
     num_classes: int | None = None,
@@ -168,13 +169,16 @@ def _nasnet_from_timm_args(
     **other: Any,
 ) -> NASNet:
     """The network for timm's keyword arguments (``model_cls`` of ``build_model_with_cfg``)."""
+    for key, rate in (("drop_rate", drop_rate), ("drop_path_rate", drop_path_rate)):
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"{variant}: {key} must be in [0, 1), got {rate}")
     overrides: dict[str, Any] = {"dropout": drop_rate, "drop_path_prob": drop_path_rate, "aux_head": aux_head}
     for key, value in other.items():
         field = _TIMM_TO_CONFIG.get(key, key)
         if field not in _CONFIG_FIELDS or field in ("dropout", "drop_path_prob", "aux_head"):
             supported = sorted({"num_classes", "in_chans", "global_pool", "drop_rate", "drop_path_rate", "img_size",
                                 "aux_head", "bn_momentum", "bn_eps"} | (_CONFIG_FIELDS - {"dropout", "drop_path_prob"}))
-            raise TypeError(f"{entry.name} (nasnet_backbones) does not take {key}={value!r}; "
+            raise TypeError(f"{variant} (nasnet_backbones) does not take {key}={value!r}; "
                             f"it takes timm's {', '.join(supported)}")
         overrides[field] = value
     if isinstance(img_size, (tuple, list)):
@@ -184,7 +188,7 @@ def _nasnet_from_timm_args(
     try:
         config = replace(entry.config, **overrides)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{entry.name}: {exc}") from None
+        raise ValueError(f"{variant}: {exc}") from None
     return NASNet(entry.genotype, config, num_classes=entry.num_classes if num_classes is None else num_classes,
                   in_chans=in_chans, img_size=img_size or entry.img_size, global_pool=global_pool, aux_in_forward=False)
 
@@ -209,7 +213,7 @@ def _create(
         cfg = replace(cfg, file=str(weights_file(weights)))
     levels = _feature_levels(entry.config)
     return build_model_with_cfg(
-        partial(_nasnet_from_timm_args, entry), variant, pretrained, pretrained_cfg=cfg,
+        partial(_nasnet_from_timm_args, variant, entry), variant, pretrained, pretrained_cfg=cfg,
         feature_cfg=dict(feature_cls="getter", out_indices=tuple(range(levels))),
         pretrained_filter_fn=checkpoint_filter_fn, **kwargs,
     )

@@ -140,6 +140,8 @@ def test_create_by_name_tag_and_refuse_an_unknown_tag():
         timm.create_model("nasnet_a_mobile.nope")
     with pytest.raises(TypeError, match="does not take drop_block_rate"):
         timm.create_model(TINY, drop_block_rate=0.1)
+    with pytest.raises(ValueError, match=r"nasnet_a_mobile: drop_path_rate must be in \[0, 1\), got 1.5"):
+        timm.create_model("nasnet_a_mobile", drop_path_rate=1.5)
 
 
 # -- forward, backward, heads --------------------------------------------------------------------
