@@ -19,6 +19,7 @@ from torch import nn
 
 from .atomic import write_atomic
 from .convert import checkpoint_num_classes, convert_state_dict, detect_layout, head_fits
+from .pretrained_cfg import architecture_of
 from .transforms import ClassificationEval
 
 __all__ = ["CheckpointError", "read_state_dict", "read_metadata", "load_checkpoint", "save_checkpoint",
@@ -128,8 +129,7 @@ def save_checkpoint(model: nn.Module, path: str | Path, metadata: Mapping[str, s
     if path.suffix == ".safetensors":
         from safetensors.torch import save_file
 
-        cfg = getattr(model, "pretrained_cfg", None)
-        header = {"model": cfg.architecture if cfg is not None else "", **(metadata or {})}
+        header = {"model": architecture_of(model), **(metadata or {})}
         write_atomic(path, lambda tmp: save_file(state, str(tmp), metadata=header))
     else:
         write_atomic(path, lambda tmp: torch.save(state, tmp))

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .ops import FactorizedReduction
+from .pretrained_cfg import architecture_of
 
 __all__ = [
     "CheckpointMismatchError", "detect_layout", "describe_checkpoint", "convert_state_dict",
@@ -234,8 +235,7 @@ def _strict_same_keys(model: nn.Module, source: dict[str, torch.Tensor]) -> dict
 
 
 def _mismatch_message(model, source, missing, unexpected, bad_shape, limit: int = 8) -> str:
-    cfg = getattr(model, "pretrained_cfg", None)
-    name = cfg.architecture if cfg is not None else type(model).__name__
+    name = architecture_of(model) or type(model).__name__
 
     def listing(title: str, items: list[str]) -> str:
         if not items:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from .transforms import CIFAR10_MEAN, CIFAR10_STD, INCEPTION_MEAN, ClassificationEval, resize_for_crop
 from .weights import Weights
 
-__all__ = ["PretrainedCfg", "DEFAULT_CROP_PCT", "default_input_size", "make_pretrained_cfg"]
+__all__ = ["PretrainedCfg", "DEFAULT_CROP_PCT", "architecture_of", "default_input_size", "make_pretrained_cfg"]
 
 DEFAULT_CROP_PCT = 0.875  # Inception-style evaluation crop for networks without weights of their own
 
@@ -77,3 +77,14 @@ def make_pretrained_cfg(
         prep = dict(crop_size=input_size, resize_size=resize_for_crop(input_size, DEFAULT_CROP_PCT))
     return PretrainedCfg(architecture=architecture, input_size=input_size, weights=weights, checkpoint=checkpoint,
                          genotype_file=genotype_file, **prep)
+
+
+def architecture_of(model: object) -> str:
+    """The architecture name ``model`` records: this package's :class:`PretrainedCfg`, or the
+    plain dict timm puts in ``pretrained_cfg`` when it builds the model; ``""`` when neither."""
+    cfg = getattr(model, "pretrained_cfg", None)
+    if isinstance(cfg, PretrainedCfg):
+        return cfg.architecture
+    if isinstance(cfg, dict):
+        return str(cfg.get("architecture") or "")
+    return ""

@@ -401,6 +401,18 @@ def test_a_local_file_fills_every_tensor(tiny_checkpoint):
     assert_filled_from(features.model, source)
 
 
+def test_a_timm_built_model_saves_and_reloads_with_the_package(tiny_checkpoint, tmp_path):
+    """timm replaces pretrained_cfg with a dict; the package's save and load still work on it."""
+    source, path = tiny_checkpoint
+    model = timm.create_model(TINY, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+    again = tmp_path / "again.safetensors"
+    nb.save_checkpoint(model, again)
+    assert nb.checkpoint.read_metadata(again)["model"] == TINY
+    fresh = timm.create_model(TINY)
+    nb.load_checkpoint(fresh, again)
+    assert_filled_from(fresh, source)
+
+
 def test_registered_weights_are_found_in_the_weights_dir_or_refused_clearly(tiny_checkpoint, tmp_path, monkeypatch):
     source, path = tiny_checkpoint
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
