@@ -18,13 +18,13 @@ $(D2_WHEEL):
 		-d $(WHEELS) sal-detectron2==0.7.2
 	mv $(WHEELS)/sal_detectron2-0.7.2-cp310-none-any.whl $@
 
-# One resolve for everything (sal-detectron2 pins numpy<2; a later separate install breaks it).
-# Re-runs only when pyproject.toml changes.
+# One resolve for everything, every extra and the test tools (sal-detectron2 pins numpy<2; a later
+# separate install breaks it). Re-runs only when pyproject.toml changes.
 $(STAMP): pyproject.toml $(D2_WHEEL)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	rm -rf *.egg-info  # stale metadata here would shadow the install's (its nasnet.commands entry points)
 	$(BIN)/python -m pip install -q --upgrade "pip>=24"
-	$(BIN)/python -m pip install --find-links $(WHEELS) -e '.[test]'
+	$(BIN)/python -m pip install --find-links $(WHEELS) -e '.[all,test]'
 	touch $@
 
 test: $(STAMP)

@@ -4,7 +4,10 @@ The subcommands are not imported here: every package registers the ``add_parser(
 the commands it owns in the ``nasnet.commands`` entry-point group (``pyproject.toml``), and
 :func:`build_parser` finds them with :func:`importlib.metadata.entry_points`. So this module, on the
 lowest floor, imports nothing from ``detection``, ``export`` or ``search``; a command whose package
-fails to import is still listed, and running it says why in one line.
+fails to import is still listed, and running it says why in one line, exit status 2: the missing
+module and what to install, ``pip install 'nasnet-backbones[detection]'`` (:func:`install_hint` reads
+the extras from the installed metadata). A command whose optional dependency is imported only when
+it runs (``info``'s fvcore, ``draw``'s matplotlib, ``search``'s Ray) ends the same way.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from typing import Any, Callable, Sequence
 from .errors import CommandError
 from .runlock import RunDirectoryLocked
 
-__all__ = ["COMMAND_GROUP", "main", "build_parser", "command_entry_points"]
+__all__ = ["COMMAND_GROUP", "IMPORT_NAME_TO_DISTRIBUTION", "main", "build_parser", "command_entry_points",
+           "extras_providing", "install_hint"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,22 +44,76 @@ def command_entry_points() -> list[EntryPoint]:
     return list(found.values())
 
 
-def _install_hint(ep: EntryPoint, exc: ImportError) -> str:
-    """What to install for ``exc``: the requirement (or extra) of the registering distribution that
-    provides the missing module, when one matches its name."""
+# Import names that differ from the name of the distribution that installs them (for install hints).
+IMPORT_NAME_TO_DISTRIBUTION = {
+    "cv2": "opencv-python-headless",
+    "detectron2": "sal-detectron2",
+    "panopticapi": "panopticapi-lite",
+    "PIL": "pillow",
+    "pkg_resources": "setuptools",
+    "skimage": "scikit-image",
+    "yaml": "pyyaml",
+}
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _split_requirement(requirement: str) -> tuple[str, set[str], str, str | None]:
+    """``"ray[default]>=2.30; extra == 'search'"`` -> ``("ray", {"default"}, "ray[default]>=2.30", "search")``."""
+    spec, _, marker = requirement.partition(";")
+    head = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[([^\]]*)\])?", spec)
+    name = _normalise(head.group(1)) if head else ""
+    extras = {_normalise(e) for e in (head.group(2) or "").split(",") if e.strip()} if head else set()
+    extra = re.search(r"extra\s*==\s*['\"]([^'\"]+)['\"]", marker)
+    return name, extras, spec.strip().replace(" ", ""), _normalise(extra.group(1)) if extra else None
+
+
+def extras_providing(dist: Any, distribution: str) -> list[str]:
+    """The extras of ``dist`` that install ``distribution`` (directly, or through an extra of ``dist``
+    itself, ``"nasnet-backbones[export]"``), sorted by size: the smallest first."""
+    own = _normalise(dist.metadata["Name"])
+    direct: dict[str, set[str]] = {}
+    nested: dict[str, set[str]] = {}
+    for requirement in dist.requires or []:
+        name, extras, _, extra = _split_requirement(requirement)
+        if extra is None:
+            continue
+        direct.setdefault(extra, set())
+        if name == own:
+            nested.setdefault(extra, set()).update(extras)
+        else:
+            direct[extra].add(name)
+
+    def closure(extra: str, seen: frozenset[str] = frozenset()) -> set[str]:
+        found = set(direct.get(extra, ()))
+        for inner in nested.get(extra, set()) - seen - {extra}:
+            found |= closure(inner, seen | {extra})
+        return found
+
+    contents = {extra: closure(extra) for extra in direct}
+    return sorted((e for e, names in contents.items() if distribution in names), key=lambda e: (len(contents[e]), e))
+
+
+def install_hint(ep: EntryPoint, exc: ImportError) -> str:
+    """What to install for ``exc`` raised by ``ep``'s command: ``pip install 'DIST[EXTRA]'`` naming the
+    extra of the registering distribution that provides the missing module (the extra named after the
+    command's package when it has one, else the smallest), or the plain requirement when it is a base
+    dependency."""
     missing = (exc.name or "").split(".")[0]
     dist = getattr(ep, "dist", None)
     if missing and dist is not None:
-        wanted = re.sub(r"[-_.]+", "-", missing).lower()
+        wanted = _normalise(IMPORT_NAME_TO_DISTRIBUTION.get(missing, missing))
         for requirement in dist.requires or []:
-            name = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", requirement)
-            normalised = re.sub(r"[-_.]+", "-", name.group(0)).lower() if name else ""
-            if normalised != wanted and not normalised.endswith("-" + wanted):
-                continue
-            spec, _, marker = requirement.partition(";")
-            extra = re.search(r"extra\s*==\s*['\"]([^'\"]+)['\"]", marker)
-            target = f"{dist.metadata['Name']}[{extra.group(1)}]" if extra else spec.strip().replace(" ", "")
-            return f"pip install '{target}'"
+            name, _, spec, extra = _split_requirement(requirement)
+            if name == wanted and extra is None:
+                return f"pip install '{spec}'"
+        extras = extras_providing(dist, wanted)
+        if extras:
+            package = _normalise(ep.module.split(".")[0])
+            extra = package if package in extras else extras[0]
+            return f"pip install '{dist.metadata['Name']}[{extra}]'"
     owner = dist.metadata["Name"] if dist is not None else "the package that registers it"
     return f"reinstall {owner} with its dependencies"
 
@@ -63,7 +121,7 @@ def _install_hint(ep: EntryPoint, exc: ImportError) -> str:
 def _add_unavailable(subparsers: Any, ep: EntryPoint, exc: ImportError) -> None:
     """List ``ep`` with a note; running it prints why it cannot run and exits 2."""
     reason = f"{type(exc).__name__}: {exc}"
-    line = f"unavailable, {reason} ({_install_hint(ep, exc)})"
+    line = f"unavailable, {reason} ({install_hint(ep, exc)})"
     p = subparsers.add_parser(ep.name, help=f"(unavailable: {exc})", description=f"nasnet {ep.name} is {line}.")
 
     def unavailable(args: argparse.Namespace) -> int:
@@ -151,6 +209,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         # our own messages (a missing dataset, say) carry no errno and are printed as they are
         text = str(exc) if exc.errno is None else f"{_describe_os_error(exc)} (run with -v for the traceback)"
         print(f"nasnet {args.command}: error: {text}", file=sys.stderr)
+        return 2
+    except ImportError as exc:  # an optional dependency imported only when the command runs
+        if args.verbose:
+            raise
+        ep = next((e for e in command_entry_points() if e.name == args.command), None)
+        hint = "" if ep is None or "pip install" in str(exc) else f" ({install_hint(ep, exc)})"
+        print(f"nasnet {args.command}: error: {type(exc).__name__}: {exc}{hint}", file=sys.stderr)
         return 2
     except MemoryError:
         if args.verbose:

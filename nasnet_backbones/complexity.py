@@ -2,7 +2,8 @@
 
 Mult-adds count convolutions and fully connected layers (the papers' convention) with fvcore's
 ``FlopCountAnalysis``, whose "flop" is one multiply-add. Parameters exclude the auxiliary head,
-which exists only in training.
+which exists only in training. fvcore comes with the ``tools`` extra
+(``pip install 'nasnet-backbones[tools]'``); counting parameters needs nothing more than torch.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import warnings
 
 import torch
 from torch import nn
+
+from .errors import missing_dependency
 
 __all__ = ["count_params", "count_madds"]
 
@@ -28,7 +31,10 @@ def count_madds(model: nn.Module, img_size: int, in_chans: int = 3) -> int:
     """Multiply-adds of convs and linear layers for one ``img_size`` x ``img_size`` image, in eval mode."""
     with warnings.catch_warnings():  # fvcore's import touches the deprecated torch.jit.script
         warnings.simplefilter("ignore", FutureWarning)
-        from fvcore.nn import FlopCountAnalysis
+        try:
+            from fvcore.nn import FlopCountAnalysis
+        except ImportError as exc:  # an extra, not a base dependency
+            raise missing_dependency(exc, extra="tools", needed_for="counting mult-adds") from None
 
     was_training = model.training
     model.eval()

@@ -3,7 +3,8 @@ their combination, and the concatenated output on the right.
 
 Blocks are placed in columns by depth (a block reading another block's output sits to its
 right), so the order in which information flows reads left to right. ``nasnet draw cell.json
--o cell.png`` draws any genotype; the format follows the suffix (png, svg, pdf).
+-o cell.png`` draws any genotype; the format follows the suffix (png, svg, pdf). Drawing needs matplotlib,
+which comes with the ``tools`` extra (``pip install 'nasnet-backbones[tools]'``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .atomic import refuse_own_input, write_atomic
+from .errors import missing_dependency
 from .genotype import CellSpec, Genotype
 
 __all__ = ["draw_cell", "draw_genotype", "add_parser", "run"]
@@ -90,7 +92,10 @@ def draw_cell(spec: CellSpec, ax: Any, title: str = "") -> None:
 
 def draw_genotype(genotype: Genotype, path: str | Path, cells: Sequence[str] = ("normal", "reduce")) -> Path:
     """Draw the given cells of ``genotype`` side by side into ``path`` (format from the suffix)."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError as exc:  # an extra, not a base dependency
+        raise missing_dependency(exc, extra="tools", needed_for="drawing cells") from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -8,7 +8,7 @@ prints their message and exits with status 2 (``-v`` shows the traceback instead
 
 from __future__ import annotations
 
-__all__ = ["CommandError"]
+__all__ = ["CommandError", "missing_dependency"]
 
 
 class CommandError(Exception):
@@ -18,3 +18,16 @@ class CommandError(Exception):
     are reported the same way. Derive from this class for the failures that are neither, such as an
     exported graph that does not compute what the model computes.
     """
+
+
+def missing_dependency(exc: ImportError, *, extra: str, needed_for: str) -> ModuleNotFoundError:
+    """``exc`` (an optional dependency that is not installed) with a message naming the extra of
+    nasnet-backbones that installs it::
+
+        try:
+            import matplotlib
+        except ImportError as exc:
+            raise missing_dependency(exc, extra="tools", needed_for="drawing cells") from None
+    """
+    return ModuleNotFoundError(f"{exc} ({needed_for} needs it: pip install 'nasnet-backbones[{extra}]')",
+                               name=exc.name, path=exc.path)
