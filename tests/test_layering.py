@@ -16,6 +16,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 FLOORS = {"nasnet_backbones": 1, "detection": 2, "export": 3, "search": 4}
 NOT_PACKAGES = {"tests", "benchmarks"}  # anything may live there, but no package may import it
+# Modules at the repository root that other tools import, with the floor they may reach: torch.hub
+# imports hubconf.py, which serves the models alone.
+ROOT_MODULES = {"hubconf.py": 1}
 
 
 def _module_name(path: Path) -> tuple[str, str]:
@@ -64,19 +67,20 @@ def _imports(path: Path) -> list[tuple[int, str, str]]:
 
 
 def _package_modules() -> list[Path]:
-    return sorted(p for package in FLOORS for p in (ROOT / package).rglob("*.py"))
+    return sorted([p for package in FLOORS for p in (ROOT / package).rglob("*.py")] + [ROOT / m for m in ROOT_MODULES])
 
 
 def _violations(path: Path) -> list[str]:
     top = path.relative_to(ROOT).parts[0]
+    floor = FLOORS[top] if top in FLOORS else ROOT_MODULES[top]
     problems = []
     for line, module, text in _imports(path):
         target = module.split(".")[0]
         where = f"{path.relative_to(ROOT)}:{line}: {' '.join(text.split())}"
         if target in NOT_PACKAGES:
             problems.append(f"{where}  ({top} imports {target}/, which is not a package)")
-        elif FLOORS.get(target, 0) > FLOORS[top]:
-            problems.append(f"{where}  ({top} is floor {FLOORS[top]}, {target} is floor {FLOORS[target]})")
+        elif FLOORS.get(target, 0) > floor:
+            problems.append(f"{where}  ({top} is floor {floor}, {target} is floor {FLOORS[target]})")
     return problems
 
 
@@ -113,6 +117,16 @@ def test_no_package_imports_a_higher_floor():
     assert len(modules) > 50 and all(p.parts[-2] != "__pycache__" for p in modules)
     problems = [problem for path in modules for problem in _violations(path)]
     assert not problems, "imports that go up a floor (or into tests/benchmarks):\n" + "\n".join(problems)
+
+
+def test_hubconf_is_checked_as_floor_one(tmp_path, monkeypatch):
+    assert ROOT / "hubconf.py" in _package_modules() and _violations(ROOT / "hubconf.py") == []
+    assert "nasnet_backbones" in {module.split(".")[0] for _, module, _ in _imports(ROOT / "hubconf.py")}
+    probe = tmp_path / "hubconf.py"
+    probe.write_text("import nasnet_backbones\nfrom detection.torchvision import DETECTOR_KINDS\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    assert _violations(probe) == [
+        "hubconf.py:2: from detection.torchvision import DETECTOR_KINDS  (hubconf.py is floor 1, detection is floor 2)"]
 
 
 def test_importing_the_model_package_loads_no_higher_floor_dependency():
