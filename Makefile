@@ -6,9 +6,13 @@ WHEELS := .wheels
 D2_WHEEL := $(WHEELS)/sal_detectron2-0.7.2-py3-none-any.whl
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test demo clean
+.PHONY: setup test demo clean detectron2-wheel
 
 setup: $(STAMP)
+
+# For a pip install of [detection] (or [search], [all]) outside this Makefile on Python 3.11+:
+# pip install --find-links .wheels 'nasnet-backbones[detection]'
+detectron2-wheel: $(D2_WHEEL)
 
 # PyPI ships sal-detectron2 only as a cp310-none-any wheel; the code is pure Python, so we
 # fetch it for 3.10 and rename it to a py3 wheel that any CPython 3 install accepts.
