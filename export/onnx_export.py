@@ -12,8 +12,8 @@ requested path; otherwise nothing is left behind and :class:`ExportVerificationE
 much it missed.
 
 By default the image size is fixed in the graph: TF 'SAME' padding depends on the size's parity,
-and a fixed size lets the exporter resolve it to static, non-negative pads (which mobile runtimes
-handle best). ``dynamic_size=True`` makes height and width dimensions of the graph (the padding
+and at a fixed size its pad-and-crop is folded to static, non-negative pads inside the
+convolutions and max pools (:mod:`export.graph_edits`; what mobile runtimes handle best). ``dynamic_size=True`` makes height and width dimensions of the graph (the padding
 becomes shape arithmetic in it), and verifies at a second size of the other parity in each
 dimension.
 """
@@ -38,6 +38,7 @@ from nasnet_backbones.errors import CommandError
 
 from .conventions import InputConventions
 from .exporters import DEFAULT_EXPORTER, exporter_metadata, resolve_opset, write_onnx
+from .graph_edits import drop_unused_initializers, fold_pads, graph_constants, merge_pad_crops
 
 __all__ = ["ExportReport", "ExportVerificationError", "export_classifier", "export_backbone", "export_module", "verify_onnx",
            "graph_constants", "graph_problems", "verified_output", "save_checked", "same_file",
@@ -87,17 +88,6 @@ class _Features(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         features = self.model(x)
         return tuple(features[n] for n in self.names)
-
-
-def graph_constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    """Every value the graph knows before it runs: initializers and ``Constant`` node outputs, by name."""
-    consts = {init.name: onnx.numpy_helper.to_array(init) for init in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Constant":
-            for attr in node.attribute:
-                if attr.name == "value":
-                    consts[node.output[0]] = onnx.numpy_helper.to_array(attr.t)
-    return consts
 
 
 def graph_problems(model: onnx.ModelProto) -> list[str]:
@@ -245,6 +235,10 @@ def _export(module: nn.Module, path: str | Path, input_size: int, batch: int | s
         with verified_output(path) as tmp:
             write_onnx(module, (traced,), tmp, exporter=exporter, opset=opset, input_names=["input"],
                        output_names=output_names, dynamic_axes=dynamic_axes, minimums=minimums)
+            raw = onnx.load(str(tmp))
+            if merge_pad_crops(raw) + fold_pads(raw):  # static pads where the size is fixed
+                drop_unused_initializers(raw)
+                onnx.save(raw, str(tmp))
             graph = _fold_constants(tmp)
             problems = graph_problems(graph)
             if problems:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -73,7 +73,8 @@ def _resize_like_eager(image: torch.Tensor, self_min_size: int, self_max_size: i
     shape = operators.shape_as_tensor(image)[-2:].to(torch.float64)
     # One-element tensors, not 0-d ones: the exporter computes 0-d arithmetic in float32.
     sides = torch.cat([shape.min(0, keepdim=True)[0], shape.max(0, keepdim=True)[0]])
-    limits = torch.tensor([self_min_size, self_max_size], dtype=torch.float64)
+    # torch.full, not torch.tensor: the same constants, without the tracer's note about torch.tensor.
+    limits = torch.cat([torch.full((1,), float(side), dtype=torch.float64) for side in (self_min_size, self_max_size)])
     scale = (limits / sides).min(0, keepdim=True)[0]
     size = torch.floor(shape * scale).to(torch.int64)
     resized = torch.nn.functional.interpolate(image[None], size=(size[0], size[1]), mode="bilinear",
@@ -125,8 +126,9 @@ def export_torchvision_detector(model: nn.Module, path: str | Path, image_size: 
             axes = {"image": {1: "height", 2: "width"}, **{name: {0: "detections"} for name in outputs}}
             if masks:
                 axes["masks"] = {0: "detections", 2: "height", 3: "width"}
-            got = trace_and_run(wrapper, (traced,), tmp, outputs, axes, meta, check, opset, eager_resize(),
-                                exporter=exporter)
+            # The resize fix is for the TorchScript tracer (torch.export keeps torchvision's sizes symbolic).
+            resize = eager_resize() if exporter == "torchscript" else nullcontext()
+            got = trace_and_run(wrapper, (traced,), tmp, outputs, axes, meta, check, opset, resize, exporter=exporter)
             with torch.no_grad():
                 expected = dict(zip(outputs, (t.numpy() for t in wrapper(check))))
             try:

@@ -48,6 +48,8 @@ def test_classifier_with_reference_weights_matches_pytorch(mobile_weights, caden
     assert graph_problems(graph) == []
     ops = {n.op_type for n in graph.graph.node}
     assert "BatchNormalization" not in ops or sum(n.op_type == "BatchNormalization" for n in graph.graph.node) <= 4
+    # Static pads in the convolutions and pools: a Pad only for each factorized reduction's shift.
+    assert sum(n.op_type == "Pad" for n in graph.graph.node) <= 4
     assert not ops & {"Dropout", "RandomUniformLike", "Bernoulli"}
 
 
