@@ -62,7 +62,8 @@ def add_parser(subparsers: Any) -> None:
                        help="square input size baked into the graph (default: the model's)")
         e.add_argument("--batch", type=_batch, default="dynamic", help="'dynamic' (default) or a fixed batch size")
         e.add_argument("--dynamic-size", action="store_true",
-                       help="any input height/width (TF 'SAME' padding computed in the graph); verified at a second size")
+                       help="any input height/width of at least twice the deepest stride (64 for the ImageNet stem; "
+                       "TF 'SAME' padding computed in the graph); verified at a second size")
         e.add_argument("--exporter", choices=EXPORTERS, default=DEFAULT_EXPORTER,
                        help="PyTorch's ONNX exporter: dynamo (default; built on torch.export) or torchscript (the "
                        "legacy TorchScript-based one, deprecated since PyTorch 2.9); recorded in the file's metadata")

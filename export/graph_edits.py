@@ -1,13 +1,16 @@
 """In-place rewrites of exported ONNX graphs: what a graph knows before it runs, and static pads.
 
-TF 'SAME' padding, written so that every tracer can follow it, exports as one fixed ``Pad``
-followed by a crop of the first row or column when the size is even (``Pad -> Slice -> Slice``),
+TF 'SAME' padding, written so that every tracer can follow it, computes its pad amounts from the
+input's size (they depend on its parity), or pads then crops a row or column (``Pad -> Slice``),
 and the exporters share one ``Pad`` between branches that pad the same input alike. At a fixed
-image size all of it is constant: :func:`merge_pad_crops` folds the crops into their pads and
-:func:`fold_pads` moves the pads into the convolutions and max pools that read them, which is
-the static, non-negative padding mobile runtimes handle best. Graphs with a dynamic size keep
-their runtime crops (nothing constant to fold). The rewrites change no output; the exports
-verify each graph in onnxruntime afterwards anyway.
+image size all of it is constant. torch.export resolves the sizes itself; the TorchScript tracer
+records them as ``Shape -> Gather``, which onnxruntime cannot fold while the batch is dynamic,
+so :func:`fold_static_dims` replaces the reads of fixed dimensions by constants. Then
+:func:`merge_pad_crops` folds constant crops into their pads and :func:`fold_pads` moves the pads
+into the convolutions and max pools that read them: the static, non-negative padding mobile
+runtimes handle best. Graphs with a dynamic size keep their runtime pad arithmetic (nothing
+constant to fold). The rewrites change no output; the exports verify each graph in onnxruntime
+afterwards anyway.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-__all__ = ["drop_unused_initializers", "fold_pads", "graph_constants", "merge_pad_crops"]
+__all__ = ["drop_unused_initializers", "fold_pads", "fold_static_dims", "graph_constants", "merge_pad_crops"]
 
 
 def graph_constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
@@ -30,11 +33,58 @@ def graph_constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
 
 
 def drop_unused_initializers(model: onnx.ModelProto) -> None:
-    """Remove initializers no node or output reads (the pads the rewrites replaced), in place."""
-    used = {name for node in model.graph.node for name in node.input} | {o.name for o in model.graph.output}
+    """Remove the nodes and initializers nothing reads any more (what the rewrites replaced), in
+    place, so that onnxruntime has no unused initializer to warn about."""
+    outputs = {o.name for o in model.graph.output}
+    while True:
+        used = {name for node in model.graph.node for name in node.input} | outputs
+        dead = [node for node in model.graph.node if not any(out in used for out in node.output)]
+        if not dead:
+            break
+        for node in dead:
+            model.graph.node.remove(node)
     kept = [init for init in model.graph.initializer if init.name in used]
     del model.graph.initializer[:]
     model.graph.initializer.extend(kept)
+
+
+def _static_shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:
+    """Every value's shape as ONNX shape inference sees it (None for a dynamic dimension)."""
+    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)  # through shape arithmetic too
+    values = [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]
+    return {v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+            for v in values if v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape")}
+
+
+def fold_static_dims(model: onnx.ModelProto) -> int:
+    """Replace ``Gather(Shape(x), i)`` by a constant where dimension ``i`` of ``x`` is fixed, in
+    place; returns how many. (onnxruntime folds ``Shape`` only when every dimension is fixed.)"""
+    shapes = _static_shapes(model)
+    consts = graph_constants(model)
+    shape_of = {}
+    for node in model.graph.node:
+        if node.op_type == "Shape" and node.input[0] in shapes:
+            attrs = {a.name: a.i for a in node.attribute}
+            dims = shapes[node.input[0]]
+            shape_of[node.output[0]] = dims[attrs.get("start", 0):attrs.get("end", len(dims))]
+    folded = []
+    for node in model.graph.node:
+        if node.op_type != "Gather" or node.input[0] not in shape_of or node.input[1] not in consts:
+            continue
+        if any(a.name == "axis" and a.i != 0 for a in node.attribute):
+            continue
+        dims, index = shape_of[node.input[0]], consts[node.input[1]]
+        try:
+            values = np.array([dims[int(i)] for i in np.ravel(index)], dtype=object)
+        except IndexError:
+            continue
+        if any(v is None for v in values):
+            continue
+        folded.append((node, np.array(values.astype(np.int64)).reshape(np.shape(index))))
+    for node, value in folded:
+        model.graph.initializer.append(onnx.numpy_helper.from_array(value, node.output[0]))
+        model.graph.node.remove(node)
+    return len(folded)
 
 
 def merge_pad_crops(model: onnx.ModelProto) -> int:
@@ -47,9 +97,7 @@ def merge_pad_crops(model: onnx.ModelProto) -> int:
     have. Only crops that leave every pad non-negative, with step 1, of a ``Pad`` read by nothing
     else, are folded; runtime crops (dynamic size) stay as they are."""
     consts = graph_constants(model)
-    shapes = {v.name: [d.dim_value or None for d in v.type.tensor_type.shape.dim]
-              for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
-    shapes.update({v.name: [d.dim_value or None for d in v.type.tensor_type.shape.dim] for v in model.graph.input})
+    shapes = _static_shapes(model)
     graph_outputs = {o.name for o in model.graph.output}
     merged = 0
     changed = True

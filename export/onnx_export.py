@@ -38,7 +38,7 @@ from nasnet_backbones.errors import CommandError
 
 from .conventions import InputConventions
 from .exporters import DEFAULT_EXPORTER, exporter_metadata, resolve_opset, write_onnx
-from .graph_edits import drop_unused_initializers, fold_pads, graph_constants, merge_pad_crops
+from .graph_edits import drop_unused_initializers, fold_pads, fold_static_dims, graph_constants, merge_pad_crops
 
 __all__ = ["ExportReport", "ExportVerificationError", "export_classifier", "export_backbone", "export_module", "verify_onnx",
            "graph_constants", "graph_problems", "verified_output", "save_checked", "same_file",
@@ -46,6 +46,7 @@ __all__ = ["ExportReport", "ExportVerificationError", "export_classifier", "expo
 
 logger = logging.getLogger(__name__)
 
+_MAX_FOLD_ROUNDS = 64  # rounds of fold_static_dims; a NASNet needs about one per strided layer
 # Ops that only exist when something random runs at inference (drop path, dropout in train mode).
 _TRAINING_OPS = {"RandomUniform", "RandomUniformLike", "RandomNormal", "RandomNormalLike", "Bernoulli", "Dropout"}
 
@@ -235,12 +236,20 @@ def _export(module: nn.Module, path: str | Path, input_size: int, batch: int | s
         with verified_output(path) as tmp:
             write_onnx(module, (traced,), tmp, exporter=exporter, opset=opset, input_names=["input"],
                        output_names=output_names, dynamic_axes=dynamic_axes, minimums=minimums)
-            raw = onnx.load(str(tmp))
-            if merge_pad_crops(raw) + fold_pads(raw):  # static pads where the size is fixed
-                drop_unused_initializers(raw)
-                onnx.save(raw, str(tmp))
             graph = _fold_constants(tmp)
+            # The TorchScript tracer's reads of fixed sizes: each round makes the next layer's sizes
+            # known to shape inference (onnxruntime folds what they feed), until none is left.
+            for _ in range(_MAX_FOLD_ROUNDS):
+                if not fold_static_dims(graph):
+                    break
+                drop_unused_initializers(graph)
+                onnx.save(graph, str(tmp))
+                graph = _fold_constants(tmp)
+            if merge_pad_crops(graph) + fold_pads(graph):  # static pads where the size is fixed
+                drop_unused_initializers(graph)
             problems = graph_problems(graph)
+            if dynamic_size:  # the pads follow the size's parity: graph arithmetic, checked at both parities below
+                problems = [p for p in problems if "computed at run time" not in p]
             if problems:
                 raise ExportVerificationError("the exported graph is not deployable: " + "; ".join(problems[:5]))
             save_checked(graph, metadata, tmp)

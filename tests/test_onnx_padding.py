@@ -59,3 +59,18 @@ def test_export_has_no_negative_pads_and_matches(size):
     with torch.no_grad():
         np.testing.assert_allclose(got, model(x).numpy(), rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(session.run(None, {"x": x2.numpy()})[0], model(x2).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_dynamic_size_pads_are_never_negative():
+    """With a dynamic height and width the pad amounts are graph arithmetic on the input's size
+    (TF's parity rule): evaluated at sizes of each parity, none is negative and the output matches."""
+    torch.manual_seed(0)
+    model = nb.build_nasnet(nb.genotypes.NASNET_A, num_cells=3, num_filters=8, num_classes=10, img_size=64).eval()
+    dims = {2: torch.export.Dim("height", min=64), 3: torch.export.Dim("width", min=64)}
+    graph = _export(model, torch.randn(1, 3, 96, 96), dynamic_shapes=(dims,))
+    for h, w in [(64, 65), (97, 96), (101, 127)]:
+        x = torch.randn(1, 3, h, w)
+        got, pads = pad_amounts(graph, x)
+        assert pads and all((p >= 0).all() for p in pads), (h, w)
+        with torch.no_grad():
+            np.testing.assert_allclose(got, model(x).numpy(), rtol=1e-4, atol=1e-5)
