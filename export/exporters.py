@@ -23,8 +23,9 @@ from __future__ import annotations
 import inspect
 import logging
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import onnx
 import torch
@@ -45,6 +46,8 @@ MIN_OPSETS = {"dynamo": 18, "torchscript": 13}
 DEFAULT_OPSETS = {"dynamo": 18, "torchscript": 17}
 
 DynamicAxes = Mapping[str, Mapping[int, str]]
+# The dynamo exporter's passes log each step at INFO (over a hundred lines for a small model).
+_CHATTY_LOGGERS = ("onnxscript", "onnx_ir")
 
 
 class ExportTraceError(CommandError, RuntimeError):
@@ -142,6 +145,30 @@ def _dynamo(module: torch.nn.Module, args: tuple, opset: int, input_names: Seque
     shapes: tuple = tuple({axis: dim(d) for axis, d in axes.get(name, {}).items()} or None for name in input_names)
     if _takes_varargs(module):
         shapes = (shapes,)
+    with _quiet(_CHATTY_LOGGERS):
+        return _capture_and_translate(module, args, shapes, dims, opset, input_names, output_names, axes)
+
+
+@contextmanager
+def _quiet(names: Sequence[str]) -> Iterator[None]:
+    """Within the block, the named loggers pass warnings and errors only, unless debug logging is on
+    (``nasnet -v``), which shows their progress too."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    debug = logging.getLogger().isEnabledFor(logging.DEBUG)
+    for logger in loggers:
+        if not debug:
+            logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def _capture_and_translate(module: torch.nn.Module, args: tuple, shapes: tuple, dims: dict, opset: int,
+                           input_names: Sequence[str], output_names: Sequence[str],
+                           axes: dict[str, dict[int, str]]) -> onnx.ModelProto:
     try:
         program = torch.export.export(module, tuple(args), dynamic_shapes=shapes, strict=False)
     except Exception as exc:  # torch.export's UserError, guard and data-dependence errors, unsupported ops

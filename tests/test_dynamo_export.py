@@ -5,6 +5,9 @@ no deprecation warnings, clear refusals, and the detectors that torch.export can
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -78,6 +81,20 @@ def test_cli_exporter_flag_and_opsets(tmp_path, capsys, genotype_file):
     assert "legacy TorchScript-based ONNX export" not in result.err and "DeprecationWarning" not in result.err
     expect_clean_error(capsys, *base, "--exporter", "jit", "-o", str(tmp_path / "x.onnx"),
                        names=["--exporter", "invalid choice: 'jit'"])
+
+
+def test_the_command_prints_its_report_and_no_exporter_chatter(tmp_path, genotype_file):
+    """`nasnet export` logs at INFO; the dynamo exporter's passes would add a hundred INFO lines and
+    PyTorch its deprecation notices: a user sees the report line only."""
+    out = tmp_path / "m.onnx"
+    result = subprocess.run([sys.executable, "-m", "nasnet_backbones.cli", "export", "classifier", "--genotype",
+                             str(genotype_file), "--cells", "1", "--filters", "8", "--random-weights",
+                             "--input-size", "64", "--batch", "1", "-o", str(out)],
+                            capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    assert "(dynamo exporter): verified with onnxruntime" in result.stdout
+    noise = [line for line in result.stderr.splitlines() if "export.onnx_export" not in line]
+    assert noise == [], noise[:5]
 
 
 class _DataDependent(torch.nn.Module):
