@@ -164,11 +164,6 @@ class Conv2dSame(nn.Conv2d):
         self.pad_mode = mode
         self.same_pads, self.same_narrow = pads, narrow
 
-    @property
-    def dynamic_same(self) -> bool:
-        """Whether the padding depends on the input's size (TF 'SAME' with a stride)."""
-        return any(self.same_narrow) or self.pad_mode == "any_stride"
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.pad_mode == "same":
             x = F.pad(x, _parity_pads(self.same_pads, self.same_narrow, x.shape[-2], x.shape[-1]))
@@ -193,21 +188,21 @@ class Pool2dSame(nn.Module):
         self.pad_mode, native, self.same_pads, self.same_narrow = _plan(padding, k, s, (1, 1))
         self.native_padding = kernel_size // 2 if padding == "symmetric" else native[0]
 
+    def _padded_pool(self, x: torch.Tensor, pads: List[int]) -> torch.Tensor:
+        """Pool ``x`` padded explicitly by ``pads``; averages count real pixels only."""
+        k, s = self.kernel_size, self.stride
+        if self.kind == "max":
+            return F.max_pool2d(F.pad(x, pads, value=float("-inf")), k, s)
+        # The window sum over the real pixels, divided by their count (a pool of padded ones).
+        ones = torch.ones([1, 1, x.shape[-2], x.shape[-1]], dtype=x.dtype, device=x.device)
+        return F.avg_pool2d(F.pad(x, pads), k, s) / F.avg_pool2d(F.pad(ones, pads), k, s)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k, s = self.kernel_size, self.stride
-        if self.pad_mode == "any_stride":
-            pads = same_pads_any_stride(x.shape[-2], x.shape[-1], (k, k), (s, s), (1, 1))
-            if self.kind == "max":
-                return F.max_pool2d(F.pad(x, pads, value=float("-inf")), k, s)
-            ones = torch.ones([1, 1, x.shape[-2], x.shape[-1]], dtype=x.dtype, device=x.device)
-            return F.avg_pool2d(F.pad(x, pads), k, s) / F.avg_pool2d(F.pad(ones, pads), k, s)
         if self.pad_mode == "same":
-            pads = _parity_pads(self.same_pads, self.same_narrow, x.shape[-2], x.shape[-1])
-            if self.kind == "max":
-                return F.max_pool2d(F.pad(x, pads, value=float("-inf")), k, s)
-            # The window sum over the real pixels, divided by their count (a pool of padded ones).
-            ones = torch.ones([1, 1, x.shape[-2], x.shape[-1]], dtype=x.dtype, device=x.device)
-            return F.avg_pool2d(F.pad(x, pads), k, s) / F.avg_pool2d(F.pad(ones, pads), k, s)
+            return self._padded_pool(x, _parity_pads(self.same_pads, self.same_narrow, x.shape[-2], x.shape[-1]))
+        if self.pad_mode == "any_stride":
+            return self._padded_pool(x, same_pads_any_stride(x.shape[-2], x.shape[-1], (k, k), (s, s), (1, 1)))
         p = self.native_padding
         if self.kind == "max":
             return F.max_pool2d(x, k, s, p)
