@@ -21,7 +21,6 @@ from torch import nn
 
 from nasnet_backbones import Genotype, GenotypeError, NASNet, build_model
 from nasnet_backbones.drop_path import ScheduledDropPath
-from nasnet_backbones.grad_checkpoint import checkpoint_cell
 
 from .imagenet_init import check_body_filled
 
@@ -80,18 +79,6 @@ def _check_loads(module: nn.Module) -> None:
     classification weights, or fail (:func:`~detection.imagenet_init.check_body_filled`)."""
     module.register_load_state_dict_pre_hook(_note_load)
     module.register_load_state_dict_post_hook(_check_after_load)
-
-
-def _run_cell(body: NASNet, states: dict[int, torch.Tensor], pos: int) -> torch.Tensor:
-    """The output of the cell at ``pos``; with the network's gradient checkpointing on (and
-    gradients wanted) its activations are recomputed in the backward pass instead of kept
-    (:func:`~nasnet_backbones.grad_checkpoint.checkpoint_cell`, as ``NASNet.forward`` does;
-    ``NASNet.run_cells`` always keeps them)."""
-    if not (body.grad_checkpointing and torch.is_grad_enabled()):
-        return body.run_cells(states, pos, pos + 1)
-    inputs = body.cell_inputs(pos)
-    cell = body.cells[body.cell_positions()[pos][0]]
-    return checkpoint_cell(cell, states[inputs[0]], states[inputs[1]] if len(inputs) > 1 else None)
 
 
 def _check_norm(norm: str) -> str:
@@ -182,7 +169,7 @@ class NASNetBackbone(Backbone):
         has run, except the positions in ``keep``."""
         states = {0: self.body.stem(x)}
         for pos in range(1, max(keep) + 1):
-            states[pos] = _run_cell(self.body, states, pos)
+            states[pos] = self.body.run_cells(states, pos, pos + 1)  # checkpointed when the body's flag is on
             for p in [p for p in states if p not in keep and self._last_read.get(p, p) <= pos]:
                 del states[p]
         return states
@@ -251,7 +238,7 @@ class NASNetC4Head(nn.Module):
         prev, last = torch.split(x, self._split, dim=1)
         states = {self._prev: prev, self._last: last}
         for pos in range(self._last + 1, self._count):
-            states[pos] = _run_cell(self.body, states, pos)
+            states[pos] = self.body.run_cells(states, pos, pos + 1)  # checkpointed when the body's flag is on
         return torch.relu(states[self._count - 1])
 
 

@@ -431,7 +431,9 @@ class NASNet(nn.Module):
     def run_cells(self, states: dict[int, torch.Tensor], start: int, stop: int) -> torch.Tensor:
         """Run the cells at output positions ``start .. stop - 1`` from the outputs they read
         (``states``: position -> tensor) and return the last one. Lets a detector split the
-        network, e.g. into a C4 trunk and an ROI head (the cells outside the range may be deleted)."""
+        network, e.g. into a C4 trunk and an ROI head (the cells outside the range may be deleted).
+        With :meth:`set_grad_checkpointing` on, the cells' activations are recomputed in the backward
+        pass, as in ``forward``."""
         if not 1 <= start <= stop - 1 <= len(self._links):
             raise IndexError(f"cells run over positions 1 .. {len(self._links)}; got {start} .. {stop - 1}")
         states = dict(states)
@@ -441,7 +443,11 @@ class NASNet(nn.Module):
             if missing:
                 raise ValueError(f"cell {link.name} reads outputs {missing}, which were not given")
             prev = None if link.prev is None else states[link.prev]
-            states[pos] = self.cells[link.name](states[link.input], prev)
+            cell = self.cells[link.name]
+            if self.grad_checkpointing and torch.is_grad_enabled():  # as forward does
+                states[pos] = checkpoint_cell(cell, states[link.input], prev)
+            else:
+                states[pos] = cell(states[link.input], prev)
         return states[stop - 1]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
