@@ -10,7 +10,8 @@ training-only ops, and onnxruntime against PyTorch on an input different from th
 
 from .onnx_export import ExportReport, ExportVerificationError, export_backbone, export_classifier, verify_onnx
 from .detectron2_detector import export_detector  # imports detectron2 only when called
-from .quantize import QuantizationCheckError, QuantizationReport, convert_to_ort, quantize_onnx
+from .ort_format import convert_to_ort
+from .quantize import QuantizationCheckError, QuantizationReport, quantize_onnx
 
 __all__ = ["ExportReport", "ExportVerificationError", "QuantizationCheckError", "QuantizationReport", "convert_to_ort",
            "export_backbone", "export_classifier", "export_detector", "quantize_onnx", "verify_onnx"]

@@ -11,6 +11,7 @@ from nasnet_backbones.argtypes import add_renamed, image_size, nonnegative_float
 from nasnet_backbones.model_args import add_model_arguments, build_model_from_args
 from detection.torchvision import DETECTOR_KINDS
 
+from . import ort_format
 from .detections import DETECTOR_EXPORTER
 from .exporters import DEFAULT_EXPORTER, DEFAULT_OPSETS, EXPORTERS, MIN_OPSETS, resolve_opset
 from .quantize import DEFAULT_MAX_REL_ERROR, DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_BOX_IOU
@@ -140,10 +141,7 @@ def add_parser(subparsers: Any) -> None:
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=_quantize)
 
-    o = sub.add_parser("ort", help="convert to the ORT format of onnxruntime mobile (verified by loading it back)")
-    o.add_argument("model", help="an .onnx file")
-    o.add_argument("-o", "--output", help="the .ort file (default: next to the model)")
-    o.set_defaults(func=_ort)
+    ort_format.add_parser(sub)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -181,14 +179,6 @@ def _quantize(args: argparse.Namespace) -> int:
         print()
     else:
         print(report.summary())
-    return 0
-
-
-def _ort(args: argparse.Namespace) -> int:
-    from .quantize import convert_to_ort
-
-    path, diff = convert_to_ort(args.model, args.output)
-    print(f"{path}: loaded back in onnxruntime, max difference from the .onnx {diff:.2e}")
     return 0
 
 

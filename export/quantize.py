@@ -1,4 +1,4 @@
-"""Static INT8 quantization (QDQ) of exported models with onnxruntime.quantization, and ORT format.
+"""Static INT8 quantization (QDQ) of exported models with onnxruntime.quantization.
 
 Calibration reads real images (any folder, recursively) prepared exactly as the graph's input
 conventions say (:mod:`export.conventions`: input size, resize, mean/std, value range, channel order), or generated ones (``"synthetic"``: smooth random images,
@@ -25,7 +25,7 @@ from nasnet_backbones.images import open_rgb
 from .conventions import InputConventions, read_conventions
 from .onnx_export import ExportVerificationError, graph_constants, refuse_own_input, verified_output
 
-__all__ = ["QuantizationReport", "QuantizationCheckError", "calibration_inputs", "quantize_onnx", "convert_to_ort",
+__all__ = ["QuantizationReport", "QuantizationCheckError", "calibration_inputs", "quantize_onnx", "run_outputs",
            "load_exported", "DEFAULT_MIN_AGREEMENT", "DEFAULT_MAX_REL_ERROR", "DEFAULT_MIN_BOX_IOU"]
 
 logger = logging.getLogger(__name__)
@@ -241,7 +241,7 @@ class _Reader:
         raise NotImplementedError
 
 
-def _run(path: str | Path, inputs: list[np.ndarray], outputs: list[str] | None = None) -> list[list[np.ndarray]]:
+def run_outputs(path: str | Path, inputs: list[np.ndarray], outputs: list[str] | None = None) -> list[list[np.ndarray]]:
     """Each input's outputs (all, or the named ones in that order)."""
     import onnxruntime as ort
 
@@ -402,7 +402,7 @@ def quantize_onnx(fp32_path: str | Path, output: str | Path, calibration: str | 
         onnx.save(int8, str(quantized))
         # A detector's boxes, classes and scores by name (masks or semantic logits may sit between them).
         compared = ["boxes", "classes", "scores"] if detector else None
-        fp32_out, int8_out = _run(fp32_path, held_out, compared), _run(quantized, held_out, compared)
+        fp32_out, int8_out = run_outputs(fp32_path, held_out, compared), run_outputs(quantized, held_out, compared)
         agreement = iou = None
         if detector:
             iou, rel = matched_box_iou(fp32_out, int8_out, box_score_threshold), float("nan")
@@ -418,34 +418,3 @@ def quantize_onnx(fp32_path: str | Path, output: str | Path, calibration: str | 
             shutil.copyfile(quantized, target)
     logger.info("%s", report.summary())
     return report
-
-
-def convert_to_ort(onnx_path: str | Path, output: str | Path | None = None) -> tuple[Path, float]:
-    """The ``.ort`` format onnxruntime mobile loads; verified by loading it back and comparing its
-    outputs with the ``.onnx`` file's on a generated input before it is written. Returns (path, max
-    abs difference)."""
-    import onnxruntime as ort
-
-    onnx_path = Path(onnx_path)
-    output = Path(output) if output else onnx_path.with_suffix(".ort")
-    refuse_own_input(output, "-o/--output", {"input model": onnx_path})
-    if output.suffix != ".ort":
-        raise ValueError(f"{output}: ORT-format files must end in .ort (onnxruntime tells the format by the suffix)")
-    model = load_exported(onnx_path)
-    with verified_output(output, suffix=".tmp.ort") as tmp:  # onnxruntime tells the format by the suffix
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-        options.optimized_model_filepath = str(tmp)
-        options.add_session_config_entry("session.save_model_format", "ORT")
-        try:
-            ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime's own error types
-            raise ValueError(f"onnxruntime cannot load {onnx_path}: {str(exc).strip().splitlines()[0]}") from None
-        x = next(calibration_inputs(model, "synthetic", 1, seed=1))
-        (reference,), (loaded,) = _run(onnx_path, [x]), _run(tmp, [x])
-        diff = max(float(np.abs(a - b).max()) for a, b in zip(reference, loaded))
-        scale = max(float(np.abs(a).max()) for a in reference)
-        if not diff <= 1e-4 * max(scale, 1.0):  # NaN fails too
-            raise ExportVerificationError(f"{output} not written: the .ort file computes something else "
-                                          f"(max difference {diff:.3e})")
-    return output, diff

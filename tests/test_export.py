@@ -297,7 +297,8 @@ def test_detector_int8_reports_box_agreement(tmp_path, capsys):
 def test_quantize_ort_and_bench_accept_every_export_shape(tmp_path, any_size, capsys):
     import shutil
 
-    from export.quantize import convert_to_ort, quantize_onnx
+    from export.ort_format import convert_to_ort
+    from export.quantize import quantize_onnx
 
     model, path, _ = any_size
     shutil.copyfile(path, tmp_path / "any_size.onnx")
