@@ -214,7 +214,8 @@ def _coverage_of_file(path: Path, label: str) -> MobileCoverage:
             optimize_model(path, optimized)
             model = ModelProtoWithShapeInfo(optimized).model_with_shape_info
         except Exception as exc:  # onnxruntime's and onnx's own error types
-            raise ValueError(f"onnxruntime cannot optimize {label} for the usability check: {_first_line(exc)}") from None
+            raise ValueError(f"onnxruntime cannot optimize {label} for the usability check: "
+                             f"{_first_line(exc)}") from None
         return _coverage_of(model, label)
 
 
