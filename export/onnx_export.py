@@ -3,7 +3,8 @@
 Every export: captures the eval-mode model with PyTorch's dynamo exporter (``torch.export``, the
 default) or, on request, the legacy TorchScript-based one (:mod:`export.exporters`), constant-folds
 the graph (onnxruntime's basic optimisations: pad-amount and shape arithmetic the exporter leaves,
-and BatchNorm into the convolutions), refuses negative pads and training-only ops, stores metadata
+and BatchNorm into the convolutions), refuses negative pads and training-only ops, pads channel counts to onnxruntime's SIMD block with
+zeros (:mod:`export.align_channels`; ``align_channels``, by default the host's block), stores metadata
 (input size, mean/std, class names, source model and weights, the input conventions, which
 exporter wrote it), runs ``onnx.checker`` with ``full_check``, and then compares onnxruntime with
 PyTorch on *different* inputs from the traced one (other batch sizes when the batch is dynamic:
@@ -36,6 +37,7 @@ from torch import nn
 from nasnet_backbones.atomic import atomic_target, refuse_own_input, same_file
 from nasnet_backbones.errors import CommandError
 
+from .align_channels import DEFAULT_ALIGNMENT, align_channels as align_graph, alignment_metadata, parse_alignment
 from .conventions import InputConventions
 from .exporters import DEFAULT_EXPORTER, exporter_metadata, resolve_opset, write_onnx
 from .graph_edits import drop_unused_initializers, fold_pads, fold_static_dims, graph_constants, merge_pad_crops
@@ -68,6 +70,7 @@ class ExportReport:
     op_counts: dict[str, int] = field(default_factory=dict)
     metadata: dict[str, str] = field(default_factory=dict)
     exporter: str = ""  # dynamo or torchscript (export.exporters)
+    alignment: dict[str, Any] = field(default_factory=dict)  # export.align_channels.AlignmentReport, as a dict
 
     def summary(self) -> str:
         by = f" ({self.exporter} exporter)" if self.exporter else ""
@@ -199,9 +202,11 @@ def verify_onnx(path: str | Path, model: nn.Module, inputs: Sequence[torch.Tenso
 
 def _export(module: nn.Module, path: str | Path, input_size: int, batch: int | str, output_names: list[str],
             opset: int | None, metadata: dict[str, str], rtol: float, atol: float, in_chans: int = 3,
-            dynamic_size: bool = False, exporter: str = DEFAULT_EXPORTER) -> ExportReport:
+            dynamic_size: bool = False, exporter: str = DEFAULT_EXPORTER,
+            align_channels: int | str = DEFAULT_ALIGNMENT) -> ExportReport:
     path = Path(path)
     opset = resolve_opset(exporter, opset)
+    align_channels = parse_alignment(align_channels)  # a bad value is refused before anything is traced
     dynamic_batch = batch == "dynamic"
     if not dynamic_batch and (not isinstance(batch, int) or isinstance(batch, bool) or batch < 1):
         raise ValueError(f"batch must be 'dynamic' or a positive integer, not {batch!r}")
@@ -252,6 +257,9 @@ def _export(module: nn.Module, path: str | Path, input_size: int, batch: int | s
                 problems = [p for p in problems if "computed at run time" not in p]
             if problems:
                 raise ExportVerificationError("the exported graph is not deployable: " + "; ".join(problems[:5]))
+            # Zero channels up to the runtime's SIMD block; verified below like the rest of the graph.
+            alignment = align_graph(graph, align_channels)
+            metadata = {**metadata, **alignment_metadata(alignment)}
             save_checked(graph, metadata, tmp)
             max_abs, max_rel = verify_onnx(tmp, module, checks, rtol, atol)
     finally:
@@ -263,7 +271,7 @@ def _export(module: nn.Module, path: str | Path, input_size: int, batch: int | s
                      *(["height", "width"] if dynamic_size else [input_size, input_size])],
         outputs=output_names, verified_inputs=[list(c.shape) for c in checks], max_abs_error=max_abs,
         max_rel_error=max_rel, rtol=rtol, atol=atol, op_counts=dict(Counter(n.op_type for n in graph.graph.node)),
-        metadata=metadata, exporter=exporter,
+        metadata=metadata, exporter=exporter, alignment=alignment.to_dict(),
     )
     logger.info("%s", report.summary())
     return report
@@ -310,9 +318,12 @@ def _default_input_size(model: nn.Module) -> int:
 
 def export_classifier(model: nn.Module, path: str | Path, input_size: int | None = None, batch: int | str = "dynamic",
                       opset: int | None = None, metadata: dict[str, Any] | None = None, rtol: float = 1e-4,
-                      atol: float = 1e-5, dynamic_size: bool = False, exporter: str = DEFAULT_EXPORTER) -> ExportReport:
+                      atol: float = 1e-5, dynamic_size: bool = False, exporter: str = DEFAULT_EXPORTER,
+                      align_channels: int | str = DEFAULT_ALIGNMENT) -> ExportReport:
     """Export a classifier (logits output), verified; see the module docstring. ``exporter`` is
-    ``dynamo`` or ``torchscript`` (:mod:`export.exporters`); ``opset`` None is the exporter's default."""
+    ``dynamo`` or ``torchscript`` (:mod:`export.exporters`); ``opset`` None is the exporter's default.
+    ``align_channels`` (``"auto"``, ``"none"``, 8 or 16) pads channel counts to onnxruntime's SIMD
+    block with zeros (:mod:`export.align_channels`); ``"auto"`` is this host's block."""
     if getattr(model, "features_only", False):
         raise ValueError("this model returns features; use export_backbone")
     size = input_size or _default_input_size(model)
@@ -322,21 +333,24 @@ def export_classifier(model: nn.Module, path: str | Path, input_size: int | None
 
         meta["class_names"] = json.dumps([c.name for c in imagenet_classes()])
     return _export(model, path, size, batch, ["logits"], opset, meta, rtol, atol, dynamic_size=dynamic_size,
-                   exporter=exporter)
+                   exporter=exporter, align_channels=align_channels)
 
 
 def export_module(module: nn.Module, path: str | Path, input_size: int, in_chans: int = 3, batch: int | str = 1,
                   opset: int | None = None, rtol: float = 1e-4, atol: float = 1e-5,
-                  exporter: str = DEFAULT_EXPORTER) -> ExportReport:
-    """Export any module with one image input and one output (an op, a block), verified the same way."""
+                  exporter: str = DEFAULT_EXPORTER, align_channels: int | str = "none") -> ExportReport:
+    """Export any module with one image input and one output (an op, a block), verified the same way
+    (the graph as written unless ``align_channels`` asks for alignment)."""
     return _export(module, path, input_size, batch, ["output"], opset, {}, rtol, atol, in_chans=in_chans,
-                   exporter=exporter)
+                   exporter=exporter, align_channels=align_channels)
 
 
 def export_backbone(model: nn.Module, path: str | Path, input_size: int | None = None, batch: int | str = "dynamic",
                     opset: int | None = None, metadata: dict[str, Any] | None = None, rtol: float = 1e-4,
-                    atol: float = 1e-5, dynamic_size: bool = False, exporter: str = DEFAULT_EXPORTER) -> ExportReport:
-    """Export a ``features_only`` model: one output per stride it has, named ``stride2`` .. ``stride32``."""
+                    atol: float = 1e-5, dynamic_size: bool = False, exporter: str = DEFAULT_EXPORTER,
+                    align_channels: int | str = DEFAULT_ALIGNMENT) -> ExportReport:
+    """Export a ``features_only`` model: one output per stride it has, named ``stride2`` .. ``stride32``
+    (each with its real channel count; ``align_channels`` as for :func:`export_classifier`)."""
     if not getattr(model, "features_only", False):
         raise ValueError("export_backbone needs a features_only model: create_model(name, features_only=True)")
     size = input_size or _default_input_size(model)
@@ -346,4 +360,4 @@ def export_backbone(model: nn.Module, path: str | Path, input_size: int | None =
     meta = _metadata(model, size, {"feature_strides": [f["reduction"] for f in model.feature_info], **(metadata or {})},
                      dynamic_size)
     return _export(_Features(model, names), path, size, batch, names, opset, meta, rtol, atol,
-                   dynamic_size=dynamic_size, exporter=exporter)
+                   dynamic_size=dynamic_size, exporter=exporter, align_channels=align_channels)
