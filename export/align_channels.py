@@ -276,6 +276,18 @@ def _known_values(model: onnx.ModelProto, info: dict, consts: dict[str, np.ndarr
     return known
 
 
+def _subgraph_reads(node: onnx.NodeProto) -> set[str]:
+    """Every name the subgraphs of ``node`` (If branches, Loop and Scan bodies) read, nested ones too."""
+    names: set[str] = set()
+    for attr in node.attribute:
+        for graph in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else
+                      list(attr.graphs) if attr.type == onnx.AttributeProto.GRAPHS else []):
+            for inner in graph.node:
+                names.update(inner.input)
+                names |= _subgraph_reads(inner)
+    return names
+
+
 # -- the pass ------------------------------------------------------------------------------------
 
 class _Aligner:
@@ -474,6 +486,9 @@ class _Aligner:
                 readers.setdefault(name, []).append(i)
         tracked = {n for node in nodes for n in (*node.input, *node.output) if self.channels(n) is not None}
         tracked |= {i.name for i in self.graph.input if self.channels(i.name) is not None}
+        # Subgraphs (If, Loop, Scan) may read outer tensors by name: those keep their real channels.
+        inner = {name for node in nodes for name in _subgraph_reads(node)}
+        self.forced_real = {self.uf.find(n) for n in tracked & inner}
         self.members: dict[str, list[str]] = {}
         for name in sorted(tracked):
             self.members.setdefault(self.uf.find(name), []).append(name)
@@ -540,7 +555,9 @@ class _Aligner:
                 if any(n is None for n in naturals):
                     continue
                 c = self.channels(root)
-                if not self.free[root]:
+                if root in self.forced_real:
+                    layout = _Layout.real(c)
+                elif not self.free[root]:
                     layout = naturals[0]
                 elif root not in self.worth:
                     layout = _Layout.real(c)

@@ -13,6 +13,7 @@ from detection.torchvision import DETECTOR_KINDS
 
 from . import ort_format
 from .detections import DETECTOR_EXPORTER
+from .align_channels import ALIGNMENTS, DEFAULT_ALIGNMENT
 from .exporters import DEFAULT_EXPORTER, DEFAULT_OPSETS, EXPORTERS, MIN_OPSETS, resolve_opset
 from .quantize import DEFAULT_MAX_REL_ERROR, DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_BOX_IOU
 
@@ -48,6 +49,15 @@ def _local_file(value: str | None) -> str | None:
     return value if value and "://" not in value and Path(value).exists() else None
 
 
+_ALIGN_HELP = ("pad channel counts with zero filters to a multiple of onnxruntime's SIMD block, so that its fast "
+               "x86 kernels (NCHWc FP32, INT8) take every convolution; outputs are unchanged and verified. auto "
+               "(default): 16 with AVX-512F, 8 with AVX2, none otherwise; recorded in the metadata (channel_alignment)")
+
+
+def _add_align_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--align-channels", choices=ALIGNMENTS, default=DEFAULT_ALIGNMENT, help=_ALIGN_HELP)
+
+
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("export", help="verified ONNX export (classifier, backbone, detector), INT8, ORT format",
                               description="Export to ONNX; every file is checked with onnx.checker and compared "
@@ -69,6 +79,7 @@ def add_parser(subparsers: Any) -> None:
                        help="PyTorch's ONNX exporter: dynamo (default; built on torch.export) or torchscript (the "
                        "legacy TorchScript-based one, deprecated since PyTorch 2.9); recorded in the file's metadata")
         e.add_argument("--opset", type=_opset, help=_OPSET_HELP)
+        _add_align_argument(e)
         e.add_argument("--rtol", type=nonnegative_float, default=1e-4,
                        help="verification tolerance, relative to the output scale")
         e.add_argument("--atol", type=nonnegative_float, default=1e-5, help="verification tolerance, absolute")
@@ -107,6 +118,7 @@ def add_parser(subparsers: Any) -> None:
                    help=f"PyTorch's ONNX exporter (default {DETECTOR_EXPORTER}: torch.export cannot capture the "
                    "detectors' box post-processing yet; dynamo tries and says where it stops)")
     d.add_argument("--opset", type=_opset, help=_OPSET_HELP)
+    _add_align_argument(d)
     d.add_argument("--verify-image", help="an image with objects the model detects, for the onnxruntime check "
                    "(default: drawn shapes)")
     d.add_argument("--score-atol", type=nonnegative_float, default=1e-3, help="verification: max score difference")
@@ -157,7 +169,8 @@ def _run(args: argparse.Namespace) -> int:
     model = build_model_from_args(args, pretrained_default=not args.random_weights, **kwargs)
     export = export_backbone if args.kind == "backbone" else export_classifier
     report = export(model, args.output, input_size=args.input_size, batch=args.batch, opset=opset,
-                    rtol=args.rtol, atol=args.atol, dynamic_size=args.dynamic_size, exporter=args.exporter)
+                    rtol=args.rtol, atol=args.atol, dynamic_size=args.dynamic_size, exporter=args.exporter,
+                    align_channels=args.align_channels)
     if args.json:
         json.dump(report.to_dict(), sys.stdout, indent=2)
         print()
@@ -208,7 +221,7 @@ def _detector(args: argparse.Namespace) -> int:
             filters=args.filters, fpn_channels=args.fpn_channels, min_size=args.min_size, max_size=args.max_size,
             score_thresh=args.score_thresh, weights=args.weights, image_size=tuple(args.image_size),
             score_atol=args.score_atol, box_rtol=args.box_rtol, verify_image=args.verify_image, opset=opset,
-            exporter=args.exporter)
+            exporter=args.exporter, align_channels=args.align_channels)
         print(report.summary())
         return 0
     given = [f"--{name.replace('_', '-')}" for name in _TORCHVISION_ONLY if getattr(args, name) is not None]
@@ -221,6 +234,6 @@ def _detector(args: argparse.Namespace) -> int:
     report = export_detector_from_config(
         args.config_file, args.output, weights=args.weights, opts=args.opts, allow_pickle=args.allow_pickle,
         image_size=tuple(args.image_size), score_atol=args.score_atol, box_rtol=args.box_rtol,
-        verify_image=args.verify_image, opset=opset, exporter=args.exporter)
+        verify_image=args.verify_image, opset=opset, exporter=args.exporter, align_channels=args.align_channels)
     print(report.summary())
     return 0

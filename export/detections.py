@@ -22,6 +22,7 @@ import torch
 
 from nasnet_backbones.images import open_rgb
 
+from .align_channels import DEFAULT_ALIGNMENT, align_channels as align_graph, alignment_metadata
 from .exporters import EXPORTER_KEY, exporter_metadata, write_onnx
 from .onnx_export import ExportReport, ExportVerificationError, graph_problems, save_checked
 
@@ -61,11 +62,13 @@ def check_image(size: tuple[int, int], image: str | Path | None, bgr: bool) -> t
 
 def trace_and_run(module: torch.nn.Module, inputs: tuple, path: Path, names: list[str], axes: dict, meta: dict[str, str],
                   check: torch.Tensor, opset: int, context: ContextManager = nullcontext(), *,
-                  exporter: str) -> dict[str, np.ndarray]:
+                  exporter: str, align_channels: int | str = DEFAULT_ALIGNMENT) -> dict[str, np.ndarray]:
     """Export a one-image detector (input ``image``, any size) to ``path`` with ``exporter``
-    (:mod:`export.exporters`), refuse a graph that is not deployable, record ``meta`` and the
-    exporter, and return onnxruntime's outputs, by name, on ``check``: the steps both frameworks'
-    exports share. ``context`` is entered around the export."""
+    (:mod:`export.exporters`), refuse a graph that is not deployable, pad its channel counts to
+    ``align_channels`` (:mod:`export.align_channels`: the backbone and heads; box and mask
+    post-processing read the real channels), record ``meta``, the exporter and the alignment, and
+    return onnxruntime's outputs, by name, on ``check``: the steps both frameworks' exports share.
+    ``context`` is entered around the export."""
     import onnxruntime as ort
 
     with context:
@@ -78,6 +81,7 @@ def trace_and_run(module: torch.nn.Module, inputs: tuple, path: Path, names: lis
     if problems:
         raise ExportVerificationError("the exported graph is not deployable: " + "; ".join(problems[:5]))
     meta.update(exporter_metadata(exporter))
+    meta.update(alignment_metadata(align_graph(graph, align_channels)))
     save_checked(graph, meta, path)
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

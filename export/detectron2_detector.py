@@ -29,6 +29,7 @@ import torch
 
 from .conventions import InputConventions
 from .detections import DETECTOR_EXPORTER, PER_DETECTION, check_image, compare_dense, detector_report, match_detections, trace_and_run
+from .align_channels import DEFAULT_ALIGNMENT, parse_alignment
 from .exporters import resolve_opset
 from .onnx_export import ExportReport, ExportVerificationError, verified_output
 
@@ -79,12 +80,16 @@ def _adapter(model: torch.nn.Module, image: torch.Tensor):
 
 def export_detector(cfg, weights: str | None, path: str | Path, image_size: tuple[int, int] = (320, 416),
                     opset: int | None = None, score_atol: float = 1e-3, box_rtol: float = 5e-3,
-                    verify_image: str | Path | None = None, exporter: str = DETECTOR_EXPORTER) -> ExportReport:
+                    verify_image: str | Path | None = None, exporter: str = DETECTOR_EXPORTER,
+                    align_channels: int | str = DEFAULT_ALIGNMENT) -> ExportReport:
     """Build the detector ``cfg`` describes, load ``weights``, export and verify (see module doc).
-    ``exporter`` defaults to the TorchScript-based one (:data:`export.detections.DETECTOR_EXPORTER` says why)."""
+    ``exporter`` defaults to the TorchScript-based one (:data:`export.detections.DETECTOR_EXPORTER` says why);
+    ``align_channels`` (``"auto"``, ``"none"``, 8, 16) pads channel counts to onnxruntime's SIMD block
+    (:mod:`export.align_channels`)."""
     from detectron2.modeling import build_model
 
     opset = resolve_opset(exporter, opset)
+    align_channels = parse_alignment(align_channels)
     from detection.checkpoint import NASNetDetectionCheckpointer
 
     cfg = cfg.clone()
@@ -118,7 +123,8 @@ def export_detector(cfg, weights: str | None, path: str | Path, image_size: tupl
             classes = getattr(MetadataCatalog.get(datasets[0]), "thing_classes", None)
             if classes:
                 meta["class_names"] = json.dumps(list(classes))
-        got = trace_and_run(adapter, adapter.flattened_inputs, tmp, names, axes, meta, check, opset, exporter=exporter)
+        got = trace_and_run(adapter, adapter.flattened_inputs, tmp, names, axes, meta, check, opset, exporter=exporter,
+                            align_channels=align_channels)
         with torch.no_grad():
             expected = dict(zip(names, (t.numpy() for t in adapter(check))))
         max_abs = match_detections(got, expected, score_atol, box_rtol * max(check.shape[1:]))
@@ -132,7 +138,8 @@ def export_detector_from_config(config_file: str, output: str | Path, *, weights
                                 opts: Sequence[str] = (), allow_pickle: bool = False,
                                 image_size: tuple[int, int] = (320, 416), score_atol: float = 1e-3,
                                 box_rtol: float = 5e-3, verify_image: str | Path | None = None,
-                                opset: int | None = None, exporter: str = DETECTOR_EXPORTER) -> ExportReport:
+                                opset: int | None = None, exporter: str = DETECTOR_EXPORTER,
+                                align_channels: int | str = DEFAULT_ALIGNMENT) -> ExportReport:
     """:func:`export_detector` of a config file or shipped config name with ``opts`` overrides
     (``KEY VALUE`` pairs): ``weights`` None takes the config's ``MODEL.WEIGHTS``, ``""`` none.
     The weights are checked (pickle refused unless ``allow_pickle``) before the model is built."""
@@ -148,4 +155,4 @@ def export_detector_from_config(config_file: str, output: str | Path, *, weights
     check_weights(chosen or "", allow_pickle=cfg.MODEL.NASNET.ALLOW_PICKLE_WEIGHTS,
                   flag="--weights" if weights is not None else "MODEL.WEIGHTS")  # before the model is built
     return export_detector(cfg, chosen, output, tuple(image_size), score_atol=score_atol, box_rtol=box_rtol,
-                           verify_image=verify_image, opset=opset, exporter=exporter)
+                           verify_image=verify_image, opset=opset, exporter=exporter, align_channels=align_channels)

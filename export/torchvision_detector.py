@@ -35,6 +35,7 @@ from nasnet_backbones.genotype import Genotype
 
 from .conventions import InputConventions
 from .detections import DETECTOR_EXPORTER, OUTPUTS, check_image, compare_dense, detector_report, match_detections, trace_and_run
+from .align_channels import DEFAULT_ALIGNMENT, parse_alignment
 from .exporters import resolve_opset
 from .onnx_export import ExportReport, ExportVerificationError, verified_output
 
@@ -101,11 +102,15 @@ def export_torchvision_detector(model: nn.Module, path: str | Path, image_size: 
                                 opset: int | None = None, score_atol: float = 1e-3, box_rtol: float = 5e-3,
                                 verify_image: str | Path | None = None,
                                 metadata: dict[str, Any] | None = None,
-                                exporter: str = DETECTOR_EXPORTER) -> ExportReport:
+                                exporter: str = DETECTOR_EXPORTER,
+                                align_channels: int | str = DEFAULT_ALIGNMENT) -> ExportReport:
     """Export ``model`` (a torchvision detector, its weights loaded) and verify it (see module doc).
-    ``exporter`` defaults to the TorchScript-based one (:data:`export.detections.DETECTOR_EXPORTER` says why)."""
+    ``exporter`` defaults to the TorchScript-based one (:data:`export.detections.DETECTOR_EXPORTER` says why);
+    ``align_channels`` (``"auto"``, ``"none"``, 8, 16) pads channel counts to onnxruntime's SIMD block
+    (:mod:`export.align_channels`)."""
     path = Path(path)
     opset = resolve_opset(exporter, opset)
+    align_channels = parse_alignment(align_channels)
     masks = _has_masks(model)
     outputs = [*OUTPUTS, "masks"] if masks else list(OUTPUTS)
     modes = {m: m.training for m in model.modules()}  # restored afterwards: the caller's model is theirs
@@ -128,7 +133,8 @@ def export_torchvision_detector(model: nn.Module, path: str | Path, image_size: 
                 axes["masks"] = {0: "detections", 2: "height", 3: "width"}
             # The resize fix is for the TorchScript tracer (torch.export keeps torchvision's sizes symbolic).
             resize = eager_resize() if exporter == "torchscript" else nullcontext()
-            got = trace_and_run(wrapper, (traced,), tmp, outputs, axes, meta, check, opset, resize, exporter=exporter)
+            got = trace_and_run(wrapper, (traced,), tmp, outputs, axes, meta, check, opset, resize, exporter=exporter,
+                                align_channels=align_channels)
             with torch.no_grad():
                 expected = dict(zip(outputs, (t.numpy() for t in wrapper(check))))
             try:
@@ -159,7 +165,8 @@ def export_named_torchvision_detector(kind: str, output: str | Path, *, backbone
                                       weights: str | Path | None = None, image_size: Sequence[int] = (320, 416),
                                       score_atol: float = 1e-3, box_rtol: float = 5e-3,
                                       verify_image: str | Path | None = None, opset: int | None = None,
-                                      exporter: str = DETECTOR_EXPORTER) -> ExportReport:
+                                      exporter: str = DETECTOR_EXPORTER,
+                                      align_channels: int | str = DEFAULT_ALIGNMENT) -> ExportReport:
     """Build the torchvision detector ``kind`` (:func:`detection.torchvision.torchvision_detector`),
     load ``weights`` (a whole detector's state dict; None: random weights, seeded, so every export
     of a configuration is the same model), export and verify it to ``output``."""
@@ -177,7 +184,7 @@ def export_named_torchvision_detector(kind: str, output: str | Path, *, backbone
         meta.update(cells=cells, filters=filters)
     return export_torchvision_detector(model.eval(), output, tuple(image_size), score_atol=score_atol,
                                        box_rtol=box_rtol, verify_image=verify_image, metadata=meta, opset=opset,
-                                       exporter=exporter)
+                                       exporter=exporter, align_channels=align_channels)
 
 
 def _conventions(transform: nn.Module) -> InputConventions:
