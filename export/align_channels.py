@@ -762,6 +762,18 @@ class _Aligner:
                 helper.make_node("Add", [masked, self.add_const(f"{out}_fix", fix)], [out], name=self.fresh(f"{out}_add"))]
 
 
+def _drop_replaced_initializers(model: onnx.ModelProto) -> None:
+    """Remove the initializers no node reads any more (the weights the rewrite replaced); reads
+    inside subgraphs count, and no node is removed."""
+    used = {o.name for o in model.graph.output}
+    for node in model.graph.node:
+        used.update(node.input)
+        used |= _subgraph_reads(node)
+    kept = [init for init in model.graph.initializer if init.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+
+
 def conv_cost(model: onnx.ModelProto) -> int | None:
     """Multiply-adds per image of the graph's Conv and Gemm/MatMul nodes (a dynamic batch counts
     as 1); None when a convolution's output size is not fixed (a dynamic image size)."""
@@ -798,9 +810,7 @@ def align_channels(model: onnx.ModelProto, multiple: int | str | None) -> Alignm
     aligner = _Aligner(model, block)
     aligner.analyse()
     aligner.rewrite()
-    from .graph_edits import drop_unused_initializers
-
-    drop_unused_initializers(model)
+    _drop_replaced_initializers(model)
     report = aligner.report
     report.mult_adds_before, report.mult_adds_after = before, conv_cost(model)
     logger.info("channel alignment to %d: %d convolutions padded, %d channels added, %d layout changes",
