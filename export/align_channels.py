@@ -191,12 +191,16 @@ def _tensor_info(model: onnx.ModelProto) -> dict[str, tuple[int, list[int | None
 
 
 def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Initializers, ``Constant`` values and ``Identity`` copies of them (the TorchScript exporter
+    passes shared parameters through ``Identity``), by name."""
     consts = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
     for node in model.graph.node:
         if node.op_type == "Constant":
             for attr in node.attribute:
                 if attr.name == "value":
                     consts[node.output[0]] = numpy_helper.to_array(attr.t)
+        elif node.op_type == "Identity" and node.input[0] in consts:
+            consts[node.output[0]] = consts[node.input[0]]
     return consts
 
 
@@ -267,6 +271,10 @@ def _known_values(model: onnx.ModelProto, info: dict, consts: dict[str, np.ndarr
                     out = elementwise(_ARITHMETIC[op], args[0], args[1])
                 elif op == "Mod" and args[1] is not None and not attrs.get("fmod", 0):
                     out = elementwise(lambda a, b: a % b, args[0], args[1])
+                elif op == "ConstantOfShape" and full(args[0]) and int(np.prod(args[0].astype(np.int64))) <= 64:
+                    value = numpy_helper.to_array(attrs["value"]).ravel()[0] if "value" in attrs else 0.0
+                    out = np.full([int(v) for v in args[0].ravel()], value.item() if hasattr(value, "item") else value,
+                                  dtype=object)
                 elif op == "Neg":
                     out = elementwise(lambda a: -a, args[0])
         except (ValueError, IndexError, TypeError, ZeroDivisionError):
@@ -484,6 +492,10 @@ class _Aligner:
                 self.uf.union(node.input[0], node.output[0])  # one filter per channel: a channel-wise op
             for name in node.input:
                 readers.setdefault(name, []).append(i)
+        self.readers = {name: [nodes[i] for i in found] for name, found in readers.items()}
+        for node in nodes:  # subgraph reads make a Shape's value unknown to the check above
+            for name in _subgraph_reads(node):
+                self.readers.setdefault(name, []).append(node)
         tracked = {n for node in nodes for n in (*node.input, *node.output) if self.channels(n) is not None}
         tracked |= {i.name for i in self.graph.input if self.channels(i.name) is not None}
         # Subgraphs (If, Loop, Scan) may read outer tensors by name: those keep their real channels.
@@ -751,6 +763,14 @@ class _Aligner:
                       for v in (int(attrs.get("start", 0)), int(attrs.get("end", 4))))
         if not start <= 1 < end:
             return []
+        channel = 1 - start
+        reads = self.readers.get(node.output[0], [])
+        if reads and node.output[0] not in {o.name for o in self.graph.output} and all(
+                r.op_type == "Gather" and r.input[0] == node.output[0] and not _attrs(r).get("axis", 0)
+                and r.input[1] in self.known and all(v is not None and int(v) % (end - start) != channel
+                                                     for v in self.known[r.input[1]].ravel())
+                for r in reads):
+            return []  # only the batch and spatial sizes are read
         mask, fix = np.ones(end - start, np.int64), np.zeros(end - start, np.int64)
         mask[1 - start], fix[1 - start] = 0, len(lay.positions)
         out = node.output[0]
@@ -763,12 +783,19 @@ class _Aligner:
 
 
 def _drop_replaced_initializers(model: onnx.ModelProto) -> None:
-    """Remove the initializers no node reads any more (the weights the rewrite replaced); reads
-    inside subgraphs count, and no node is removed."""
-    used = {o.name for o in model.graph.output}
-    for node in model.graph.node:
-        used.update(node.input)
-        used |= _subgraph_reads(node)
+    """Remove the initializers, and the ``Identity``/``Constant`` nodes holding weights, that
+    nothing reads any more (what the rewrite replaced); reads inside subgraphs count."""
+    while True:
+        used = {o.name for o in model.graph.output}
+        for node in model.graph.node:
+            used.update(node.input)
+            used |= _subgraph_reads(node)
+        dead = [node for node in model.graph.node if node.op_type in ("Identity", "Constant")
+                and not any(o in used for o in node.output)]
+        if not dead:
+            break
+        for node in dead:
+            model.graph.node.remove(node)
     kept = [init for init in model.graph.initializer if init.name in used]
     del model.graph.initializer[:]
     model.graph.initializer.extend(kept)
