@@ -41,10 +41,12 @@ def _assert_close(got: list[np.ndarray], expected: list[np.ndarray]) -> None:
 
 def _assert_aligned(model: onnx.ModelProto, multiple: int) -> int:
     """Every convolution writes a multiple of ``multiple`` channels and, past the graph input,
-    reads one; returns how many convolutions there are."""
+    reads one (but one that only writes a graph output keeps its count: padding gains nothing
+    there); returns how many convolutions there are."""
     weights = {i.name: i for i in model.graph.initializer}
     inputs = {i.name for i in model.graph.input}
-    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    outputs = {o.name for o in model.graph.output}
+    convs = [n for n in model.graph.node if n.op_type == "Conv" and n.output[0] not in outputs]
     for node in convs:
         w = weights[node.input[1]]
         group = next((a.i for a in node.attribute if a.name == "group"), 1)
@@ -129,12 +131,12 @@ def test_dynamic_size_backbone_keeps_real_outputs_and_proves_its_computed_pads(t
     assert report.alignment["convs_padded"] > 0
     assert "Pad" not in report.alignment["ops_kept_real"]  # batch and channel pads proved 0 in the graph arithmetic
     graph = onnx.load(str(path))
-    assert [o.type.tensor_type.shape.dim[1].dim_value for o in graph.graph.output] == [
-        f["num_chs"] for f in model.feature_info]
     x = torch.randn(1, 3, 97, 75)
     with torch.no_grad():
         expected = [t.numpy() for t in model(x).values()]
-    _assert_close(_run(graph, x.numpy()), expected)
+    got = _run(graph, x.numpy())
+    assert [g.shape[1] for g in got] == [f["num_chs"] for f in model.feature_info]  # the real channel counts
+    _assert_close(got, expected)
 
 
 def _conv(name: str, cin: int, cout: int, rng, group: int = 1, k: int = 3) -> list:
@@ -170,8 +172,9 @@ def test_concat_interleaving_depthwise_and_ops_the_pass_does_not_know():
         helper.make_node("Shape", ["dw"], ["shape"]),
     ]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])],
-                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("d", "soft", "ab")]
-                              + [helper.make_tensor_value_info("shape", TensorProto.INT64, None)], inits)
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["n", c, 8, 8])
+                               for n, c in (("d", 6), ("soft", 12), ("ab", 12))]
+                              + [helper.make_tensor_value_info("shape", TensorProto.INT64, [4])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
     expected = _run(model, x)
@@ -184,7 +187,7 @@ def test_concat_interleaving_depthwise_and_ops_the_pass_does_not_know():
         _assert_close(got[:3], expected[:3])
         assert got[3].tolist() == expected[3].tolist() == [2, 24, 8, 8]  # Shape reports the real channels
         assert report.ops_kept_real == {"Softmax": 1}
-        dw = next(n for n in aligned.graph.node if n.input[1].startswith("dw_w"))
+        dw = next(n for n in aligned.graph.node if n.op_type == "Conv" and n.input[1].startswith("dw_w"))
         assert next(a.i for a in dw.attribute if a.name == "group") % multiple == 0
 
 
