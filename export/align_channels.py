@@ -840,6 +840,6 @@ def align_channels(model: onnx.ModelProto, multiple: int | str | None) -> Alignm
     _drop_replaced_initializers(model)
     report = aligner.report
     report.mult_adds_before, report.mult_adds_after = before, conv_cost(model)
-    logger.info("channel alignment to %d: %d convolutions padded, %d channels added, %d layout changes",
+    logger.debug("channel alignment to %d: %d convolutions padded, %d channels added, %d layout changes",
                 block, report.convs_padded, report.channels_added, report.realigns)
     return report

@@ -76,7 +76,13 @@ class ExportReport:
         by = f" ({self.exporter} exporter)" if self.exporter else ""
         return (f"{self.path}{by}: verified with onnxruntime on inputs {self.verified_inputs} (not the traced one): "
                 f"max abs error {self.max_abs_error:.2e}, max rel error {self.max_rel_error:.2e} "
-                f"(tolerance rtol {self.rtol:g}, atol {self.atol:g})")
+                f"(tolerance rtol {self.rtol:g}, atol {self.atol:g})" + self._aligned())
+
+    def _aligned(self) -> str:
+        if not self.alignment.get("multiple"):
+            return ""
+        return (f"; channels aligned to {self.alignment['multiple']} ({self.alignment['channels_added']} zero channels "
+                f"in {self.alignment['convs_padded']} convolutions)")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
