@@ -16,6 +16,8 @@ from onnx import TensorProto, helper, numpy_helper
 from helpers import expect_clean_error, randomize_batchnorm, run_cli
 from export.align_channels import ALIGNMENT_KEY, align_channels, auto_alignment, conv_cost, parse_alignment
 from export.onnx_export import export_backbone, export_classifier
+from export.ort_format import convert_to_ort
+from export.quantize import quantize_onnx
 from nasnet_backbones import build_nasnet, genotypes
 from nasnet_backbones.host import cpu_description
 
@@ -100,6 +102,9 @@ def test_classifier_export_verifies_the_aligned_graph_and_records_it(tmp_path):
     x = torch.randn(3, 3, 64, 64)
     with torch.no_grad():
         np.testing.assert_allclose(_run(graph, x.numpy())[0], model(x).numpy(), rtol=1e-4, atol=1e-5)
+    # INT8 and the ORT format take the aligned graph (each verifies itself against it).
+    quantize_onnx(path, tmp_path / "m.int8.onnx", "synthetic", num_calibration=4, num_held_out=4, min_agreement=0.0)
+    assert convert_to_ort(path, tmp_path / "m.ort", target_platform="amd64").max_abs_diff <= 1e-4
 
 
 def test_none_leaves_the_graph_unchanged_and_auto_follows_the_host(tmp_path):
