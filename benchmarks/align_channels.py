@@ -2,6 +2,7 @@
 against a naive export of ``pretrainedmodels``' nasnetamobile, FP32 and INT8.
 
     python benchmarks/align_channels.py [--rounds 40] [--no-int8] [--json results.json]
+    python benchmarks/align_channels.py --detector faster_rcnn_nasnet_a_mobile_FPN_1x [--size 512] [--rounds 10]
 
 Same random weights everywhere (Cadene's port, random BatchNorm statistics, converted into this
 package's model), 224x224, batch 1, one onnxruntime thread (``intra_op_num_threads=1``,
@@ -74,12 +75,54 @@ def kernels(optimized: Path) -> dict[str, int]:
             "qlinear_conv": sum(v for (_, t), v in counts.items() if t == "QLinearConv")}
 
 
+def detector(config: str, size: int, rounds: int) -> None:
+    """A whole detectron2 detector (random weights), unaligned against aligned to the host's block,
+    on one square image of ``size`` pixels."""
+    import detection  # noqa: F401  (registers the NASNet backbones)
+    from detection.model_zoo import get_config
+    from export.detectron2_detector import export_detector
+
+    cfg = get_config(config)
+    feed = np.random.default_rng(0).uniform(0, 255, (3, size, size)).astype(np.float32)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        sessions = []
+        for align in ("none", "auto"):
+            path = tmp / f"det_{align}.onnx"
+            report = export_detector(cfg, "", path, (size, size), align_channels=align)
+            sessions.append(session(path, tmp / f"det_{align}.opt.onnx"))
+            rows.append({"label": f"{config}, align {report.metadata['channel_alignment']}",
+                         "size_mb": path.stat().st_size / 1e6, **kernels(tmp / f"det_{align}.opt.onnx")})
+        times: list[list[float]] = [[] for _ in rows]
+        for r in range(rounds + 2):
+            for i, s in enumerate(sessions):
+                start = time.thread_time()
+                s.run(None, {"image": feed})
+                if r >= 2:
+                    times[i].append(time.thread_time() - start)
+    print(f"{config}, {size}x{size} image, onnxruntime CPU, 1 thread, thread_time median of {rounds} alternating "
+          f"rounds; {cpu_summary()}\n")
+    print("| model | file (MB) | median (ms) | vs unaligned | NCHWc nodes | reorders | convs outside NCHWc |")
+    print("|---|---|---|---|---|---|---|")
+    base = statistics.median(times[0])
+    for row, t in zip(rows, times):
+        m = statistics.median(t)
+        print(f"| {row['label']} | {row['size_mb']:.1f} | {m * 1e3:.1f} | {m / base:.2f}x | {row['nchwc']} | "
+              f"{row['reorders']} | {row['plain_conv']} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--no-int8", dest="int8", action="store_false")
     parser.add_argument("--json", help="also write the numbers here")
+    parser.add_argument("--detector", metavar="CONFIG", help="time this detectron2 config's whole detector instead")
+    parser.add_argument("--size", type=int, default=512, help="with --detector: the square image side")
     args = parser.parse_args()
+    if args.detector:
+        torch.set_num_threads(1)
+        return detector(args.detector, args.size, args.rounds)
     import pretrainedmodels
 
     torch.set_num_threads(1)

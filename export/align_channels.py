@@ -519,14 +519,14 @@ class _Aligner:
         order = {name: i for i, node in enumerate(nodes) for name in node.output}
         for names in self.sources.values():
             names.sort(key=lambda n: order.get(n, -1))
-        # A class only its reshapes, matrix products and outputs read gains nothing from padding.
+        # A class that only reshapes, matrix products and graph outputs read keeps its real
+        # channels: padding gains nothing there (a head's 3-channel objectness convolution, say).
         self.worth: set[str] = set()
-        for root, names in self.members.items():
-            for name in names:
-                for r in readers.get(name, []):
-                    broadcast = {nodes[r].input[p] for p in self.broadcast.get(r, [])}
-                    if self.kind[r] not in ("unknown", "passive", "shape") and name not in broadcast:
-                        self.worth.add(root)
+        for name in tracked:
+            for r in readers.get(name, []):
+                broadcast = {nodes[r].input[p] for p in self.broadcast.get(r, [])}
+                if self.kind[r] not in ("unknown", "passive", "shape") and name not in broadcast:
+                    self.worth.add(self.uf.find(name))
         self.layouts: dict[str, _Layout] = {}
         self.natural: dict[str, _Layout] = {}
         self._resolve_all()
