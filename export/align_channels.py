@@ -41,6 +41,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from .graph_edits import drop_unused_initializers, subgraph_reads
+
 __all__ = ["ALIGNMENTS", "ALIGNMENT_KEY", "DEFAULT_ALIGNMENT", "AlignmentReport", "align_channels",
            "alignment_metadata", "auto_alignment", "conv_cost", "parse_alignment", "resolve_alignment"]
 
@@ -284,18 +286,6 @@ def _known_values(model: onnx.ModelProto, info: dict, consts: dict[str, np.ndarr
     return known
 
 
-def _subgraph_reads(node: onnx.NodeProto) -> set[str]:
-    """Every name the subgraphs of ``node`` (If branches, Loop and Scan bodies) read, nested ones too."""
-    names: set[str] = set()
-    for attr in node.attribute:
-        for graph in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else
-                      list(attr.graphs) if attr.type == onnx.AttributeProto.GRAPHS else []):
-            for inner in graph.node:
-                names.update(inner.input)
-                names |= _subgraph_reads(inner)
-    return names
-
-
 # -- the pass ------------------------------------------------------------------------------------
 
 class _Aligner:
@@ -494,12 +484,12 @@ class _Aligner:
                 readers.setdefault(name, []).append(i)
         self.readers = {name: [nodes[i] for i in found] for name, found in readers.items()}
         for node in nodes:  # subgraph reads make a Shape's value unknown to the check above
-            for name in _subgraph_reads(node):
+            for name in subgraph_reads(node):
                 self.readers.setdefault(name, []).append(node)
         tracked = {n for node in nodes for n in (*node.input, *node.output) if self.channels(n) is not None}
         tracked |= {i.name for i in self.graph.input if self.channels(i.name) is not None}
         # Subgraphs (If, Loop, Scan) may read outer tensors by name: those keep their real channels.
-        inner = {name for node in nodes for name in _subgraph_reads(node)}
+        inner = {name for node in nodes for name in subgraph_reads(node)}
         self.forced_real = {self.uf.find(n) for n in tracked & inner}
         self.members: dict[str, list[str]] = {}
         for name in sorted(tracked):
@@ -782,25 +772,6 @@ class _Aligner:
                 helper.make_node("Add", [masked, self.add_const(f"{out}_fix", fix)], [out], name=self.fresh(f"{out}_add"))]
 
 
-def _drop_replaced_initializers(model: onnx.ModelProto) -> None:
-    """Remove the initializers, and the ``Identity``/``Constant`` nodes holding weights, that
-    nothing reads any more (what the rewrite replaced); reads inside subgraphs count."""
-    while True:
-        used = {o.name for o in model.graph.output}
-        for node in model.graph.node:
-            used.update(node.input)
-            used |= _subgraph_reads(node)
-        dead = [node for node in model.graph.node if node.op_type in ("Identity", "Constant")
-                and not any(o in used for o in node.output)]
-        if not dead:
-            break
-        for node in dead:
-            model.graph.node.remove(node)
-    kept = [init for init in model.graph.initializer if init.name in used]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(kept)
-
-
 def conv_cost(model: onnx.ModelProto) -> int | None:
     """Multiply-adds per image of the graph's Conv and Gemm/MatMul nodes (a dynamic batch counts
     as 1); None when a convolution's output size is not fixed (a dynamic image size)."""
@@ -837,7 +808,7 @@ def align_channels(model: onnx.ModelProto, multiple: int | str | None) -> Alignm
     aligner = _Aligner(model, block)
     aligner.analyse()
     aligner.rewrite()
-    _drop_replaced_initializers(model)
+    drop_unused_initializers(model)
     report = aligner.report
     report.mult_adds_before, report.mult_adds_after = before, conv_cost(model)
     logger.debug("channel alignment to %d: %d convolutions padded, %d channels added, %d layout changes",

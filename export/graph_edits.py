@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-__all__ = ["drop_unused_initializers", "fold_pads", "fold_static_dims", "graph_constants", "merge_pad_crops"]
+__all__ = ["drop_unused_initializers", "subgraph_reads", "fold_pads", "fold_static_dims", "graph_constants", "merge_pad_crops"]
 
 
 def graph_constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
@@ -32,12 +32,28 @@ def graph_constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     return consts
 
 
+def subgraph_reads(node: onnx.NodeProto) -> set[str]:
+    """Every name the subgraphs of ``node`` (If branches, Loop and Scan bodies) read, nested ones too."""
+    names: set[str] = set()
+    for attr in node.attribute:
+        for graph in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else
+                      list(attr.graphs) if attr.type == onnx.AttributeProto.GRAPHS else []):
+            for inner in graph.node:
+                names.update(inner.input)
+                names |= subgraph_reads(inner)
+    return names
+
+
 def drop_unused_initializers(model: onnx.ModelProto) -> None:
     """Remove the nodes and initializers nothing reads any more (what the rewrites replaced), in
-    place, so that onnxruntime has no unused initializer to warn about."""
+    place, so that onnxruntime has no unused initializer to warn about. Reads inside subgraphs
+    (If branches, Loop bodies: a whole detector's) count as reads."""
     outputs = {o.name for o in model.graph.output}
     while True:
-        used = {name for node in model.graph.node for name in node.input} | outputs
+        used = set(outputs)
+        for node in model.graph.node:
+            used.update(node.input)
+            used |= subgraph_reads(node)
         dead = [node for node in model.graph.node if not any(out in used for out in node.output)]
         if not dead:
             break
