@@ -158,11 +158,11 @@ def host_platform() -> str:
                      f"--target-platform ({' or '.join(TARGET_PLATFORMS)})")
 
 
-def ort_session_options(path: str | Path | None = None, threads: int | None = None) -> Any:
+def ort_session_options(*, threads: int | None = None) -> Any:
     """``onnxruntime.SessionOptions`` for loading an ``.ort`` file written here: saved runtime
     optimizations replayed (needed by Runtime-style files, no effect on Fixed ones; onnxruntime
     advises it only for trusted models, as files this package wrote are), and ``threads`` intra-op
-    threads (and one inter-op thread) when given. ``path`` is unused, for call sites that pass it."""
+    threads (and one inter-op thread) when given."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
