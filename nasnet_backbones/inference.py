@@ -24,6 +24,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from .nasnet import AuxHead
 from .ops import FactorizedReduction
+from .prepacked import prepack_convolutions
 
 __all__ = ["fold_batchnorm", "optimize_for_inference"]
 
@@ -82,11 +83,15 @@ def fold_batchnorm(model: nn.Module) -> int:
     return folded
 
 
-def optimize_for_inference(model: nn.Module, *, channels_last: bool = True, compile: bool = False) -> nn.Module:
+def optimize_for_inference(model: nn.Module, *, channels_last: bool = True, compile: bool = False,
+                           prepack: bool = True) -> nn.Module:
     """An eval-mode copy of ``model`` for inference: BatchNorm folded (:func:`fold_batchnorm`),
-    weights and inputs in channels_last (``channels_last=True``), and wrapped in ``torch.compile``
-    (``compile=True``: a one-time compile, tens of seconds on a CPU, then faster calls). Outputs
-    equal the original's within float rounding at any valid input size; ``model`` is unchanged.
+    weights and inputs in channels_last (``channels_last=True``), convolution weights reordered once
+    for oneDNN with the ReLUs after them fused (``prepack=True``, see :mod:`.prepacked`; on the CPU,
+    where PyTorch has oneDNN), and wrapped in ``torch.compile`` (``compile=True``: a one-time
+    compile, tens of seconds on a CPU, then faster calls; it selects such kernels itself, so it
+    replaces prepacking). Outputs equal the original's within float rounding at any valid input
+    size; ``model`` is unchanged.
     The copy is for inference only: its BatchNorms are gone, so do not train it."""
     fast = copy.deepcopy(model).eval()
     count = fold_batchnorm(fast)
@@ -97,6 +102,8 @@ def optimize_for_inference(model: nn.Module, *, channels_last: bool = True, comp
     if channels_last:
         fast = fast.to(memory_format=torch.channels_last)
         fast.register_forward_pre_hook(_to_channels_last)
+    if prepack and not compile:
+        logger.info("prepacked %d convolutions for oneDNN", prepack_convolutions(fast))
     if compile:
         fast = torch.compile(fast)
     return fast

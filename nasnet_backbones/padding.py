@@ -164,12 +164,16 @@ class Conv2dSame(nn.Conv2d):
         self.pad_mode = mode
         self.same_pads, self.same_narrow = pads, narrow
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def pad_input(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` padded as TF 'SAME' pads it where the convolution's own padding cannot."""
         if self.pad_mode == "same":
-            x = F.pad(x, _parity_pads(self.same_pads, self.same_narrow, x.shape[-2], x.shape[-1]))
-        elif self.pad_mode == "any_stride":
-            x = F.pad(x, same_pads_any_stride(x.shape[-2], x.shape[-1], self.kernel_size, self.stride, self.dilation))
-        return self._conv_forward(x, self.weight, self.bias)
+            return F.pad(x, _parity_pads(self.same_pads, self.same_narrow, x.shape[-2], x.shape[-1]))
+        if self.pad_mode == "any_stride":
+            return F.pad(x, same_pads_any_stride(x.shape[-2], x.shape[-1], self.kernel_size, self.stride, self.dilation))
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(self.pad_input(x), self.weight, self.bias)
 
 
 class Pool2dSame(nn.Module):
