@@ -1,8 +1,20 @@
-"""``nasnet bench``: PyTorch eager against onnxruntime FP32 and INT8, on this machine.
+"""``nasnet bench``: every way this package runs a model, timed on this machine in one run.
+
+For a registered classifier (``--model``): PyTorch eager as built, eager optimized
+(:func:`nasnet_backbones.optimize_for_inference`: BatchNorm folded, channels_last), compiled
+(``--compile``), onnxruntime FP32 unaligned and channel-aligned (:mod:`export.align_channels`),
+INT8 (:func:`export.quantize.quantize_onnx` of the aligned FP32) and the ORT format of both
+(:func:`export.ort_format.convert_to_ort`: Fixed optimizations for this host's platform). For a
+detectron2 config (``--config-file``) the same rows for the whole detector, one C x H x W image
+per call. For given files (``--onnx``/``--int8``) their rows and the ``.ort`` files made from them.
 
 Each backend runs in its own subprocess, so the peak resident memory reported is that backend's
-alone (model, runtime and activations). Warm-up runs are excluded; latency is per batch
-(median and 90th percentile), throughput is images per second at the median.
+alone (model, runtime and activations); the onnxruntime child never imports torch. Warm-up runs
+are excluded; latency is per call (median and 90th percentile), throughput is images per second at
+the median. With one thread the clock is the thread's CPU time (``time.thread_time``: PyTorch and
+onnxruntime then compute on the calling thread, and the figure does not move with other load on
+the machine); with more, wall time. Every result records the host's CPU model and ISA flags
+(:mod:`nasnet_backbones.host`): the same file is faster or slower on hosts of the same kind.
 """
 
 from __future__ import annotations
@@ -15,14 +27,18 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 
 __all__ = ["BenchRun", "add_parser", "check_target", "measure", "run_backends", "timed"]
+
+CLOCKS = {"wall": time.perf_counter, "thread": time.thread_time}
+# export.ort_format.RUNTIME_REPLAY_ENTRY; spelled here because the onnxruntime child imports nothing of the package.
+_RUNTIME_REPLAY_ENTRY = "session.enable_saved_runtime_optimizations"
 
 
 def peak_rss_mb() -> float:
@@ -37,61 +53,114 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def timed(fn, runs: int, warmup: int) -> list[float]:
+def timed(fn: Callable[[], Any], runs: int, warmup: int, clock: Callable[[], float] = time.perf_counter) -> list[float]:
+    """Seconds per call of ``fn`` by ``clock``, ``runs`` times after ``warmup`` untimed calls."""
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(runs):
-        start = time.perf_counter()
+        start = clock()
         fn()
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return times
 
 
+def clock_for(threads: int) -> str:
+    """``thread`` (CPU time of the calling thread) with one thread, where all the work runs on it;
+    ``wall`` otherwise (worker threads' time would be missed)."""
+    return "thread" if threads == 1 else "wall"
+
+
 def measure(backend: str, target: str, batch: int, size: int, threads: int, runs: int, warmup: int,
-            pixel_max: float = 255.0) -> dict[str, Any]:
-    """Time one backend in this process: ``eager`` (target: model name[:weights]) or ``ort`` (target:
-    .onnx/.ort). A whole detector (one C x H x W image) gets uniform pixels up to ``pixel_max``, its
-    input conventions' value range (the parent reads them: this child imports neither onnx nor torch)."""
+            pixel_max: float = 255.0, *, weights: str = "", optimize: bool = False, compile: bool = False,
+            opts: Sequence[str] = (), session_config: dict[str, str] | None = None,
+            architecture: dict[str, Any] | None = None, clock: str = "wall") -> dict[str, Any]:
+    """Time one backend in this process.
+
+    ``eager``: target is a registered model name or a genotype JSON file (built by
+    :func:`nasnet_backbones.build_model` with ``architecture``: ``cells``, ``filters``, ``stem``)
+    with ``weights`` (``""``: random), run as built or, with ``optimize``, through
+    :func:`nasnet_backbones.optimize_for_inference` (``compile`` too: its compile happens in a
+    warm-up call, at least one). ``detector``: target is a detectron2 config file or shipped name
+    with ``opts`` overrides and ``weights`` (``""``: none), ``optimize`` its
+    ``MODEL.NASNET.OPTIMIZE_FOR_INFERENCE``; it gets one C x H x W image of uniform pixels up to
+    ``pixel_max``. ``ort``: target is an .onnx/.ort file, opened with ``session_config`` entries; a
+    whole detector (3-D input) gets the same image as the eager detector. The parent reads the
+    input conventions: this child imports neither onnx nor, for onnxruntime, torch."""
     x = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
-    if backend == "eager":
+    image = np.random.default_rng(0).uniform(0, pixel_max, (3, size, size)).astype(np.float32)
+    if backend in ("eager", "detector"):
         import torch
 
-        import nasnet_backbones as nb
-
         torch.set_num_threads(threads)
-        name, _, weights = target.partition(":")
-        model = nb.create_model(name, pretrained=weights or False).eval()
-        tensor = torch.from_numpy(x)
+        if backend == "eager":
+            import nasnet_backbones as nb
+
+            model = nb.build_model(target, pretrained=weights or False, **(architecture or {})).eval()
+            if optimize:
+                model = nb.optimize_for_inference(model, compile=compile)
+                warmup = max(warmup, 1) if compile else warmup
+            inputs: Any = torch.from_numpy(x)
+        else:
+            model = _detectron2_model(target, weights, list(opts), optimize)
+            inputs = [{"image": torch.from_numpy(image)}]
 
         def step() -> None:
             with torch.inference_mode():
-                model(tensor)
+                model(inputs)
     else:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        for key, value in (session_config or {}).items():
+            options.add_session_config_entry(key, value)
         session = ort.InferenceSession(target, options, providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
         if len(session.get_inputs()[0].shape) == 3:  # a whole detector: one image per call
-            x = np.random.default_rng(0).uniform(0, pixel_max, (3, size, size)).astype(np.float32)
+            x = image
 
         def step() -> None:
             session.run(None, {name: x})
 
-    times = timed(step, runs, warmup)
+    times = timed(step, runs, warmup, CLOCKS[clock])
     median = statistics.median(times)
+    per_call = 1 if backend == "detector" or x is image else batch
     return {"median_ms": 1000 * median, "p90_ms": 1000 * float(np.percentile(times, 90)),
-            "images_per_s": batch / median, "peak_rss_mb": peak_rss_mb()}
+            "images_per_s": per_call / median, "peak_rss_mb": peak_rss_mb()}
+
+
+def _detectron2_model(config: str, weights: str, opts: list[str], optimize: bool) -> Any:
+    """The detector ``config`` describes, in eval mode on the CPU, as ``nasnet export detector`` builds it."""
+    import torch
+    from detectron2.modeling import build_model
+
+    from detection.checkpoint import NASNetDetectionCheckpointer
+    from detection.engine import merge_overrides
+    from detection.model_zoo import get_config
+
+    cfg = get_config(config)
+    merge_overrides(cfg, opts)
+    cfg.defrost()
+    cfg.MODEL.DEVICE = "cpu"
+    if "OPTIMIZE_FOR_INFERENCE" in cfg.MODEL.NASNET:
+        cfg.MODEL.NASNET.OPTIMIZE_FOR_INFERENCE = optimize
+    elif optimize:
+        raise ValueError("this detection package has no MODEL.NASNET.OPTIMIZE_FOR_INFERENCE")
+    torch.manual_seed(0)  # what export_detector builds: the same random layers
+    model = build_model(cfg).eval()
+    if weights:
+        NASNetDetectionCheckpointer(model, cfg=cfg).load(weights)
+    return model
 
 
 def _child(backend: str, target: str, *, batch: int, input_size: int, threads: int, runs: int, warmup: int,
-           pixel_max: float = 255.0) -> dict[str, Any]:
+           pixel_max: float = 255.0, clock: str = "wall", **extra: Any) -> dict[str, Any]:
     # Run as a plain script, so an onnxruntime child never imports torch (it would count in its memory).
-    cmd = [sys.executable, str(Path(__file__).resolve()), backend, target, str(batch), str(input_size),
-           str(threads), str(runs), str(warmup), repr(float(pixel_max))]
+    spec = dict(backend=backend, target=target, batch=batch, size=input_size, threads=threads, runs=runs,
+                warmup=warmup, pixel_max=float(pixel_max), clock=clock, **extra)
+    cmd = [sys.executable, str(Path(__file__).resolve()), json.dumps(spec)]
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=max(600, 20 * runs))
     except subprocess.TimeoutExpired:
@@ -125,83 +194,258 @@ def _recorded_size(path: str) -> int:
 
 @dataclass(frozen=True)
 class BenchRun:
-    """What :func:`run_backends` measured: one row per backend, at ``input_size``."""
+    """What :func:`run_backends` measured: one row per backend, at ``input_size``, on ``host``
+    (:func:`nasnet_backbones.host.cpu_description`), with ``notes`` on rows left out and, with
+    ``profile``, ``profiles``: ``(backend, text)`` per onnxruntime row."""
 
     rows: list[dict[str, Any]]
     input_size: int
+    host: dict[str, Any] = field(default_factory=dict)
+    batch: int = 1
+    threads: int = 2
+    runs: int = 20
+    warmup: int = 3
+    clock: str = "wall"
+    notes: list[str] = field(default_factory=list)
+    profiles: list[tuple[str, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``--json`` record: ``host``, ``rows``, ``input_size``, ``batch``, ``threads``, ``runs``,
+        ``warmup``, ``clock`` and ``notes`` (each row's ``profile``, when profiled, is in the row)."""
+        return {"host": self.host, "rows": self.rows, "input_size": self.input_size, "batch": self.batch,
+                "threads": self.threads, "runs": self.runs, "warmup": self.warmup, "clock": self.clock,
+                "notes": self.notes}
 
 
-def run_backends(*, model: str | None = None, weights: str | None = None, onnx: str | None = None,
-                 int8: str | None = None, quantize: bool = True, calib: str = "synthetic",
-                 input_size: int | None = None, threads: int = 2, batch: int = 1, runs: int = 20,
-                 warmup: int = 3) -> BenchRun:
-    """Time PyTorch eager (a registered ``model`` with ``weights``: a tag, a file, or None for
-    random weights), then onnxruntime FP32 (``onnx``, or the model exported here) and INT8
-    (``int8``, or the model quantized here on ``calib`` unless ``quantize`` is false), each in its
-    own process. ``input_size`` defaults to the model's, or the size ``onnx`` records. Each row:
-    ``backend``, ``median_ms``, ``p90_ms``, ``images_per_s``, ``peak_rss_mb`` and ``vs_first``
-    (its latency over the first row's)."""
-    if not (model or onnx):
-        raise ValueError("nothing to time: pass model or onnx")
-    rows = []
-    timing = dict(batch=batch, threads=threads, runs=runs, warmup=warmup)
-    with tempfile.TemporaryDirectory() as tmp:
-        fp32 = onnx
+def run_backends(*, model: str | None = None, weights: str | None = None, cells: int = 4, filters: int = 44,
+                 stem: str | None = None, onnx: str | None = None,
+                 int8: str | None = None, config: str | None = None, opts: Sequence[str] = (),
+                 quantize: bool = True, calib: str = "synthetic", input_size: int | None = None, threads: int = 2,
+                 batch: int = 1, runs: int = 20, warmup: int = 3, optimize: bool = True, compile: bool = False,
+                 align: bool = True, ort_format: bool = True, profile: bool = False) -> BenchRun:
+    """Time every backend of a registered ``model`` or genotype JSON file (``cells``, ``filters``,
+    ``stem`` as :func:`nasnet_backbones.build_model` takes them; ``weights``: a tag, a file, or None
+    for random weights), of the detectron2 ``config`` (with ``opts`` overrides; ``weights`` None takes its
+    ``MODEL.WEIGHTS``, ``""`` none), or of the given ``onnx``/``int8`` files, each in its own process
+    (module doc). The groups: eager optimized (``optimize``), compiled (``compile``, classifiers
+    only), the channel-aligned FP32 (``align``; left out with a note where ``"auto"`` aligns
+    nothing on this host), INT8 (``quantize``, on ``calib``, of the aligned FP32; random weights are
+    not held to the agreement gate), ``.ort`` of the FP32 and INT8 graphs (``ort_format``: this
+    host's platform, Fixed style, the batch fixed to 1 when ``batch`` is 1). A ``model`` with
+    ``onnx`` (as the demo passes its own exports) times those files instead of exporting.
+    ``input_size`` defaults to the model's, the config's ``INPUT.MIN_SIZE_TEST`` (a square image),
+    or the size ``onnx`` records. With ``profile``, each onnxruntime row also gets its optimized-graph
+    census and per-op profile (:func:`export.ort_profile.profile_summary`). Each row: ``backend``,
+    ``median_ms``, ``p90_ms``, ``images_per_s``, ``peak_rss_mb``, ``vs_first`` (its latency over the
+    first row's) and, for files, ``source`` (what it was made from) or ``file``."""
+    from nasnet_backbones.host import cpu_description
+
+    if not (model or onnx or config):
+        raise ValueError("nothing to time: pass model, config or onnx")
+    if config and (model or onnx or int8):
+        raise ValueError("config times a whole detector; it cannot be combined with model, onnx or int8")
+    if compile and not model:
+        raise ValueError("--compile is for --model: torch.compile of a whole detector or a file is not measured here")
+    clock = clock_for(threads)
+    rows: list[dict[str, Any]] = []
+    notes: list[str] = []
+    profiles: list[tuple[str, str]] = []
+    timing = dict(batch=batch, threads=threads, runs=runs, warmup=warmup, clock=clock)
+
+    def time_file(backend: str, path: str, **about: Any) -> None:
+        config_entries = {_RUNTIME_REPLAY_ENTRY: "1"} if Path(path).suffix == ".ort" else {}
+        row = {"backend": backend, **about,
+               **_child("ort", path, input_size=input_size, pixel_max=_conventions(path).pixel_max,
+                        session_config=config_entries, **timing)}
+        rows.append(row)
+        if profile:
+            from .ort_profile import profile_summary
+
+            summary = profile_summary(path, threads=threads, runs=runs)
+            row["profile"] = summary.as_dict()
+            profiles.append((backend, summary.format()))
+
+    with tempfile.TemporaryDirectory(prefix="nasnet-bench-") as tmp:
+        files: list[tuple[str, str, dict[str, Any]]] = []  # (backend, path, about), timed in this order
+        fp32: str | None = None
+        aligned: tuple[str, int] | None = None
         if model:
             import nasnet_backbones as nb
 
-            from .onnx_export import export_classifier
-            from .quantize import quantize_onnx
-
-            network = nb.create_model(model, pretrained=weights or False).eval()
+            shape = dict(cells=cells, filters=filters, stem=stem) if str(model).endswith(".json") else {}
+            network = nb.build_model(model, pretrained=weights or False, **shape).eval()
             input_size = input_size or network.pretrained_cfg.input_size
-            rows.append({"backend": "PyTorch eager",
-                         **_child("eager", f"{model}:{weights or ''}", input_size=input_size, **timing)})
-            if not fp32:  # (callers in Python may pass the model's own exports, as the demo does)
-                fp32 = str(Path(tmp) / "fp32.onnx")
-                export_classifier(network, fp32, input_size=input_size)
-                if quantize:
-                    int8 = str(Path(tmp) / "int8.onnx")
-                    # Timing only; random weights (the default) agree with FP32 by chance, so only
-                    # trained weights are held to the agreement threshold.
+            spec = dict(input_size=input_size, weights=weights or "", architecture=shape, **timing)
+            rows.append({"backend": "PyTorch eager", **_child("eager", model, **spec)})
+            if optimize:
+                rows.append({"backend": "PyTorch eager optimized", **_child("eager", model, optimize=True, **spec)})
+            if compile:
+                rows.append({"backend": "PyTorch compiled",
+                             **_child("eager", model, optimize=True, compile=True, **spec)})
+            if not onnx:
+                from .onnx_export import export_classifier
+
+                fp32, aligned = _exports(lambda path, alignment: export_classifier(
+                    network, path, input_size=input_size, align_channels=alignment), tmp, align, notes)
+        elif config:
+            from detection.checkpoint import check_weights
+            from detection.engine import merge_overrides
+            from detection.model_zoo import get_config
+
+            from .detectron2_detector import export_detector
+
+            if batch != 1:
+                raise ValueError(f"--batch {batch}: a whole detector takes one image per call; drop --batch")
+            cfg = get_config(config)
+            merge_overrides(cfg, list(opts))
+            chosen = weights if weights is not None else (cfg.MODEL.WEIGHTS or "")
+            check_weights(chosen, allow_pickle=cfg.MODEL.NASNET.ALLOW_PICKLE_WEIGHTS,
+                          flag="--weights" if weights is not None else "MODEL.WEIGHTS")  # before anything runs
+            weights = chosen
+            input_size = input_size or int(cfg.INPUT.MIN_SIZE_TEST)
+            spec = dict(input_size=input_size, weights=chosen, opts=list(opts), **timing)
+            rows.append({"backend": "PyTorch eager", **_child("detector", config, optimize=False, **spec)})
+            if optimize:
+                if "OPTIMIZE_FOR_INFERENCE" in cfg.MODEL.NASNET:
+                    rows.append({"backend": "PyTorch eager optimized",
+                                 **_child("detector", config, optimize=True, **spec)})
+                else:
+                    notes.append("PyTorch eager optimized: left out, this detection package has no "
+                                 "MODEL.NASNET.OPTIMIZE_FOR_INFERENCE config key")
+            fp32, aligned = _exports(lambda path, alignment: export_detector(
+                cfg, chosen or None, path, (input_size, input_size), align_channels=alignment), tmp, align, notes)
+        if onnx and not input_size:
+            input_size = _recorded_size(onnx)
+        if onnx:  # given files: timed as they are, each named by its format
+            files.append((_file_backend(onnx, "FP32"), onnx, {"file": onnx}))
+            if int8:
+                files.append((_file_backend(int8, "INT8"), int8, {"file": int8}))
+        elif fp32:
+            files.append(("onnxruntime FP32", fp32, {"alignment": "none"}))
+            aligned_path = None
+            if aligned:
+                aligned_path, block = aligned
+                files.append(("onnxruntime FP32 aligned", aligned_path, {"alignment": block}))
+            if quantize:
+                from .quantize import quantize_onnx
+
+                int8 = str(Path(tmp) / "int8.onnx")
+                # Timing only; random weights agree with FP32 by chance, so only trained weights are
+                # held to the agreement gates.
+                if config:
+                    gate = {} if weights else {"min_box_iou": 0.0}
+                    counts = dict(num_calibration=8, num_held_out=4)
+                else:
                     gate = {} if weights else {"min_agreement": 0.0}
-                    quantize_onnx(fp32, int8, calib, per_channel=True, num_calibration=16, num_held_out=8, **gate)
-        if fp32:
-            if not input_size:
-                input_size = _recorded_size(fp32)
-            rows.append({"backend": "onnxruntime FP32",
-                         **_child("ort", fp32, input_size=input_size, pixel_max=_conventions(fp32).pixel_max,
-                                  **timing)})
-        if int8:
-            rows.append({"backend": "onnxruntime INT8",
-                         **_child("ort", int8, input_size=input_size, pixel_max=_conventions(int8).pixel_max,
-                                  **timing)})
+                    counts = dict(num_calibration=16, num_held_out=8)
+                quantize_onnx(aligned_path or fp32, int8, calib, per_channel=True, **counts, **gate)
+                files.append(("onnxruntime INT8", int8,
+                              {"source": "onnxruntime FP32 aligned" if aligned_path else "onnxruntime FP32"}))
+        if ort_format:
+            files += _ort_files(files, tmp, batch)
+        for backend, path, about in files:
+            time_file(backend, path, **about)
     base = rows[0]["median_ms"]
     for row in rows:
         row["vs_first"] = row["median_ms"] / base
-    return BenchRun(rows, input_size)
+    return BenchRun(rows, input_size, cpu_description(), batch, threads, runs, warmup, clock, notes, profiles)
+
+
+def _file_backend(path: str, kind: str) -> str:
+    return f"{'.ort' if Path(path).suffix == '.ort' else 'onnxruntime'} {kind}"
+
+
+def _exports(export: Callable[[str, Any], Any], tmp: str, align: bool,
+             notes: list[str]) -> tuple[str, tuple[str, int] | None]:
+    """The unaligned FP32 export and, with ``align``, the one aligned to this host's block (path, block)."""
+    from .align_channels import resolve_alignment
+
+    fp32 = str(Path(tmp) / "fp32.onnx")
+    export(fp32, "none")
+    if not align:
+        return fp32, None
+    block = resolve_alignment("auto")
+    if block is None:
+        notes.append("onnxruntime FP32 aligned: left out, --align-channels auto aligns nothing on this host "
+                     "(no AVX2 or AVX-512F reported)")
+        return fp32, None
+    path = str(Path(tmp) / f"fp32_aligned{block}.onnx")
+    export(path, block)
+    return fp32, (path, block)
+
+
+def _ort_files(files: list[tuple[str, str, dict[str, Any]]], tmp: str,
+               batch: int) -> list[tuple[str, str, dict[str, Any]]]:
+    """The ``.ort`` rows: the FP32 graph (the aligned one when there is one) and the INT8 graph,
+    converted with this host's platform and Fixed optimizations, batch fixed to 1 when ``batch`` is 1."""
+    from .ort_format import convert_to_ort
+
+    by_backend = {backend: (path, about) for backend, path, about in files}
+    out = []
+    for kind in ("FP32", "INT8"):
+        for source in ((f"onnxruntime {kind} aligned", f"onnxruntime {kind}") if kind == "FP32"
+                       else (f"onnxruntime {kind}",)):
+            if source in by_backend:
+                path, _ = by_backend[source]
+                target = str(Path(tmp) / f"{kind.lower()}_{len(out)}.ort")
+                report = convert_to_ort(path, target, optimization_style="Fixed", fix_batch=batch == 1)
+                out.append((f".ort {kind}", target, {"source": source, "target_platform": report.target_platform,
+                                                     "optimization_style": "Fixed", "batch": report.batch}))
+                break
+    return out
 
 
 def add_parser(subparsers: Any) -> None:
     # here, not at the top: the per-backend child runs this file and must not load torch
-    from nasnet_backbones.argtypes import image_size, nonnegative_int, positive_int
+    from nasnet_backbones.argtypes import base_width, cells_per_stack, image_size, nonnegative_int, positive_int
 
-    p = subparsers.add_parser("bench", help="latency: PyTorch eager vs onnxruntime FP32 vs INT8",
+    p = subparsers.add_parser("bench", help="latency of every backend: PyTorch eager (as built, optimized, compiled), "
+                              "onnxruntime FP32 (unaligned, aligned), INT8 and the ORT format",
                               description="Median/p90 latency, throughput and peak memory per backend, each in its "
-                                          "own process, warm-up excluded.")
+                                          "own process, warm-up excluded, with the host's CPU model and ISA flags. "
+                                          "With one thread the clock is the thread's CPU time, else wall time.")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", help="registered model: eager, then exported (FP32) and quantized (INT8) here")
+    source.add_argument("--model", help="registered model: eager, then exported (FP32), quantized (INT8) and "
+                        "converted to the ORT format here")
+    source.add_argument("--genotype", metavar="FILE",
+                        help="genotype JSON file (e.g. from `nasnet search`), built with --cells, --filters, --stem: "
+                        "the same rows as --model")
+    source.add_argument("--config-file", "--config", dest="config_file", metavar="FILE",
+                        help="detectron2 config file or shipped config name: the whole detector, the same rows")
     source.add_argument("--onnx", help="an exported .onnx (or .ort) file")
-    p.add_argument("--weights", help="with --model: weights tag or file (default: random weights)")
+    p.add_argument("--weights", help="with --model: weights tag or file (default: random weights); with "
+                   "--config-file: detector checkpoint (default: the config's MODEL.WEIGHTS; '' for none)")
+    p.add_argument("--cells", type=cells_per_stack, default=4, help="with --genotype: normal cells per stack (N)")
+    p.add_argument("--filters", type=base_width, default=44, help="with --genotype: base width")
+    p.add_argument("--stem", choices=("imagenet", "cifar"), default=None,
+                   help="with --genotype: stem type (default imagenet)")
     p.add_argument("--int8", help="with --onnx: its INT8 version, timed too")
-    p.add_argument("--no-int8", action="store_true", help="with --model: skip quantization")
-    p.add_argument("--calib", default="synthetic", help="with --model: calibration images for INT8 (folder or 'synthetic')")
-    p.add_argument("--input-size", type=image_size, help="square input size (default: the model's)")
+    groups = p.add_argument_group("rows")
+    groups.add_argument("--no-optimize", action="store_true",
+                        help="skip 'PyTorch eager optimized' (BatchNorm folded, channels_last; for a detector "
+                        "MODEL.NASNET.OPTIMIZE_FOR_INFERENCE)")
+    groups.add_argument("--compile", action="store_true",
+                        help="with --model: add 'PyTorch compiled' (optimized and torch.compile'd); off by default "
+                        "because compiling takes about a minute (in the warm-up, not timed)")
+    groups.add_argument("--no-align", action="store_true",
+                        help="skip the channel-aligned FP32 export (INT8 and .ort then come from the unaligned one)")
+    groups.add_argument("--no-int8", action="store_true", help="with --model or --config-file: skip quantization")
+    groups.add_argument("--no-ort", action="store_true",
+                        help="skip the .ort rows (the FP32 and INT8 graphs converted for this host, Fixed style)")
+    p.add_argument("--profile", action="store_true",
+                   help="after the table, the optimized graph's census (fused/NCHWc convs, QLinearConv, Q/DQ pairs, "
+                   "transposes) and the per-op profile of each onnxruntime row")
+    p.add_argument("--calib", default="synthetic", help="calibration images for INT8 (folder or 'synthetic')")
+    p.add_argument("--input-size", type=image_size,
+                   help="square input size (default: the model's; a detector's INPUT.MIN_SIZE_TEST)")
     p.add_argument("--threads", type=positive_int, default=2)
     p.add_argument("--batch", type=positive_int, default=1)
     p.add_argument("--runs", type=positive_int, default=20)
     p.add_argument("--warmup", type=nonnegative_int, default=3)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true",
+                   help="print {host, rows, input_size, batch, threads, runs, warmup, clock, notes} as JSON")
+    p.add_argument("--opts", nargs=argparse.REMAINDER, default=None, metavar="KEY VALUE",
+                   help="with --config-file: config overrides, last")
     p.set_defaults(func=_run)
 
 
@@ -231,32 +475,55 @@ def check_target(path: str, flag: str) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from nasnet_backbones.argtypes import refuse_together
+    from nasnet_backbones.host import cpu_summary
 
-    refuse_together(args, "--model", "--int8")  # --int8 is --onnx's quantized version
-    refuse_together(args, "--onnx", "--no-int8")
-    refuse_together(args, "--onnx", "--weights")
+    for source in ("--model", "--genotype", "--config-file"):
+        refuse_together(args, source, "--int8")  # --int8 is --onnx's quantized version
+    for flag in ("--no-int8", "--weights", "--no-optimize", "--compile", "--no-align"):
+        refuse_together(args, "--onnx", flag)  # rows of a model: a given file has none of them
+    refuse_together(args, "--config-file", "--compile")
+    refuse_together(args, "--no-optimize", "--compile")  # --compile compiles the optimized model
+    if args.opts is not None and not args.config_file:
+        raise ValueError("--opts overrides a detectron2 config: use it with --config-file")
+    if args.config_file and args.batch != 1:
+        raise ValueError(f"--batch {args.batch}: a whole detector (--config-file) takes one image per call; "
+                         "drop --batch")
     for flag, path in (("--onnx", args.onnx), ("--int8", args.int8)):
         if path:
             check_target(path, flag)
-    run = run_backends(model=args.model, weights=args.weights, onnx=args.onnx, int8=args.int8,
-                       quantize=not args.no_int8, calib=args.calib, input_size=args.input_size, threads=args.threads,
-                       batch=args.batch, runs=args.runs, warmup=args.warmup)
-    rows = run.rows
+    run = run_backends(model=args.model or args.genotype, weights=args.weights, cells=args.cells,
+                       filters=args.filters, stem=args.stem, onnx=args.onnx, int8=args.int8,
+                       config=args.config_file, opts=args.opts or (), quantize=not args.no_int8, calib=args.calib,
+                       input_size=args.input_size, threads=args.threads, batch=args.batch, runs=args.runs,
+                       warmup=args.warmup, optimize=not args.no_optimize, compile=args.compile,
+                       align=not args.no_align, ort_format=not args.no_ort, profile=args.profile)
     if args.json:
-        json.dump(rows, sys.stdout, indent=2)
+        json.dump(run.to_dict(), sys.stdout, indent=2)
         print()
         return 0
-    print(f"batch {args.batch}, {run.input_size}x{run.input_size}, {args.threads} threads, median of {args.runs} "
-          f"after {args.warmup} warm-up runs")
+    clock = "thread CPU time" if run.clock == "thread" else "wall time"
+    print(f"host: {cpu_summary()}")
+    print(f"batch {run.batch}, {run.input_size}x{run.input_size}, {run.threads} thread{'s' if run.threads > 1 else ''}, "
+          f"median of {run.runs} after {run.warmup} warm-up runs ({clock})")
     print("| backend | median (ms) | p90 (ms) | images/s | peak RSS (MB) | vs first |")
     print("|---|---|---|---|---|---|")
-    for r in rows:
+    for r in run.rows:
         print(f"| {r['backend']} | {r['median_ms']:.1f} | {r['p90_ms']:.1f} | {r['images_per_s']:.1f} | "
               f"{r['peak_rss_mb']:.0f} | {r['vs_first']:.2f}x |")
+    for r in run.rows:
+        if "source" in r:
+            print(f"{r['backend']}: made from {r['source']}"
+                  + (f" ({r['target_platform']}, {r['optimization_style']}, batch {r['batch']})"
+                     if "target_platform" in r else ""))
+    for note in run.notes:
+        print(f"note: {note}")
+    for backend, text in run.profiles:
+        print(f"\n## {backend}\n{text}")
     return 0
 
 
 if __name__ == "__main__":  # the per-backend child process
-    backend, target, batch, size, threads, runs, warmup, pixel_max = sys.argv[1:9]
-    print(json.dumps(measure(backend, target, int(batch), int(size), int(threads), int(runs), int(warmup),
-                             float(pixel_max))))
+    spec = json.loads(sys.argv[1])
+    print(json.dumps(measure(spec.pop("backend"), spec.pop("target"), spec.pop("batch"), spec.pop("size"),
+                             spec.pop("threads"), spec.pop("runs"), spec.pop("warmup"), spec.pop("pixel_max"),
+                             **spec)))
