@@ -23,6 +23,7 @@ from nasnet_backbones import Genotype, GenotypeError, NASNet, build_model
 from nasnet_backbones.drop_path import ScheduledDropPath
 
 from .imagenet_init import check_body_filled
+from .torchvision.fast_path import FastInference
 
 __all__ = [
     "NASNetBackbone", "NASNetC4Backbone", "NASNetC4Head", "NASNetC4ROIHeads", "build_nasnet_from_cfg", "nasnet_network",
@@ -71,6 +72,8 @@ def _note_load(module: nn.Module, state_dict, prefix: str, *args) -> None:
 
 def _check_after_load(module: nn.Module, incompatible) -> None:
     prefix, present = module.__dict__.pop("_load_seen", ("", set()))
+    if isinstance(module, FastInference):
+        module.drop_inference_copy()  # new weights (the fingerprint would see them too; this frees it now)
     check_body_filled(module, prefix, present, incompatible.missing_keys, incompatible.unexpected_keys)
 
 
@@ -115,15 +118,19 @@ def _prune_cells(model: NASNet, keep: range) -> None:
         model.classifier = nn.Identity()
 
 
-class NASNetBackbone(Backbone):
+class NASNetBackbone(FastInference, Backbone):
     """The deepest cell output at each requested stride, as detectron2 features.
 
     ``grad_checkpointing`` recomputes the cells' activations in the backward pass
-    (:meth:`NASNet.set_grad_checkpointing`, ``MODEL.NASNET.GRAD_CHECKPOINTING``)."""
+    (:meth:`NASNet.set_grad_checkpointing`, ``MODEL.NASNET.GRAD_CHECKPOINTING``).
+    ``optimize_for_inference`` (``MODEL.NASNET.OPTIMIZE_FOR_INFERENCE``) lets eval-mode forward
+    passes run a BatchNorm-folded copy of the network
+    (:class:`~detection.torchvision.fast_path.FastInference`)."""
 
     def __init__(self, model: NASNet, out_features: list[str], freeze_at: int = 0, norm: str = "FrozenBN",
-                 grad_checkpointing: bool = False) -> None:
+                 grad_checkpointing: bool = False, optimize_for_inference: bool = True) -> None:
         super().__init__()
+        self._init_fast_path(optimize_for_inference)
         positions = model.cell_positions()
         deepest = {f"stride{stride}": (pos, ch) for pos, (_, ch, stride) in enumerate(positions)}
         unknown = [f for f in out_features if f not in deepest]
@@ -167,9 +174,10 @@ class NASNetBackbone(Backbone):
     def _run_trunk(self, x: torch.Tensor, keep: set[int]) -> dict[int, torch.Tensor]:
         """Outputs of the stem and cells up to ``max(keep)``; each dropped once its last reader
         has run, except the positions in ``keep``."""
-        states = {0: self.body.stem(x)}
+        body, x = self._inference_body(self.body, x)
+        states = {0: body.stem(x)}
         for pos in range(1, max(keep) + 1):
-            states[pos] = self.body.run_cells(states, pos, pos + 1)  # checkpointed when the body's flag is on
+            states[pos] = body.run_cells(states, pos, pos + 1)  # checkpointed when the body's flag is on
             for p in [p for p in states if p not in keep and self._last_read.get(p, p) <= pos]:
                 del states[p]
         return states
@@ -201,9 +209,9 @@ class NASNetC4Backbone(NASNetBackbone):
     last two stride-16 cell outputs (TF ``faster_rcnn_nas``'s RPN feature map)."""
 
     def __init__(self, model: NASNet, freeze_at: int = 0, norm: str = "FrozenBN",
-                 grad_checkpointing: bool = False) -> None:
+                 grad_checkpointing: bool = False, optimize_for_inference: bool = True) -> None:
         last, prev, _ = _c4_split(model)
-        super().__init__(model, ["stride16"], freeze_at, norm, grad_checkpointing)
+        super().__init__(model, ["stride16"], freeze_at, norm, grad_checkpointing, optimize_for_inference)
         channels = model.cell_positions()
         self._prev = prev
         self._positions = {"stride16": last}
@@ -216,12 +224,15 @@ class NASNetC4Backbone(NASNetBackbone):
         return {"stride16": torch.cat([states[self._prev], states[last]], dim=1)}
 
 
-class NASNetC4Head(nn.Module):
+class NASNetC4Head(FastInference, nn.Module):
     """The cells after the last stride-16 one, run on each region's pooled features (the box
-    head of the paper's Faster R-CNN); ends with ReLU like the classifier's head."""
+    head of the paper's Faster R-CNN); ends with ReLU like the classifier's head.
+    ``optimize_for_inference`` as for :class:`NASNetBackbone`."""
 
-    def __init__(self, model: NASNet, norm: str = "FrozenBN", grad_checkpointing: bool = False) -> None:
+    def __init__(self, model: NASNet, norm: str = "FrozenBN", grad_checkpointing: bool = False,
+                 optimize_for_inference: bool = True) -> None:
         super().__init__()
+        self._init_fast_path(optimize_for_inference)
         last, prev, count = _c4_split(model)
         positions = model.cell_positions()
         self._split = [positions[prev][1], positions[last][1]]
@@ -235,10 +246,11 @@ class NASNetC4Head(nn.Module):
         _check_loads(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        body, x = self._inference_body(self.body, x)
         prev, last = torch.split(x, self._split, dim=1)
         states = {self._prev: prev, self._last: last}
         for pos in range(self._last + 1, self._count):
-            states[pos] = self.body.run_cells(states, pos, pos + 1)  # checkpointed when the body's flag is on
+            states[pos] = body.run_cells(states, pos, pos + 1)  # checkpointed when the body's flag is on
         return torch.relu(states[self._count - 1])
 
 
@@ -248,7 +260,8 @@ class NASNetC4ROIHeads(Res5ROIHeads):
 
     @classmethod
     def _build_res5_block(cls, cfg):
-        head = NASNetC4Head(build_nasnet_from_cfg(cfg), cfg.MODEL.NASNET.NORM, cfg.MODEL.NASNET.GRAD_CHECKPOINTING)
+        head = NASNetC4Head(build_nasnet_from_cfg(cfg), cfg.MODEL.NASNET.NORM, cfg.MODEL.NASNET.GRAD_CHECKPOINTING,
+                            cfg.MODEL.NASNET.OPTIMIZE_FOR_INFERENCE)
         return head, head.out_channels
 
 
@@ -257,7 +270,8 @@ def build_nasnet_backbone(cfg, input_shape: ShapeSpec) -> NASNetBackbone:
     """``MODEL.NASNET`` as a multi-scale detectron2 backbone."""
     _check_input_channels(input_shape)
     return NASNetBackbone(build_nasnet_from_cfg(cfg), list(cfg.MODEL.NASNET.OUT_FEATURES),
-                          cfg.MODEL.BACKBONE.FREEZE_AT, cfg.MODEL.NASNET.NORM, cfg.MODEL.NASNET.GRAD_CHECKPOINTING)
+                          cfg.MODEL.BACKBONE.FREEZE_AT, cfg.MODEL.NASNET.NORM, cfg.MODEL.NASNET.GRAD_CHECKPOINTING,
+                          cfg.MODEL.NASNET.OPTIMIZE_FOR_INFERENCE)
 
 
 def _check_fpn_features(bottom_up: NASNetBackbone, in_features: list[str]) -> None:
@@ -298,7 +312,7 @@ def build_nasnet_c4_backbone(cfg, input_shape: ShapeSpec) -> NASNetC4Backbone:
     """The paper's C4 trunk; use with ``MODEL.ROI_HEADS.NAME: NASNetC4ROIHeads``."""
     _check_input_channels(input_shape)
     return NASNetC4Backbone(build_nasnet_from_cfg(cfg), cfg.MODEL.BACKBONE.FREEZE_AT, cfg.MODEL.NASNET.NORM,
-                            cfg.MODEL.NASNET.GRAD_CHECKPOINTING)
+                            cfg.MODEL.NASNET.GRAD_CHECKPOINTING, cfg.MODEL.NASNET.OPTIMIZE_FOR_INFERENCE)
 
 
 def _check_input_channels(input_shape: ShapeSpec) -> None:

@@ -116,6 +116,13 @@ def _nasnet_defaults() -> CN:
     # less memory (what limits NASNet-A large at 800-1200 pixels) for about one more forward pass
     # of the backbone per step. Gradients and BatchNorm statistics are exactly those without it.
     node.GRAD_CHECKPOINTING = False
+    # The fast eager path: in eval mode, without gradients, the backbone (and the C4 box head)
+    # run a copy of the network with every frozen / eval-mode BatchNorm folded into its
+    # convolution (nasnet_backbones.optimize_for_inference), built on the first such call and
+    # rebuilt when the weights change; detections equal the plain path's within float rounding.
+    # Training, gradients, tracing and exports always run the real modules; the copy is in no
+    # state dict or checkpoint. False: always the real modules (no copy, no extra memory).
+    node.OPTIMIZE_FOR_INFERENCE = True
     # Allow MODEL.WEIGHTS (or --weights) to be a pickle: detectron2's model-zoo ``.pkl`` files, or a
     # ``.pth`` that torch.load(weights_only=True) refuses. RISK: unpickling runs any code the file
     # contains, with your user's rights; set it True only for files from a source you trust

@@ -25,18 +25,27 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from nasnet_backbones import Genotype, NASNet, build_model
 
+from .fast_path import FastInference, drop_after_load
+
 __all__ = ["NASNetBody", "NASNetFPN", "torchvision_backbone"]
 
 
-class NASNetBody(nn.Module):
+class NASNetBody(FastInference, nn.Module):
     """The network's feature maps, finest first, keyed ``"0"``, ``"1"``, ... as torchvision's
     backbones are (its detectors' default RoI pooling reads those names); ``strides`` says which
-    stride each is, ``out_channels`` is the last map's width."""
+    stride each is, ``out_channels`` is the last map's width.
 
-    def __init__(self, model: NASNet) -> None:
+    ``optimize_for_inference``: in eval mode, without gradients and outside tracing and export,
+    run a copy of the network with its BatchNorms folded into the convolutions (exact within float
+    rounding; rebuilt when the weights change; in no state dict):
+    :class:`~detection.torchvision.fast_path.InferenceShadow`."""
+
+    def __init__(self, model: NASNet, optimize_for_inference: bool = True) -> None:
         super().__init__()
         if not model.features_only:
             raise ValueError("NASNetBody needs a features_only network")
+        self._init_fast_path(optimize_for_inference)
+        self.register_load_state_dict_post_hook(drop_after_load)
         self.model = model
         self.names = [f["name"] for f in model.feature_info]
         self.strides = [f["reduction"] for f in model.feature_info]
@@ -44,7 +53,8 @@ class NASNetBody(nn.Module):
         self.out_channels = self.channels[-1]
 
     def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
-        features = self.model(x)
+        model, x = self._inference_body(self.model, x)
+        features = model(x)
         return OrderedDict((str(i), features[name]) for i, name in enumerate(self.names))
 
 
@@ -103,6 +113,7 @@ def torchvision_backbone(
     extra_blocks: ExtraFPNBlock | None = None,
     cells: int = 4,
     filters: int = 44,
+    optimize_for_inference: bool = True,
     **kwargs: Any,
 ) -> nn.Module:
     """A backbone for torchvision's detection models.
@@ -120,6 +131,9 @@ def torchvision_backbone(
             network (statistics and affine), as torchvision's ResNet backbones do; None keeps them.
         pretrained: for a registered name, as :func:`create_model` (True, a weights tag or a file); for a
             genotype, a checkpoint file.
+        optimize_for_inference: eval-mode forward passes without gradients run a BatchNorm-folded
+            copy of the network (:class:`NASNetBody`); False always runs the network itself.
+            (Through :func:`~detection.torchvision.torchvision_detector`: ``backbone_kwargs``.)
     """
     model = build_model(name_or_genotype, cells=cells, filters=filters, stem="imagenet", pretrained=pretrained,
                         features_only=True, out_strides=returned_strides, **kwargs)
@@ -129,5 +143,5 @@ def torchvision_backbone(
         if norm_layer is not FrozenBatchNorm2d:
             raise ValueError("norm_layer: only torchvision.ops.misc.FrozenBatchNorm2d is supported (or None)")
         _freeze_batchnorm(model)
-    body = NASNetBody(model)
+    body = NASNetBody(model, optimize_for_inference)
     return NASNetFPN(body, out_channels, extra_blocks) if fpn else body
