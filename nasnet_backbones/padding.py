@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PADDING_MODES", "same_padding", "same_pads", "same_pads_any_stride", "Conv2dSame", "Pool2dSame", "traceable_padding",
+__all__ = ["PADDING_MODES", "same_padding", "same_pads", "same_pads_any_stride", "parity_pads", "Conv2dSame", "Pool2dSame", "traceable_padding",
            "is_traceable"]
 
 PADDING_MODES = ("same", "symmetric", "valid")
@@ -85,7 +85,7 @@ def same_pads_any_stride(height: int, width: int, kernel: Tuple[int, int], strid
     return pads
 
 
-def _parity_pads(pads: List[int], narrow: List[bool], height: int, width: int) -> List[int]:
+def parity_pads(pads: List[int], narrow: List[bool], height: int, width: int) -> List[int]:
     """The ``F.pad`` list for this input: a narrowed dimension pads ``(p - 1 + n % 2, p + 1 - n % 2)``
     (see :func:`same_pads`): always ``2p`` in all, so the padded size is ``n + 2p`` by one formula,
     in one copy of the input."""
@@ -167,7 +167,7 @@ class Conv2dSame(nn.Conv2d):
     def pad_input(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` padded as TF 'SAME' pads it where the convolution's own padding cannot."""
         if self.pad_mode == "same":
-            return F.pad(x, _parity_pads(self.same_pads, self.same_narrow, x.shape[-2], x.shape[-1]))
+            return F.pad(x, parity_pads(self.same_pads, self.same_narrow, x.shape[-2], x.shape[-1]))
         if self.pad_mode == "any_stride":
             return F.pad(x, same_pads_any_stride(x.shape[-2], x.shape[-1], self.kernel_size, self.stride, self.dilation))
         return x
@@ -204,7 +204,7 @@ class Pool2dSame(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k, s = self.kernel_size, self.stride
         if self.pad_mode == "same":
-            return self._padded_pool(x, _parity_pads(self.same_pads, self.same_narrow, x.shape[-2], x.shape[-1]))
+            return self._padded_pool(x, parity_pads(self.same_pads, self.same_narrow, x.shape[-2], x.shape[-1]))
         if self.pad_mode == "any_stride":
             return self._padded_pool(x, same_pads_any_stride(x.shape[-2], x.shape[-1], (k, k), (s, s), (1, 1)))
         p = self.native_padding

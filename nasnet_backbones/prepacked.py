@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .padding import Conv2dSame
+from .padding import Conv2dSame, parity_pads
 
 __all__ = ["PrepackedConv2d", "prepack_convolutions", "prepacking_available"]
 
@@ -55,8 +55,18 @@ class PrepackedConv2d(nn.Module):
         self.relu = relu
         self._packed: tuple[Any, torch.Tensor] | None = None  # (key, reordered weight)
 
-    def _pad(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv.pad_input(x) if isinstance(self.conv, Conv2dSame) else x
+    def _pad(self, x: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+        """``x`` ready for the convolution, and the padding the kernel adds itself. TF 'SAME' on a
+        stride-2 layer pads an odd input symmetrically (see :func:`~.padding.same_pads`), which the
+        kernel does without copying ``x`` into a padded tensor."""
+        c = self.conv
+        if not isinstance(c, Conv2dSame):
+            return x, list(c.padding)
+        if c.pad_mode == "same":
+            left, right, top, bottom = parity_pads(c.same_pads, c.same_narrow, x.shape[-2], x.shape[-1])
+            if left == right and top == bottom:
+                return x, [top, left]
+        return c.pad_input(x), list(c.padding)
 
     def _weight_for(self, x: torch.Tensor) -> torch.Tensor | None:
         weight = self.conv.weight
@@ -79,9 +89,10 @@ class PrepackedConv2d(nn.Module):
             return F.relu(y) if self.relu else y
         c = self.conv
         bias = None if c.bias is None else c.bias.detach()
+        x, padding = self._pad(x)
         return torch.ops.mkldnn._convolution_pointwise(
-            self._pad(x), weight, bias, list(c.padding), list(c.stride), list(c.dilation), c.groups,
-            "relu" if self.relu else "none", [], "")
+            x, weight, bias, padding, list(c.stride), list(c.dilation), c.groups, "relu" if self.relu else "none",
+            [], "")
 
     def __deepcopy__(self, memo: dict) -> "PrepackedConv2d":
         clone = PrepackedConv2d(copy.deepcopy(self.conv, memo), relu=self.relu)
