@@ -10,8 +10,12 @@ training-only ops, and onnxruntime against PyTorch on an input different from th
 
 from .onnx_export import ExportReport, ExportVerificationError, export_backbone, export_classifier, verify_onnx
 from .detectron2_detector import export_detector  # imports detectron2 only when called
-from .ort_format import convert_to_ort
+from .ort_format import MobileCoverage, OrtReport, convert_to_ort, mobile_coverage
 from .quantize import QuantizationCheckError, QuantizationReport, quantize_onnx
+# The function, not its module: ``export.align_channels`` is the pass (import its helpers with
+# ``from export.align_channels import ...``).
+from .align_channels import AlignmentReport, align_channels
 
-__all__ = ["ExportReport", "ExportVerificationError", "QuantizationCheckError", "QuantizationReport", "convert_to_ort",
-           "export_backbone", "export_classifier", "export_detector", "quantize_onnx", "verify_onnx"]
+__all__ = ["AlignmentReport", "ExportReport", "ExportVerificationError", "MobileCoverage", "OrtReport",
+           "QuantizationCheckError", "QuantizationReport", "align_channels", "convert_to_ort", "export_backbone",
+           "export_classifier", "export_detector", "mobile_coverage", "quantize_onnx", "verify_onnx"]

@@ -263,7 +263,7 @@ def run_backends(*, model: str | None = None, weights: str | None = None, cells:
 
             summary = profile_summary(path, threads=threads, runs=runs)
             row["profile"] = summary.as_dict()
-            profiles.append((backend, summary.format()))
+            profiles.append((backend, summary.format().replace(str(Path(tmp)) + "/", "")))  # no temporary paths
 
     with tempfile.TemporaryDirectory(prefix="nasnet-bench-") as tmp:
         files: list[tuple[str, str, dict[str, Any]]] = []  # (backend, path, about), timed in this order
@@ -303,6 +303,11 @@ def run_backends(*, model: str | None = None, weights: str | None = None, cells:
                           flag="--weights" if weights is not None else "MODEL.WEIGHTS")  # before anything runs
             weights = chosen
             input_size = input_size or int(cfg.INPUT.MIN_SIZE_TEST)
+            # The image is the size the detector works at: its test-time resize says so too (the
+            # export's verification resizes by it, and the eager model's post-processing reads it).
+            opts = [*opts, "INPUT.MIN_SIZE_TEST", str(input_size),
+                    "INPUT.MAX_SIZE_TEST", str(max(input_size, int(cfg.INPUT.MAX_SIZE_TEST)))]
+            merge_overrides(cfg, opts[-4:])
             spec = dict(input_size=input_size, weights=chosen, opts=list(opts), **timing)
             rows.append({"backend": "PyTorch eager", **_child("detector", config, optimize=False, **spec)})
             if optimize:

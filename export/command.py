@@ -171,12 +171,26 @@ def _run(args: argparse.Namespace) -> int:
     report = export(model, args.output, input_size=args.input_size, batch=args.batch, opset=opset,
                     rtol=args.rtol, atol=args.atol, dynamic_size=args.dynamic_size, exporter=args.exporter,
                     align_channels=args.align_channels)
+    coverage = ort_format.mobile_coverage(args.output)
     if args.json:
-        json.dump(report.to_dict(), sys.stdout, indent=2)
+        json.dump({**report.to_dict(), "mobile_coverage": coverage.to_dict()}, sys.stdout, indent=2)
         print()
     else:
         print(report.summary())
+        print(coverage.summary())
+        hint = _fixed_shape_hint(args, coverage)
+        if hint:
+            print(hint)
     return 0
+
+
+def _fixed_shape_hint(args: argparse.Namespace, coverage: Any) -> str:
+    """What to re-export with when a dynamic input shape leaves NNAPI and CoreML (nearly) no nodes."""
+    if coverage.fixed_input_shape:
+        return ""
+    fixes = (["--batch 1"] if args.batch == "dynamic" else []) + (["without --dynamic-size"] if args.dynamic_size else [])
+    return (f"hint: for NNAPI or CoreML re-export with {' and '.join(fixes) or 'a fixed input shape'} (a dynamic "
+            "shape leaves them no nodes), or convert with `nasnet export ort`, which fixes the batch to 1")
 
 
 def _quantize(args: argparse.Namespace) -> int:
