@@ -73,8 +73,8 @@ def saved_weights(genotype_file, tmp_path, seed: int, name: str = "faster_rcnn_n
     return str(tmp_path / f"weights{seed}.pth")
 
 
-def image(seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+def image(seed: int = 0, shape: tuple[int, int] = (120, 160)) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (*shape, 3), dtype=np.uint8)
 
 
 def assert_same_detections(a: Instances, b: Instances) -> None:
@@ -105,7 +105,8 @@ def test_detectron2_on_equals_off_and_follows_new_weights(genotype_file, checkpo
     got = fast(image())["instances"]
     assert shadow.builds == 1 and shadow.module is not None
     assert_same_detections(got, plain(image())["instances"])
-    fast(image(1))
+    # Another image size, with the copy built for the first one: reused, and still the same detections.
+    assert_same_detections(fast(image(1, (100, 190)))["instances"], plain(image(1, (100, 190)))["instances"])
     assert shadow.builds == 1  # reused while the weights stay
 
     # Other weights through detectron2's checkpointer: the copy is rebuilt and follows them.
