@@ -18,7 +18,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-__all__ = ["drop_unused_initializers", "subgraph_reads", "fold_pads", "fold_static_dims", "graph_constants", "merge_pad_crops"]
+__all__ = ["drop_unused_initializers", "subgraph_reads", "fold_pads", "fold_static_dims", "graph_constants", "merge_pad_crops",
+           "static_shapes"]
 
 
 def graph_constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
@@ -64,7 +65,7 @@ def drop_unused_initializers(model: onnx.ModelProto) -> None:
     model.graph.initializer.extend(kept)
 
 
-def _static_shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:
+def static_shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:
     """Every value's shape as ONNX shape inference sees it (None for a dynamic dimension)."""
     inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)  # through shape arithmetic too
     values = [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]
@@ -75,7 +76,7 @@ def _static_shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:
 def fold_static_dims(model: onnx.ModelProto) -> int:
     """Replace ``Gather(Shape(x), i)`` by a constant where dimension ``i`` of ``x`` is fixed, in
     place; returns how many. (onnxruntime folds ``Shape`` only when every dimension is fixed.)"""
-    shapes = _static_shapes(model)
+    shapes = static_shapes(model)
     consts = graph_constants(model)
     shape_of = {}
     for node in model.graph.node:
@@ -113,7 +114,7 @@ def merge_pad_crops(model: onnx.ModelProto) -> int:
     have. Only crops that leave every pad non-negative, with step 1, of a ``Pad`` read by nothing
     else, are folded; runtime crops (dynamic size) stay as they are."""
     consts = graph_constants(model)
-    shapes = _static_shapes(model)
+    shapes = static_shapes(model)
     graph_outputs = {o.name for o in model.graph.output}
     merged = 0
     changed = True

@@ -41,6 +41,7 @@ from .align_channels import DEFAULT_ALIGNMENT, align_channels as align_graph, al
 from .conventions import InputConventions
 from .exporters import DEFAULT_EXPORTER, exporter_metadata, resolve_opset, write_onnx
 from .graph_edits import drop_unused_initializers, fold_pads, fold_static_dims, graph_constants, merge_pad_crops
+from .layout_folds import exclusive_average_pools, fold_concat_batchnorm
 
 __all__ = ["ExportReport", "ExportVerificationError", "export_classifier", "export_backbone", "export_module", "verify_onnx",
            "graph_constants", "graph_problems", "verified_output", "save_checked", "same_file",
@@ -257,6 +258,9 @@ def _export(module: nn.Module, path: str | Path, input_size: int, batch: int | s
                 onnx.save(graph, str(tmp))
                 graph = _fold_constants(tmp)
             if merge_pad_crops(graph) + fold_pads(graph):  # static pads where the size is fixed
+                drop_unused_initializers(graph)
+            # Ops that break onnxruntime's NCHWc and INT8 kernel chains, folded into their neighbours.
+            if exclusive_average_pools(graph) + fold_concat_batchnorm(graph):
                 drop_unused_initializers(graph)
             problems = graph_problems(graph)
             if dynamic_size:  # the pads follow the size's parity: graph arithmetic, checked at both parities below
