@@ -4,18 +4,19 @@
     python benchmarks/onnx_latency.py [--runs 50] [--threads 2]
 
 Same (converted) random weights in both models, 224x224, batch 1. The naive export is
-``torch.onnx.export(model, x, dynamo=False)`` of Cadene's port, as a user would do it; ours is
-``export.export_classifier`` (constant-folded, BatchNorm fused, static non-negative pads). INT8 is
-``export.quantize_onnx`` (QDQ, per-channel, synthetic calibration). Each model is timed in its own
-process (``export/bench.py``), median of ``--runs`` after 3 warm-up runs. Markdown to stdout.
+``torch.onnx.export(model, x, dynamo=False)`` of Cadene's port, as a user would do it: the
+baseline, so it stays a plain call of PyTorch's exporter. Ours is what ``nasnet export classifier``
+writes: ``export.export_classifier`` with its defaults (dynamo exporter, constant-folded, BatchNorm
+fused, static non-negative pads, channels aligned to this host's block: ``--align-channels auto``),
+batch 1. INT8 is ``export.quantize_onnx`` of it (QDQ, per-channel, synthetic calibration). Each model
+is timed in its own process (:func:`export.bench.measure_in_child`), median of ``--runs`` after 3
+warm-up runs; with one thread the clock is the thread's CPU time (robust to other load), else wall
+time. The host's CPU model and ISA flags head the table. Markdown to stdout.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -23,16 +24,15 @@ import torch
 
 import nasnet_backbones as nb
 from export import export_classifier
+from export.bench import clock_for, measure_in_child
 from export.quantize import quantize_onnx
 from nasnet_backbones.convert import convert_state_dict
-
-BENCH = Path(__file__).resolve().parents[1] / "export" / "bench.py"
+from nasnet_backbones.host import cpu_summary
 
 
 def timed(path: Path, runs: int, threads: int) -> dict:
-    out = subprocess.run([sys.executable, str(BENCH), "ort", str(path), "1", "224", str(threads), str(runs), "3"],
-                         capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return measure_in_child("ort", str(path), batch=1, input_size=224, threads=threads, runs=runs, warmup=3,
+                            clock=clock_for(threads))
 
 
 def main() -> None:
@@ -52,14 +52,17 @@ def main() -> None:
         naive, fp32, int8 = Path(tmp) / "naive.onnx", Path(tmp) / "ours.onnx", Path(tmp) / "ours.int8.onnx"
         with torch.no_grad():
             torch.onnx.export(reference, (x,), str(naive), dynamo=False, opset_version=17, input_names=["input"])
-        export_classifier(ours, fp32, batch=1)
+        export_classifier(ours, fp32, batch=1)  # nasnet export classifier's defaults (alignment: auto)
         quantize_onnx(fp32, int8, "synthetic", per_channel=True, num_calibration=32, num_held_out=16)
         for label, path in [("pretrainedmodels nasnetamobile, naive export", naive), ("nasnet_backbones export", fp32),
                             ("nasnet_backbones export, INT8", int8)]:
             rows.append((label, path.stat().st_size / 1e6, timed(path, args.runs, args.threads)))
     base = rows[0][2]["median_ms"]
     fp32_ms = rows[1][2]["median_ms"]
-    print(f"NASNet-A mobile, 224x224, batch 1, {args.threads} threads, onnxruntime CPU, median of {args.runs}\n")
+    clock = "thread CPU time" if clock_for(args.threads) == "thread" else "wall time"
+    print(f"host: {cpu_summary()}\n")
+    print(f"NASNet-A mobile, 224x224, batch 1, {args.threads} threads, onnxruntime CPU, median of {args.runs} "
+          f"({clock})\n")
     print("| model | file (MB) | median (ms) | p90 (ms) | vs naive | vs our FP32 | peak RSS (MB) |")
     print("|---|---|---|---|---|---|---|")
     for label, size, r in rows:

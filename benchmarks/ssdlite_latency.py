@@ -16,10 +16,15 @@ threshold and top-k, batched NMS and the 300 kept. With random weights nearly ev
 the 0.001 threshold, so NMS runs on the most boxes it can; a trained model passes far fewer and
 post-processing costs less. "Backbone only" times the feature extractor (NASNet or MobileNetV3
 plus the extra blocks, six maps) alone on the normalised 320x320 tensor, eager and as its own
-ONNX graph (fixed size, checked against PyTorch): the rest of each latency is the transform, head
-and post-processing. The onnxruntime graph is ``export.torchvision_detector`` (any image size, verified
-on another size); each model is exported, timed eager and timed in onnxruntime in its own
-process (onnxruntime's without torch), median of ``--runs`` after 3 warm-up runs. Markdown to stdout.
+ONNX graph (fixed size, written by ``export.onnx_export.export_module`` with channels aligned to
+this host's block as every export of this package does; its one output is the six maps flattened
+and concatenated, a copy of a few hundred KB): the rest of each latency is the transform, head and
+post-processing. The onnxruntime graph is ``export.torchvision_detector`` with its defaults (what
+``nasnet export detector --framework torchvision`` writes: any image size, verified on another size,
+channels aligned); each model is exported, timed eager and timed in onnxruntime in its own process
+(onnxruntime's without torch), median of ``--runs`` after 3 warm-up runs; with one thread the
+clock is the thread's CPU time, else wall time. The host's CPU model and ISA flags head the table.
+Markdown to stdout.
 """
 
 from __future__ import annotations
@@ -84,16 +89,18 @@ def eager(kind: str, folder: Path, runs: int, threads: int) -> dict:
     from torchvision.models.detection import ssdlite320_mobilenet_v3_large
 
     from detection.torchvision import ssdlite_nasnet
-    from export.onnx_export import verify_onnx
+    from export.onnx_export import export_module
     from export.torchvision_detector import export_torchvision_detector
 
     class _Features(torch.nn.Module):
+        """The six feature maps as one output (export_module writes one): flattened, concatenated."""
+
         def __init__(self, extractor: torch.nn.Module) -> None:
             super().__init__()
             self.extractor = extractor
 
-        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            return tuple(self.extractor(x).values())
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.cat([f.flatten(1) for f in self.extractor(x).values()], 1)
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -106,17 +113,16 @@ def eager(kind: str, folder: Path, runs: int, threads: int) -> dict:
     _spread_scores(model, image)
     report = export_torchvision_detector(model, folder / f"{kind}.onnx", (320, 320))
     bench = _bench_helpers()
+    clock = bench.CLOCKS[bench.clock_for(threads)]
     with torch.inference_mode():
         detections = len(model([image])[0]["scores"])
-        whole = bench.timed(lambda: model([image]), runs, 3)
+        whole = bench.timed(lambda: model([image]), runs, 3, clock)
         normalised = model.transform([image])[0].tensors
-        backbone = bench.timed(lambda: model.backbone(normalised), runs, 3)
-    # The feature extractor alone in onnxruntime too, to split the detector's time.
+        backbone = bench.timed(lambda: model.backbone(normalised), runs, 3, clock)
+    # The feature extractor alone in onnxruntime too, to split the detector's time (verified by the export).
     features = _Features(model.backbone).eval()
-    with torch.no_grad():
-        torch.onnx.export(features, (normalised,), str(folder / f"{kind}_backbone.onnx"), dynamo=False,
-                          opset_version=17, input_names=["input"], do_constant_folding=True)
-    verify_onnx(folder / f"{kind}_backbone.onnx", features, [torch.randn_like(normalised)], rtol=1e-4, atol=1e-5)
+    export_module(features, folder / f"{kind}_backbone.onnx", input_size=normalised.shape[-1], batch=1,
+                  align_channels="auto")
     (median, p90), (backbone_ms, _) = _ms(whole), _ms(backbone)
     return {"params_m": sum(p.numel() for p in model.parameters()) / 1e6, "median_ms": median, "p90_ms": p90,
             "backbone_ms": backbone_ms, "detections": detections, "peak_rss_mb": bench.peak_rss_mb(),
@@ -135,12 +141,13 @@ def onnxruntime(kind: str, folder: Path, runs: int, threads: int) -> dict:
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(str(folder / f"{kind}.onnx"), options, providers=["CPUExecutionProvider"])
     image = np.load(folder / "image.npy")
+    clock = bench.CLOCKS[bench.clock_for(threads)]
     detections = len(session.run(None, {"image": image})[2])
-    median, p90 = _ms(bench.timed(lambda: session.run(None, {"image": image}), runs, 3))
+    median, p90 = _ms(bench.timed(lambda: session.run(None, {"image": image}), runs, 3, clock))
     peak = bench.peak_rss_mb()
     backbone = ort.InferenceSession(str(folder / f"{kind}_backbone.onnx"), options, providers=["CPUExecutionProvider"])
     normalised = {"input": ((image - 0.5) / 0.5)[None]}  # both models normalise with mean = std = 0.5
-    backbone_ms, _ = _ms(bench.timed(lambda: backbone.run(None, normalised), runs, 3))
+    backbone_ms, _ = _ms(bench.timed(lambda: backbone.run(None, normalised), runs, 3, clock))
     return {"median_ms": median, "p90_ms": p90, "detections": detections, "peak_rss_mb": peak,
             "backbone_ms": backbone_ms}
 
@@ -175,7 +182,12 @@ def main() -> None:
         for kind in MODELS:
             rows[kind] = {"eager": _child("eager", kind, Path(tmp), args), "ort": _child("ort", kind, Path(tmp), args)}
     base = rows["mobilenet"]
-    print(f"SSDlite, CPU, {args.threads} threads, batch 1, 320x320, random weights, median of {args.runs}\n")
+    from nasnet_backbones.host import cpu_summary
+
+    clock = "thread CPU time" if args.threads == 1 else "wall time"
+    print(f"host: {cpu_summary()}\n")
+    print(f"SSDlite, CPU, {args.threads} threads, batch 1, 320x320, random weights, median of {args.runs} "
+          f"({clock})\n")
     print("| model | params (M) | eager (ms) | eager p90 (ms) | onnxruntime (ms) | onnxruntime p90 (ms) | "
           "vs MobileNetV3 (eager / ORT) | backbone only, eager / ORT (ms) | detections | peak RSS eager / ORT (MB) | "
           "ONNX file (MB) |")

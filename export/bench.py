@@ -34,7 +34,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 
-__all__ = ["BenchRun", "add_parser", "check_target", "measure", "run_backends", "timed"]
+__all__ = ["BenchRun", "add_parser", "check_target", "clock_for", "measure", "measure_in_child", "run_backends",
+           "timed"]
 
 CLOCKS = {"wall": time.perf_counter, "thread": time.thread_time}
 # export.ort_format.RUNTIME_REPLAY_ENTRY; spelled here because the onnxruntime child imports nothing of the package.
@@ -155,9 +156,11 @@ def _detectron2_model(config: str, weights: str, opts: list[str], optimize: bool
     return model
 
 
-def _child(backend: str, target: str, *, batch: int, input_size: int, threads: int, runs: int, warmup: int,
-           pixel_max: float = 255.0, clock: str = "wall", **extra: Any) -> dict[str, Any]:
-    # Run as a plain script, so an onnxruntime child never imports torch (it would count in its memory).
+def measure_in_child(backend: str, target: str, *, batch: int, input_size: int, threads: int, runs: int,
+                     warmup: int, pixel_max: float = 255.0, clock: str = "wall", **extra: Any) -> dict[str, Any]:
+    """:func:`measure` (``extra``: its keyword arguments) in a fresh process running this file as a
+    plain script, so that an onnxruntime child never imports torch (it would count in its memory)
+    and each backend's peak memory is its own; ``ValueError`` with the child's last lines if it fails."""
     spec = dict(backend=backend, target=target, batch=batch, size=input_size, threads=threads, runs=runs,
                 warmup=warmup, pixel_max=float(pixel_max), clock=clock, **extra)
     cmd = [sys.executable, str(Path(__file__).resolve()), json.dumps(spec)]
@@ -255,8 +258,8 @@ def run_backends(*, model: str | None = None, weights: str | None = None, cells:
     def time_file(backend: str, path: str, **about: Any) -> None:
         config_entries = {_RUNTIME_REPLAY_ENTRY: "1"} if Path(path).suffix == ".ort" else {}
         row = {"backend": backend, **about,
-               **_child("ort", path, input_size=input_size, pixel_max=_conventions(path).pixel_max,
-                        session_config=config_entries, **timing)}
+               **measure_in_child("ort", path, input_size=input_size, pixel_max=_conventions(path).pixel_max,
+                                  session_config=config_entries, **timing)}
         rows.append(row)
         if profile:
             from .ort_profile import profile_summary
@@ -276,12 +279,13 @@ def run_backends(*, model: str | None = None, weights: str | None = None, cells:
             network = nb.build_model(model, pretrained=weights or False, **shape).eval()
             input_size = input_size or network.pretrained_cfg.input_size
             spec = dict(input_size=input_size, weights=weights or "", architecture=shape, **timing)
-            rows.append({"backend": "PyTorch eager", **_child("eager", model, **spec)})
+            rows.append({"backend": "PyTorch eager", **measure_in_child("eager", model, **spec)})
             if optimize:
-                rows.append({"backend": "PyTorch eager optimized", **_child("eager", model, optimize=True, **spec)})
+                rows.append({"backend": "PyTorch eager optimized",
+                             **measure_in_child("eager", model, optimize=True, **spec)})
             if compile:
                 rows.append({"backend": "PyTorch compiled",
-                             **_child("eager", model, optimize=True, compile=True, **spec)})
+                             **measure_in_child("eager", model, optimize=True, compile=True, **spec)})
             if not onnx:
                 from .onnx_export import export_classifier
 
@@ -309,11 +313,12 @@ def run_backends(*, model: str | None = None, weights: str | None = None, cells:
                     "INPUT.MAX_SIZE_TEST", str(max(input_size, int(cfg.INPUT.MAX_SIZE_TEST)))]
             merge_overrides(cfg, opts[-4:])
             spec = dict(input_size=input_size, weights=chosen, opts=list(opts), **timing)
-            rows.append({"backend": "PyTorch eager", **_child("detector", config, optimize=False, **spec)})
+            rows.append({"backend": "PyTorch eager",
+                         **measure_in_child("detector", config, optimize=False, **spec)})
             if optimize:
                 if "OPTIMIZE_FOR_INFERENCE" in cfg.MODEL.NASNET:
                     rows.append({"backend": "PyTorch eager optimized",
-                                 **_child("detector", config, optimize=True, **spec)})
+                                 **measure_in_child("detector", config, optimize=True, **spec)})
                 else:
                     notes.append("PyTorch eager optimized: left out, this detection package has no "
                                  "MODEL.NASNET.OPTIMIZE_FOR_INFERENCE config key")
@@ -508,7 +513,8 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     clock = "thread CPU time" if run.clock == "thread" else "wall time"
     print(f"host: {cpu_summary()}")
-    print(f"batch {run.batch}, {run.input_size}x{run.input_size}, {run.threads} thread{'s' if run.threads > 1 else ''}, "
+    threads = f"{run.threads} thread{'s' if run.threads > 1 else ''}"
+    print(f"batch {run.batch}, {run.input_size}x{run.input_size}, {threads}, "
           f"median of {run.runs} after {run.warmup} warm-up runs ({clock})")
     print("| backend | median (ms) | p90 (ms) | images/s | peak RSS (MB) | vs first |")
     print("|---|---|---|---|---|---|")

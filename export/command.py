@@ -188,7 +188,8 @@ def _fixed_shape_hint(args: argparse.Namespace, coverage: Any) -> str:
     """What to re-export with when a dynamic input shape leaves NNAPI and CoreML (nearly) no nodes."""
     if coverage.fixed_input_shape:
         return ""
-    fixes = (["--batch 1"] if args.batch == "dynamic" else []) + (["without --dynamic-size"] if args.dynamic_size else [])
+    fixes = ((["--batch 1"] if args.batch == "dynamic" else [])
+             + (["without --dynamic-size"] if args.dynamic_size else []))
     return (f"hint: for NNAPI or CoreML re-export with {' and '.join(fixes) or 'a fixed input shape'} (a dynamic "
             "shape leaves them no nodes), or convert with `nasnet export ort`, which fixes the batch to 1")
 

@@ -93,7 +93,8 @@ def test_bench_detector_config_gives_detector_rows(cell, capsys):
     gate; left out to keep the test short.)"""
     pytest.importorskip("detectron2")
     result = run_cli(capsys, "bench", "--config-file", "faster_rcnn_nasnet_a_mobile_FPN_1x", "--weights", "",
-                     "--input-size", "64", *FAST, "--no-align", "--no-int8", "--json", "--opts", "MODEL.NASNET.GENOTYPE", cell,
+                     "--input-size", "64", *FAST, "--no-align", "--no-int8", "--json",
+                     "--opts", "MODEL.NASNET.GENOTYPE", cell,
                      "MODEL.NASNET.CELLS", "1", "MODEL.NASNET.FILTERS", "8", "MODEL.NASNET.NORM", "BN",
                      "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0")
     assert result.code == 0, result.err
