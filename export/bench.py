@@ -248,7 +248,8 @@ def run_backends(*, model: str | None = None, weights: str | None = None, cells:
     if config and (model or onnx or int8):
         raise ValueError("config times a whole detector; it cannot be combined with model, onnx or int8")
     if compile and not model:
-        raise ValueError("--compile is for --model: torch.compile of a whole detector or a file is not measured here")
+        raise ValueError("--compile is for --model or --genotype: torch.compile of a whole detector or of a file "
+                         "is not measured here")
     clock = clock_for(threads)
     rows: list[dict[str, Any]] = []
     notes: list[str] = []
@@ -435,8 +436,8 @@ def add_parser(subparsers: Any) -> None:
                         help="skip 'PyTorch eager optimized' (BatchNorm folded, channels_last; for a detector "
                         "MODEL.NASNET.OPTIMIZE_FOR_INFERENCE)")
     groups.add_argument("--compile", action="store_true",
-                        help="with --model: add 'PyTorch compiled' (optimized and torch.compile'd); off by default "
-                        "because compiling takes about a minute (in the warm-up, not timed)")
+                        help="with --model or --genotype: add 'PyTorch compiled' (optimized and torch.compile'd); "
+                        "off by default because compiling takes about a minute (in the warm-up, not timed)")
     groups.add_argument("--no-align", action="store_true",
                         help="skip the channel-aligned FP32 export (INT8 and .ort then come from the unaligned one)")
     groups.add_argument("--no-int8", action="store_true", help="with --model or --config-file: skip quantization")
@@ -447,7 +448,8 @@ def add_parser(subparsers: Any) -> None:
                    "transposes) and the per-op profile of each onnxruntime row")
     p.add_argument("--calib", default="synthetic", help="calibration images for INT8 (folder or 'synthetic')")
     p.add_argument("--input-size", type=image_size,
-                   help="square input size (default: the model's; a detector's INPUT.MIN_SIZE_TEST)")
+                   help="square input size (default: the model's; a detector's INPUT.MIN_SIZE_TEST, which is set to "
+                   "it: the image is the size the detector works at)")
     p.add_argument("--threads", type=positive_int, default=2)
     p.add_argument("--batch", type=positive_int, default=1)
     p.add_argument("--runs", type=positive_int, default=20)
