@@ -15,18 +15,21 @@ import tempfile
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import onnx
 
+from nasnet_backbones.host import cpu_description
 from nasnet_backbones.images import open_rgb
 
 from .conventions import InputConventions, read_conventions
+from .graph_edits import drop_unused_initializers
 from .onnx_export import ExportVerificationError, graph_constants, refuse_own_input, verified_output
 
 __all__ = ["QuantizationReport", "QuantizationCheckError", "calibration_inputs", "quantize_onnx", "run_outputs",
-           "load_exported", "DEFAULT_MIN_AGREEMENT", "DEFAULT_MAX_REL_ERROR", "DEFAULT_MIN_BOX_IOU"]
+           "load_exported", "fold_concat_batchnorm", "keep_float", "host_has_vnni", "DEFAULT_FLOAT_OPS",
+           "DEFAULT_MIN_AGREEMENT", "DEFAULT_MAX_REL_ERROR", "DEFAULT_MIN_BOX_IOU"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +40,8 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".ti
 DEFAULT_MIN_AGREEMENT = 0.9  # classifiers: share of held-out inputs with FP32's top-1 class
 DEFAULT_MAX_REL_ERROR = 0.5  # other outputs (backbone features): worst error over the output's FP32 scale
 DEFAULT_MIN_BOX_IOU = 0.5  # detectors: mean IoU of FP32's confident boxes with INT8's of the same class
+#: Ops whose outputs stay float in the INT8 graph (see keep_float): their QLinear kernels lose to float.
+DEFAULT_FLOAT_OPS = ("AveragePool",)
 
 
 class QuantizationCheckError(ExportVerificationError):
@@ -301,6 +306,141 @@ def _name_nodes(path: Path) -> onnx.ModelProto:
     return model
 
 
+def fold_concat_batchnorm(model: onnx.ModelProto) -> int:
+    """Fold each ``BatchNormalization`` that reads a channel ``Concat`` of convolutions into those
+    convolutions, in place; returns how many were folded.
+
+    NASNet's factorized reduction (two strided 1x1 convolutions, concatenated, then BatchNorm)
+    leaves such a BatchNorm, which the exporters cannot fold (it sits behind the Concat). Left in
+    the graph it stays FP32 in the INT8 model: a DequantizeLinear -> BatchNorm -> QuantizeLinear
+    round trip with layout transposes around it, and onnxruntime's quantizer warns "Axis 1 is
+    out-of-range" when it tries to quantize its 1-D scale per channel. Each convolution's filters
+    and bias take the BatchNorm's scale and shift of their slice of the channels: the same
+    function, up to float rounding. Concats whose inputs are not all single-use constant-weight
+    convolutions are left alone."""
+    from onnx import numpy_helper
+
+    nodes = list(model.graph.node)
+    inits = {i.name: i for i in model.graph.initializer}
+    producer = {out: n for n in nodes for out in n.output}
+    readers: dict[str, int] = {}
+    for n in nodes:
+        for name in n.input:
+            readers[name] = readers.get(name, 0) + 1
+    outputs = {o.name for o in model.graph.output}
+    folded = 0
+    for bn in nodes:
+        if bn.op_type != "BatchNormalization" or len(bn.output) != 1 or bn.input[0] not in producer:
+            continue
+        concat = producer[bn.input[0]]
+        axis = next((a.i for a in concat.attribute if a.name == "axis"), None)
+        if concat.op_type != "Concat" or axis != 1 or readers.get(concat.output[0]) != 1 or concat.output[0] in outputs:
+            continue
+        if not all(name in inits for name in bn.input[1:5]):
+            continue
+        convs = [producer.get(name) for name in concat.input]
+        if not all(c is not None and c.op_type == "Conv" and readers.get(c.output[0]) == 1 and c.input[1] in inits
+                   and (len(c.input) < 3 or not c.input[2] or c.input[2] in inits) for c in convs):
+            continue
+        if len({c.input[1] for c in convs}) != len(convs):  # a filter shared by two convolutions
+            continue
+        gamma, beta, mean, var = (numpy_helper.to_array(inits[name]).astype(np.float64) for name in bn.input[1:5])
+        eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
+        scale = gamma / np.sqrt(var + eps)
+        shift = beta - mean * scale
+        weights = [numpy_helper.to_array(inits[c.input[1]]) for c in convs]
+        if sum(w.shape[0] for w in weights) != scale.shape[0]:
+            continue
+        start = 0
+        for conv, w in zip(convs, weights):
+            stop = start + w.shape[0]
+            bias = (numpy_helper.to_array(inits[conv.input[2]]).astype(np.float64)
+                    if len(conv.input) > 2 and conv.input[2] else np.zeros(w.shape[0]))
+            new_w = (w.astype(np.float64) * scale[start:stop].reshape(-1, *[1] * (w.ndim - 1))).astype(w.dtype)
+            new_b = (bias * scale[start:stop] + shift[start:stop]).astype(w.dtype)
+            w_name, b_name = f"{conv.input[1]}_bn_folded", f"{conv.output[0]}_bn_folded_bias"
+            model.graph.initializer.extend([numpy_helper.from_array(new_w, w_name), numpy_helper.from_array(new_b, b_name)])
+            conv.input[1] = w_name
+            if len(conv.input) > 2:
+                conv.input[2] = b_name
+            else:
+                conv.input.append(b_name)
+            start = stop
+        concat.output[0] = bn.output[0]
+        model.graph.node.remove(bn)
+        folded += 1
+    if folded:
+        drop_unused_initializers(model)
+    return folded
+
+
+# Readers that may take a float input where keep_float frees one: elementwise sums, whose float
+# kernels cost about what requantizing their input would.
+_FLOAT_READERS = {"Add", "Sum"}
+
+
+def keep_float(model: onnx.ModelProto, op_types: Iterable[str]) -> int:
+    """Take the QuantizeLinear -> DequantizeLinear pair off the outputs of the nodes of ``op_types``
+    in a QDQ graph, in place, so that their readers take the float result; returns how many outputs
+    were freed. Only outputs read by ``Add`` / ``Sum`` alone are freed: a convolution reading a
+    float tensor would lose its INT8 kernel.
+
+    onnxruntime fuses ``DequantizeLinear -> op -> QuantizeLinear`` into the op's QLinear kernel
+    wherever the quantizer wrote that pattern, whether or not the op was asked to be quantized;
+    freeing the output breaks the pattern, so the op runs its float kernel. This is what pays for
+    ``AveragePool``: onnxruntime's ``QLinearAveragePool`` dequantizes its whole input and pools
+    in scalar float code (ten to thirty times the float kernel's time on NASNet-A's 3x3 pools),
+    while the float pooling and the float ``Add`` that reads it cost less than the requantization
+    they skip."""
+    wanted = set(op_types)
+    if not wanted:
+        return 0
+    nodes = list(model.graph.node)
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in nodes:
+        for name in n.input:
+            consumers.setdefault(name, []).append(n)
+    outputs = {o.name for o in model.graph.output}
+    freed = 0
+    for node in nodes:
+        if node.op_type not in wanted:
+            continue
+        value = node.output[0]
+        quantizers = consumers.get(value, [])
+        if not quantizers or any(q.op_type != "QuantizeLinear" for q in quantizers):
+            continue
+        dequantizers = [d for q in quantizers for d in consumers.get(q.output[0], [])]
+        if (any(d.op_type != "DequantizeLinear" for d in dequantizers) or any(q.output[0] in outputs for q in quantizers)
+                or any(d.output[0] in outputs for d in dequantizers)):
+            continue
+        # Only readers that are cheap in float (a convolution reading a float input would stay float).
+        if any(r.op_type not in _FLOAT_READERS for d in dequantizers for r in consumers.get(d.output[0], [])):
+            continue
+        for d in dequantizers:
+            for reader in consumers.get(d.output[0], []):
+                for i, name in enumerate(reader.input):
+                    if name == d.output[0]:
+                        reader.input[i] = value
+            model.graph.node.remove(d)
+        for q in quantizers:
+            model.graph.node.remove(q)
+        freed += 1
+    if freed:
+        drop_unused_initializers(model)
+    return freed
+
+
+def host_has_vnni() -> bool:
+    """Whether this CPU reports an 8-bit dot-product instruction (AVX-512 VNNI, AVX-VNNI, AMX)
+    that does not saturate: without one, u8 x s8 products go through AVX2's ``vpmaddubsw``, whose
+    16-bit sums can overflow, and weights want a 7-bit range (``reduce_range``). Non-x86 hosts
+    (ARM's dot products do not saturate) count as having it."""
+    cpu = cpu_description()
+    if cpu["machine"] not in ("x86_64", "AMD64", "i386", "i686"):
+        return True
+    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(cpu["isa"]))
+
+
 def _agreement(fp32_out: list[list[np.ndarray]], int8_out: list[list[np.ndarray]]) -> float:
     """Share of held-out inputs (each image of a batch counts) where INT8's top-1 class is FP32's."""
     return float(np.mean(np.concatenate([a[0].argmax(1) == b[0].argmax(1) for a, b in zip(fp32_out, int8_out)])))
@@ -354,7 +494,9 @@ def quantize_onnx(fp32_path: str | Path, output: str | Path, calibration: str | 
                   per_channel: bool = True, num_calibration: int = 32, num_held_out: int = 16,
                   box_score_threshold: float = 0.5, *, min_agreement: float = DEFAULT_MIN_AGREEMENT,
                   max_rel_error: float = DEFAULT_MAX_REL_ERROR,
-                  min_box_iou: float = DEFAULT_MIN_BOX_IOU) -> QuantizationReport:
+                  min_box_iou: float = DEFAULT_MIN_BOX_IOU, float_ops: Iterable[str] = DEFAULT_FLOAT_OPS,
+                  fold_batchnorm: bool = True, reduce_range: bool | None = None,
+                  extra_options: dict[str, Any] | None = None) -> QuantizationReport:
     """Static INT8 (QDQ, u8 activations / s8 weights) with MinMax calibration, written only when it
     agrees with FP32 on the held-out inputs: a classifier's top-1 on at least ``min_agreement`` of
     them, a detector's confident boxes (FP32 score >= ``box_score_threshold``) with a mean IoU of at
@@ -362,11 +504,22 @@ def quantize_onnx(fp32_path: str | Path, output: str | Path, calibration: str | 
     FP32 scale. Otherwise :class:`QuantizationCheckError` says by how much it missed and what to
     try, and nothing is written. (Random-weight models agree less than trained ones: callers that
     quantize them on purpose pass lower thresholds.) Pass-through ops carrying max pooling's -inf
-    padding stay FP32 (:func:`infinite_padding_nodes`)."""
+    padding stay FP32 (:func:`infinite_padding_nodes`).
+
+    Made for speed on onnxruntime's CPU kernels (BENCHMARKS.md has the profile behind each choice):
+    BatchNorms behind a Concat are folded into the convolutions first (``fold_batchnorm``,
+    :func:`fold_concat_batchnorm`); the ops in ``float_ops`` (default: ``AveragePool``, whose
+    QLinear kernel is scalar code) keep float outputs (:func:`keep_float`); ``reduce_range``
+    (7-bit weights) is on where the host has no VNNI (None: decided by :func:`host_has_vnni`), as
+    onnxruntime advises for u8 x s8 on AVX2 / AVX-512 without VNNI. ``extra_options`` go to
+    ``quantize_static`` as they are."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     fp32_path, output = Path(fp32_path), Path(output)
+    float_ops = [float_ops] if isinstance(float_ops, str) else list(float_ops)
+    if reduce_range is None:
+        reduce_range = not host_has_vnni()
     if num_calibration < 1 or num_held_out < 1:
         raise ValueError("calibration and the held-out check each need at least one image")
     for name, value in (("min_agreement", min_agreement), ("min_box_iou", min_box_iou)):
@@ -382,6 +535,10 @@ def quantize_onnx(fp32_path: str | Path, output: str | Path, calibration: str | 
     with tempfile.TemporaryDirectory(prefix="nasnet-quantize-") as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        if fold_batchnorm:
+            graph = onnx.load(str(prepared))
+            if fold_concat_batchnorm(graph):
+                onnx.save(graph, str(prepared))
         excluded = infinite_padding_nodes(_name_nodes(prepared))
         quantized = Path(tmp) / "int8.onnx"
         # Detectors: only the convolutions and linear layers (NMS, RoIAlign and box arithmetic stay FP32).
@@ -392,11 +549,15 @@ def quantize_onnx(fp32_path: str | Path, output: str | Path, calibration: str | 
             quantize_static(str(prepared), str(quantized), _Reader(_image_input(model)[0].name, calib),
                             quant_format=QuantFormat.QDQ, per_channel=per_channel, activation_type=QuantType.QUInt8,
                             weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-                            op_types_to_quantize=op_types, nodes_to_exclude=excluded)
+                            op_types_to_quantize=op_types, nodes_to_exclude=excluded, reduce_range=reduce_range,
+                            extra_options=dict(extra_options or {}))
         int8 = onnx.load(str(quantized))
+        kept_float = keep_float(int8, float_ops)
         del int8.graph.value_info[:]  # shape annotations from pre-processing; onnxruntime infers them
+        float_note = f", float {'/'.join(float_ops)} outputs ({kept_float})" if kept_float else ""
         props = {**_metadata(int8), **_metadata(model), "quantization": "static INT8 QDQ, MinMax, "
-                 f"{'per-channel' if per_channel else 'per-tensor'}, {num_calibration} calibration inputs"}
+                 f"{'per-channel' if per_channel else 'per-tensor'}{', reduce_range' if reduce_range else ''}"
+                 f"{float_note}, {num_calibration} calibration inputs"}
         onnx.helper.set_model_props(int8, props)
         onnx.checker.check_model(int8)
         onnx.save(int8, str(quantized))
