@@ -530,6 +530,9 @@ def _run(args: argparse.Namespace) -> int:
                      if "target_platform" in r else ""))
     for note in run.notes:
         print(f"note: {note}")
+    if run.profiles:
+        print("\nprofiles: onnxruntime's profiler times kernels by wall clock, with its own overhead per node; "
+              "other load on the machine inflates them: read the shares, the table's medians are the latency")
     for backend, text in run.profiles:
         print(f"\n## {backend}\n{text}")
     return 0
