@@ -22,7 +22,7 @@ function, or would hide something from the caller:
 - while tracing, scripting, compiling or exporting (torch.jit, torch.fx, torch.compile,
   torch.export, ONNX): the graph should hold the real modules, and the exporters fold themselves.
 
-This module needs only torch, so that both the detectron2 backbones (:mod:`detection.backbone`)
+This module needs only torch and nasnet_backbones, so that both the detectron2 backbones (:mod:`detection.backbone`)
 and the torchvision one (:mod:`detection.torchvision.backbone`) use it.
 """
 
