@@ -1,6 +1,6 @@
 """``nasnet bench``: every way this package runs a model, timed on this machine in one run.
 
-For a registered classifier (``--model``): PyTorch eager as built, eager optimized
+For a registered classifier (``--model``) or a genotype (``--genotype``): PyTorch eager as built, eager optimized
 (:func:`nasnet_backbones.optimize_for_inference`: BatchNorm folded, channels_last), compiled
 (``--compile``), onnxruntime FP32 unaligned and channel-aligned (:mod:`export.align_channels`),
 INT8 (:func:`export.quantize.quantize_onnx` of the aligned FP32) and the ORT format of both
@@ -9,11 +9,14 @@ detectron2 config (``--config-file``) the same rows for the whole detector, one 
 per call. For given files (``--onnx``/``--int8``) their rows and the ``.ort`` files made from them.
 
 Each backend runs in its own subprocess, so the peak resident memory reported is that backend's
-alone (model, runtime and activations); the onnxruntime child never imports torch. Warm-up runs
-are excluded; latency is per call (median and 90th percentile), throughput is images per second at
-the median. With one thread the clock is the thread's CPU time (``time.thread_time``: PyTorch and
-onnxruntime then compute on the calling thread, and the figure does not move with other load on
-the machine); with more, wall time. Every result records the host's CPU model and ISA flags
+alone (model, runtime and activations); the onnxruntime child never imports torch. By default all
+of them load, then take turns, one call each per round in rotating order (a slower or busier
+stretch of the run falls on every row alike: the ratios come from one run); ``--sequential`` times
+them one after another instead, with one model in memory at a time. Warm-up runs are excluded;
+latency is per call (median and 90th percentile), throughput is images per second at the median.
+With one thread the clock is the thread's CPU time (``time.thread_time``: PyTorch and onnxruntime
+then compute on the calling thread, and the figure does not move with other load on the machine);
+with more, wall time. Every result records the host's CPU model and ISA flags
 (:mod:`nasnet_backbones.host`): the same file is faster or slower on hosts of the same kind.
 """
 
@@ -34,12 +37,13 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 
-__all__ = ["BenchRun", "add_parser", "check_target", "clock_for", "measure", "measure_in_child", "run_backends",
-           "timed"]
+__all__ = ["BenchRun", "add_parser", "check_target", "clock_for", "measure", "measure_alternating", "measure_in_child",
+           "prepare", "run_backends", "timed"]
 
 CLOCKS = {"wall": time.perf_counter, "thread": time.thread_time}
 # export.ort_format.RUNTIME_REPLAY_ENTRY; spelled here because the onnxruntime child imports nothing of the package.
 _RUNTIME_REPLAY_ENTRY = "session.enable_saved_runtime_optimizations"
+_PROTOCOL = "@nasnet-bench"  # the alternating children's lines on stdout
 
 
 def peak_rss_mb() -> float:
@@ -72,18 +76,18 @@ def clock_for(threads: int) -> str:
     return "thread" if threads == 1 else "wall"
 
 
-def measure(backend: str, target: str, batch: int, size: int, threads: int, runs: int, warmup: int,
-            pixel_max: float = 255.0, *, weights: str = "", optimize: bool = False, compile: bool = False,
-            opts: Sequence[str] = (), session_config: dict[str, str] | None = None,
-            architecture: dict[str, Any] | None = None, clock: str = "wall") -> dict[str, Any]:
-    """Time one backend in this process.
+def prepare(backend: str, target: str, batch: int, size: int, threads: int, pixel_max: float = 255.0, *,
+            weights: str = "", optimize: bool = False, compile: bool = False, opts: Sequence[str] = (),
+            session_config: dict[str, str] | None = None,
+            architecture: dict[str, Any] | None = None) -> tuple[Callable[[], Any], int, int]:
+    """Load one backend in this process: ``(step, images per call, warm-up calls it needs at least)``.
 
     ``eager``: target is a registered model name or a genotype JSON file (built by
     :func:`nasnet_backbones.build_model` with ``architecture``: ``cells``, ``filters``, ``stem``)
     with ``weights`` (``""``: random), run as built or, with ``optimize``, through
     :func:`nasnet_backbones.optimize_for_inference` (``compile`` too: its compile happens in a
-    warm-up call, at least one). ``detector``: target is a detectron2 config file or shipped name
-    with ``opts`` overrides and ``weights`` (``""``: none), ``optimize`` its
+    warm-up call, so at least one). ``detector``: target is a detectron2 config file or shipped
+    name with ``opts`` overrides and ``weights`` (``""``: none), ``optimize`` its
     ``MODEL.NASNET.OPTIMIZE_FOR_INFERENCE``; it gets one C x H x W image of uniform pixels up to
     ``pixel_max``. ``ort``: target is an .onnx/.ort file, opened with ``session_config`` entries; a
     whole detector (3-D input) gets the same image as the eager detector. The parent reads the
@@ -100,7 +104,6 @@ def measure(backend: str, target: str, batch: int, size: int, threads: int, runs
             model = nb.build_model(target, pretrained=weights or False, **(architecture or {})).eval()
             if optimize:
                 model = nb.optimize_for_inference(model, compile=compile)
-                warmup = max(warmup, 1) if compile else warmup
             inputs: Any = torch.from_numpy(x)
         else:
             model = _detectron2_model(target, weights, list(opts), optimize)
@@ -109,27 +112,61 @@ def measure(backend: str, target: str, batch: int, size: int, threads: int, runs
         def step() -> None:
             with torch.inference_mode():
                 model(inputs)
-    else:
-        import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        for key, value in (session_config or {}).items():
-            options.add_session_config_entry(key, value)
-        session = ort.InferenceSession(target, options, providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        if len(session.get_inputs()[0].shape) == 3:  # a whole detector: one image per call
-            x = image
+        return step, 1 if backend == "detector" else batch, 1 if compile else 0
+    import onnxruntime as ort
 
-        def step() -> None:
-            session.run(None, {name: x})
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    for key, value in (session_config or {}).items():
+        options.add_session_config_entry(key, value)
+    session = ort.InferenceSession(target, options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    feed = image if len(session.get_inputs()[0].shape) == 3 else x  # a whole detector: one image per call
 
-    times = timed(step, runs, warmup, CLOCKS[clock])
+    def run() -> None:
+        session.run(None, {name: feed})
+
+    return run, 1 if feed is image else batch, 0
+
+
+def _summary(times: list[float], per_call: int) -> dict[str, Any]:
     median = statistics.median(times)
-    per_call = 1 if backend == "detector" or x is image else batch
     return {"median_ms": 1000 * median, "p90_ms": 1000 * float(np.percentile(times, 90)),
             "images_per_s": per_call / median, "peak_rss_mb": peak_rss_mb()}
+
+
+def measure(backend: str, target: str, batch: int, size: int, threads: int, runs: int, warmup: int,
+            pixel_max: float = 255.0, *, clock: str = "wall", **extra: Any) -> dict[str, Any]:
+    """Time one backend (:func:`prepare`; ``extra``: its keyword arguments) in this process:
+    ``median_ms``, ``p90_ms``, ``images_per_s`` and this process's ``peak_rss_mb``."""
+    step, per_call, least = prepare(backend, target, batch, size, threads, pixel_max, **extra)
+    return _summary(timed(step, runs, max(warmup, least), CLOCKS[clock]), per_call)
+
+
+def _serve(spec: dict[str, Any]) -> None:
+    """The alternating child: load and warm up, say ``ready``, then one timed call per ``run`` line
+    on stdin (answered with its seconds) until ``done`` (answered with the summary). Protocol lines
+    start with :data:`_PROTOCOL`; anything a library prints to stdout is skipped by the parent."""
+    clock = CLOCKS[spec.pop("clock")]
+    warmup = spec.pop("warmup")
+    spec.pop("runs", None)
+    step, per_call, least = prepare(spec.pop("backend"), spec.pop("target"), spec.pop("batch"), spec.pop("size"),
+                                    spec.pop("threads"), spec.pop("pixel_max", 255.0), **spec)
+    for _ in range(max(warmup, least)):
+        step()
+    times = []
+    print(_PROTOCOL, "ready", flush=True)
+    for line in sys.stdin:
+        if line.strip() == "run":
+            start = clock()
+            step()
+            times.append(clock() - start)
+            print(_PROTOCOL, repr(times[-1]), flush=True)
+        elif line.strip() == "done":
+            print(_PROTOCOL, json.dumps(_summary(times, per_call)), flush=True)
+            return
 
 
 def _detectron2_model(config: str, weights: str, opts: list[str], optimize: bool) -> Any:
@@ -211,13 +248,96 @@ class BenchRun:
     clock: str = "wall"
     notes: list[str] = field(default_factory=list)
     profiles: list[tuple[str, str]] = field(default_factory=list)
+    order: str = "sequential"  # or "alternating": one call per backend per round
 
     def to_dict(self) -> dict[str, Any]:
         """The ``--json`` record: ``host``, ``rows``, ``input_size``, ``batch``, ``threads``, ``runs``,
-        ``warmup``, ``clock`` and ``notes`` (each row's ``profile``, when profiled, is in the row)."""
+        ``warmup``, ``clock``, ``order`` and ``notes`` (each row's ``profile``, when profiled, is in
+        the row)."""
         return {"host": self.host, "rows": self.rows, "input_size": self.input_size, "batch": self.batch,
                 "threads": self.threads, "runs": self.runs, "warmup": self.warmup, "clock": self.clock,
-                "notes": self.notes}
+                "order": self.order, "notes": self.notes}
+
+
+class _Server:
+    """One alternating child (:func:`_serve`): its stdout read by a thread into a queue, so that a
+    wait can time out and lines a library prints are skipped; stderr kept in a file for errors."""
+
+    def __init__(self, label: str, spec: dict[str, Any]) -> None:
+        import queue
+        import threading
+
+        self.label = label
+        self.stderr = tempfile.TemporaryFile(mode="w+")
+        cmd = [sys.executable, str(Path(__file__).resolve()), json.dumps({**spec, "serve": True})]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
+                                     text=True, bufsize=1)
+        self.lines: Any = queue.Queue()
+
+        def pump() -> None:
+            for line in self.proc.stdout:
+                if line.startswith(_PROTOCOL + " "):
+                    self.lines.put(line[len(_PROTOCOL) + 1:].strip())
+            self.lines.put(None)  # the child's stdout closed: it exited
+
+        threading.Thread(target=pump, daemon=True).start()
+
+    def answer(self, timeout: float) -> str:
+        import queue
+
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise ValueError(f"benchmarking {self.label} did not answer within {timeout:.0f} s") from None
+        if line is None:
+            self.proc.wait()
+            self.stderr.seek(0)
+            tail = " | ".join(self.stderr.read().strip().splitlines()[-3:])
+            raise ValueError(f"benchmarking {self.label} failed: {tail}")
+        return line
+
+    def ask(self, command: str, timeout: float) -> str:
+        try:
+            self.proc.stdin.write(command + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass  # it exited; answer() says why
+        return self.answer(timeout)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.stderr.close()
+
+
+def measure_alternating(jobs: Sequence[tuple[str, str, str, dict[str, Any]]], *, runs: int,
+                        timeout: float = 600.0) -> list[dict[str, Any]]:
+    """Time several backends in turn, one call each per round, each in its own process.
+
+    ``jobs``: ``(label, backend, target, spec)`` with ``spec`` as :func:`measure_in_child` takes
+    it (``batch``, ``input_size``, ``threads``, ``warmup``, ``pixel_max``, ``clock``, and
+    :func:`prepare`'s keywords). All children load and warm up, then each round calls every one
+    once, the order rotated by one each round: a change in the machine's load or clock speed
+    during the run falls on every backend alike, so ratios between rows are taken in one run. The
+    results are in ``jobs``' order, each with its own process's peak memory."""
+    servers: list[_Server] = []
+    try:
+        for label, backend, target, spec in jobs:
+            spec = dict(spec)
+            spec["size"] = spec.pop("input_size")
+            servers.append(_Server(label, {"backend": backend, "target": target, "runs": runs, **spec}))
+        for server in servers:
+            if server.answer(timeout) != "ready":
+                raise ValueError(f"benchmarking {server.label}: unexpected answer from its process")
+        for round_ in range(runs):
+            shift = round_ % len(servers)
+            for server in servers[shift:] + servers[:shift]:
+                server.ask("run", timeout)
+        return [json.loads(server.ask("done", timeout)) for server in servers]
+    finally:
+        for server in servers:
+            server.close()
 
 
 def run_backends(*, model: str | None = None, weights: str | None = None, cells: int = 4, filters: int = 44,
@@ -225,20 +345,24 @@ def run_backends(*, model: str | None = None, weights: str | None = None, cells:
                  int8: str | None = None, config: str | None = None, opts: Sequence[str] = (),
                  quantize: bool = True, calib: str = "synthetic", input_size: int | None = None, threads: int = 2,
                  batch: int = 1, runs: int = 20, warmup: int = 3, optimize: bool = True, compile: bool = False,
-                 align: bool = True, ort_format: bool = True, profile: bool = False) -> BenchRun:
+                 align: bool = True, ort_format: bool = True, profile: bool = False,
+                 alternate: bool = True) -> BenchRun:
     """Time every backend of a registered ``model`` or genotype JSON file (``cells``, ``filters``,
     ``stem`` as :func:`nasnet_backbones.build_model` takes them; ``weights``: a tag, a file, or None
     for random weights), of the detectron2 ``config`` (with ``opts`` overrides; ``weights`` None takes its
     ``MODEL.WEIGHTS``, ``""`` none), or of the given ``onnx``/``int8`` files, each in its own process
-    (module doc). The groups: eager optimized (``optimize``), compiled (``compile``, classifiers
+    (module doc): with ``alternate`` (default) all at once, one call each per round
+    (:func:`measure_alternating`), else one after another (one model in memory at a time). The
+    groups: eager optimized (``optimize``), compiled (``compile``, classifiers
     only), the channel-aligned FP32 (``align``; left out with a note where ``"auto"`` aligns
     nothing on this host), INT8 (``quantize``, on ``calib``, of the aligned FP32; random weights are
     not held to the agreement gate), ``.ort`` of the FP32 and INT8 graphs (``ort_format``: this
     host's platform, Fixed style, the batch fixed to 1 when ``batch`` is 1). A ``model`` with
     ``onnx`` (as the demo passes its own exports) times those files instead of exporting.
-    ``input_size`` defaults to the model's, the config's ``INPUT.MIN_SIZE_TEST`` (a square image),
-    or the size ``onnx`` records. With ``profile``, each onnxruntime row also gets its optimized-graph
-    census and per-op profile (:func:`export.ort_profile.profile_summary`). Each row: ``backend``,
+    ``input_size`` defaults to the model's, the config's ``INPUT.MIN_SIZE_TEST`` (a square image;
+    the config's test-time size is set to it), or the size ``onnx`` records. With ``profile``, each
+    onnxruntime row also gets its optimized-graph census and per-op profile
+    (:func:`export.ort_profile.profile_summary`), after the timing. Each row: ``backend``,
     ``median_ms``, ``p90_ms``, ``images_per_s``, ``peak_rss_mb``, ``vs_first`` (its latency over the
     first row's) and, for files, ``source`` (what it was made from) or ``file``."""
     from nasnet_backbones.host import cpu_description
@@ -251,26 +375,14 @@ def run_backends(*, model: str | None = None, weights: str | None = None, cells:
         raise ValueError("--compile is for --model or --genotype: torch.compile of a whole detector or of a file "
                          "is not measured here")
     clock = clock_for(threads)
-    rows: list[dict[str, Any]] = []
     notes: list[str] = []
     profiles: list[tuple[str, str]] = []
-    timing = dict(batch=batch, threads=threads, runs=runs, warmup=warmup, clock=clock)
-
-    def time_file(backend: str, path: str, **about: Any) -> None:
-        config_entries = {_RUNTIME_REPLAY_ENTRY: "1"} if Path(path).suffix == ".ort" else {}
-        row = {"backend": backend, **about,
-               **measure_in_child("ort", path, input_size=input_size, pixel_max=_conventions(path).pixel_max,
-                                  session_config=config_entries, **timing)}
-        rows.append(row)
-        if profile:
-            from .ort_profile import profile_summary
-
-            summary = profile_summary(path, threads=threads, runs=runs)
-            row["profile"] = summary.as_dict()
-            profiles.append((backend, summary.format().replace(str(Path(tmp)) + "/", "")))  # no temporary paths
+    timing = dict(batch=batch, threads=threads, warmup=warmup, clock=clock)
+    # (label, backend, target, spec, about): what to time, in the table's order
+    jobs: list[tuple[str, str, str, dict[str, Any], dict[str, Any]]] = []
 
     with tempfile.TemporaryDirectory(prefix="nasnet-bench-") as tmp:
-        files: list[tuple[str, str, dict[str, Any]]] = []  # (backend, path, about), timed in this order
+        files: list[tuple[str, str, dict[str, Any]]] = []  # (backend, path, about)
         fp32: str | None = None
         aligned: tuple[str, int] | None = None
         if model:
@@ -280,13 +392,11 @@ def run_backends(*, model: str | None = None, weights: str | None = None, cells:
             network = nb.build_model(model, pretrained=weights or False, **shape).eval()
             input_size = input_size or network.pretrained_cfg.input_size
             spec = dict(input_size=input_size, weights=weights or "", architecture=shape, **timing)
-            rows.append({"backend": "PyTorch eager", **measure_in_child("eager", model, **spec)})
+            jobs.append(("PyTorch eager", "eager", model, spec, {}))
             if optimize:
-                rows.append({"backend": "PyTorch eager optimized",
-                             **measure_in_child("eager", model, optimize=True, **spec)})
+                jobs.append(("PyTorch eager optimized", "eager", model, {**spec, "optimize": True}, {}))
             if compile:
-                rows.append({"backend": "PyTorch compiled",
-                             **measure_in_child("eager", model, optimize=True, compile=True, **spec)})
+                jobs.append(("PyTorch compiled", "eager", model, {**spec, "optimize": True, "compile": True}, {}))
             if not onnx:
                 from .onnx_export import export_classifier
 
@@ -314,12 +424,10 @@ def run_backends(*, model: str | None = None, weights: str | None = None, cells:
                     "INPUT.MAX_SIZE_TEST", str(max(input_size, int(cfg.INPUT.MAX_SIZE_TEST)))]
             merge_overrides(cfg, opts[-4:])
             spec = dict(input_size=input_size, weights=chosen, opts=list(opts), **timing)
-            rows.append({"backend": "PyTorch eager",
-                         **measure_in_child("detector", config, optimize=False, **spec)})
+            jobs.append(("PyTorch eager", "detector", config, {**spec, "optimize": False}, {}))
             if optimize:
                 if "OPTIMIZE_FOR_INFERENCE" in cfg.MODEL.NASNET:
-                    rows.append({"backend": "PyTorch eager optimized",
-                                 **measure_in_child("detector", config, optimize=True, **spec)})
+                    jobs.append(("PyTorch eager optimized", "detector", config, {**spec, "optimize": True}, {}))
                 else:
                     notes.append("PyTorch eager optimized: left out, this detection package has no "
                                  "MODEL.NASNET.OPTIMIZE_FOR_INFERENCE config key")
@@ -355,11 +463,28 @@ def run_backends(*, model: str | None = None, weights: str | None = None, cells:
         if ort_format:
             files += _ort_files(files, tmp, batch)
         for backend, path, about in files:
-            time_file(backend, path, **about)
+            entries = {_RUNTIME_REPLAY_ENTRY: "1"} if Path(path).suffix == ".ort" else {}
+            jobs.append((backend, "ort", path, dict(input_size=input_size, pixel_max=_conventions(path).pixel_max,
+                                                    session_config=entries, **timing), about))
+
+        if alternate:
+            results = measure_alternating([job[:4] for job in jobs], runs=runs)
+        else:
+            results = [measure_in_child(backend, target, runs=runs, **spec) for _, backend, target, spec, _ in jobs]
+        rows = [{"backend": label, **about, **result} for (label, _, _, _, about), result in zip(jobs, results)]
+        if profile:
+            from .ort_profile import profile_summary
+
+            for row, (label, backend, target, _, _) in zip(rows, jobs):
+                if backend == "ort":
+                    summary = profile_summary(target, threads=threads, runs=runs)
+                    row["profile"] = summary.as_dict()
+                    profiles.append((label, summary.format().replace(str(Path(tmp)) + "/", "")))  # no temp paths
     base = rows[0]["median_ms"]
     for row in rows:
         row["vs_first"] = row["median_ms"] / base
-    return BenchRun(rows, input_size, cpu_description(), batch, threads, runs, warmup, clock, notes, profiles)
+    return BenchRun(rows, input_size, cpu_description(), batch, threads, runs, warmup, clock, notes, profiles,
+                    "alternating" if alternate and len(rows) > 1 else "sequential")
 
 
 def _file_backend(path: str, kind: str) -> str:
@@ -454,8 +579,11 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--batch", type=positive_int, default=1)
     p.add_argument("--runs", type=positive_int, default=20)
     p.add_argument("--warmup", type=nonnegative_int, default=3)
+    p.add_argument("--sequential", action="store_true",
+                   help="time the backends one after another, one model in memory at a time (default: all loaded, "
+                   "one call each per round in rotating order, so that ratios between rows come from one run)")
     p.add_argument("--json", action="store_true",
-                   help="print {host, rows, input_size, batch, threads, runs, warmup, clock, notes} as JSON")
+                   help="print {host, rows, input_size, batch, threads, runs, warmup, clock, order, notes} as JSON")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=None, metavar="KEY VALUE",
                    help="with --config-file: config overrides, last")
     p.set_defaults(func=_run)
@@ -508,7 +636,8 @@ def _run(args: argparse.Namespace) -> int:
                        config=args.config_file, opts=args.opts or (), quantize=not args.no_int8, calib=args.calib,
                        input_size=args.input_size, threads=args.threads, batch=args.batch, runs=args.runs,
                        warmup=args.warmup, optimize=not args.no_optimize, compile=args.compile,
-                       align=not args.no_align, ort_format=not args.no_ort, profile=args.profile)
+                       align=not args.no_align, ort_format=not args.no_ort, profile=args.profile,
+                       alternate=not args.sequential)
     if args.json:
         json.dump(run.to_dict(), sys.stdout, indent=2)
         print()
@@ -517,7 +646,8 @@ def _run(args: argparse.Namespace) -> int:
     print(f"host: {cpu_summary()}")
     threads = f"{run.threads} thread{'s' if run.threads > 1 else ''}"
     print(f"batch {run.batch}, {run.input_size}x{run.input_size}, {threads}, "
-          f"median of {run.runs} after {run.warmup} warm-up runs ({clock})")
+          f"median of {run.runs} after {run.warmup} warm-up runs ({clock}"
+          f"{', backends alternating' if run.order == 'alternating' else ''})")
     print("| backend | median (ms) | p90 (ms) | images/s | peak RSS (MB) | vs first |")
     print("|---|---|---|---|---|---|")
     for r in run.rows:
@@ -540,6 +670,9 @@ def _run(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":  # the per-backend child process
     spec = json.loads(sys.argv[1])
-    print(json.dumps(measure(spec.pop("backend"), spec.pop("target"), spec.pop("batch"), spec.pop("size"),
-                             spec.pop("threads"), spec.pop("runs"), spec.pop("warmup"), spec.pop("pixel_max"),
-                             **spec)))
+    if spec.pop("serve", False):
+        _serve(spec)
+    else:
+        print(json.dumps(measure(spec.pop("backend"), spec.pop("target"), spec.pop("batch"), spec.pop("size"),
+                                 spec.pop("threads"), spec.pop("runs"), spec.pop("warmup"), spec.pop("pixel_max"),
+                                 **spec)))

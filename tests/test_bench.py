@@ -48,6 +48,7 @@ def test_bench_genotype_gives_every_row_with_the_host(cell, capsys):
     _check_rows(record, ["PyTorch eager", "PyTorch eager optimized", "onnxruntime FP32", *_aligned_rows(),
                          "onnxruntime INT8", ".ort FP32", ".ort INT8"])
     assert record["input_size"] == 32 and record["runs"] == 2 and record["warmup"] == 1
+    assert record["order"] == "alternating"  # all loaded, one call each per round
     rows = {r["backend"]: r for r in record["rows"]}
     made_from = "onnxruntime FP32 aligned" if auto_alignment() else "onnxruntime FP32"
     assert rows["onnxruntime INT8"]["source"] == rows[".ort FP32"]["source"] == made_from
@@ -80,10 +81,11 @@ def test_bench_file_prints_host_table_and_profile(cell, tmp_path, capsys):
     assert "nasnet-bench-" not in result.out  # temporary paths are not printed
 
     # --json --profile: each onnxruntime row carries its profile as plain JSON
-    result = run_cli(capsys, "bench", "--onnx", onnx_file, *FAST, "--no-ort", "--profile", "--json")
+    result = run_cli(capsys, "bench", "--onnx", onnx_file, *FAST, "--no-ort", "--profile", "--json", "--sequential")
     assert result.code == 0, result.err
     record = json.loads(result.out)
     _check_rows(record, ["onnxruntime FP32"])
+    assert record["order"] == "sequential"
     assert record["rows"][0]["file"] == str(onnx_file) and "Conv" in json.dumps(record["rows"][0]["profile"])
 
 
