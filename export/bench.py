@@ -631,6 +631,8 @@ def _run(args: argparse.Namespace) -> int:
     for flag, path in (("--onnx", args.onnx), ("--int8", args.int8)):
         if path:
             check_target(path, flag)
+    if not (args.onnx or args.no_int8) and args.calib != "synthetic" and not Path(args.calib).is_dir():
+        raise FileNotFoundError(f"--calib {args.calib}: no such folder of images (or pass 'synthetic')")
     run = run_backends(model=args.model or args.genotype, weights=args.weights, cells=args.cells,
                        filters=args.filters, stem=args.stem, onnx=args.onnx, int8=args.int8,
                        config=args.config_file, opts=args.opts or (), quantize=not args.no_int8, calib=args.calib,

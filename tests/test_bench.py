@@ -116,6 +116,7 @@ def test_bench_detector_config_gives_detector_rows(cell, capsys):
     (["--genotype", "cell.json", "--int8", "q.onnx"], ["--genotype", "--int8"]),
     (["--model", "nasnet_a_mobile", "--config-file", "faster_rcnn_nasnet_a_mobile_FPN_1x"],
      ["--config-file", "--model"]),
+    (["--model", "nasnet_a_mobile", "--calib", "no/such/folder"], ["--calib", "no/such/folder"]),
 ])
 def test_bench_refuses_flags_that_do_not_go_together(argv, names, capsys):
     expect_clean_error(capsys, "bench", *argv, "--runs", "1", names=names)
