@@ -120,3 +120,20 @@ def test_bench_detector_config_gives_detector_rows(cell, capsys):
 ])
 def test_bench_refuses_flags_that_do_not_go_together(argv, names, capsys):
     expect_clean_error(capsys, "bench", *argv, "--runs", "1", names=names)
+
+
+def test_export_classifier_reports_mobile_coverage_and_the_batch_fix(cell, tmp_path, capsys):
+    """(``nasnet export``, not bench: the ORT-format deliverable's wiring.) A dynamic batch leaves
+    NNAPI and CoreML no nodes, and the command says which flag fixes it; with --batch 1 they take the graph."""
+    base = ["export", "classifier", "--genotype", cell, "--cells", "1", "--filters", "8", "--stem", "cifar",
+            "--random-weights", "--input-size", "32", "--exporter", "torchscript"]
+    result = run_cli(capsys, *base, "-o", tmp_path / "dynamic.onnx")
+    assert result.code == 0, result.err
+    assert "mobile coverage of" in result.out and "NNAPI: 0 of" in result.out
+    assert "re-export with --batch 1" in result.out
+    result = run_cli(capsys, *base, "--batch", "1", "-o", tmp_path / "one.onnx", "--json")
+    assert result.code == 0, result.err
+    coverage = json.loads(result.out)["mobile_coverage"]
+    assert coverage["fixed_input_shape"] is True
+    nnapi = next(p for p in coverage["providers"] if p["provider"] == "NNAPI")
+    assert nnapi["supported_nodes"] > 0.9 * nnapi["total_nodes"]
