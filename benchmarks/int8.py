@@ -10,7 +10,9 @@ off because the weights are random: tests/test_int8_accuracy.py measures agreeme
 model):
 
 * ``INT8 before``: ``fold_batchnorm=False, float_ops=()``, the quantization as it was (every op
-  onnxruntime can quantize, BatchNorm behind the factorized reduction's Concat left in the graph);
+  onnxruntime can quantize; the BatchNorm behind the factorized reduction's Concat is left to the
+  export, which now folds it itself, ``export.layout_folds``, so on older exports this row also
+  keeps 4 FP32 BatchNorms with their transposes);
 * ``INT8 after``: the defaults (that BatchNorm folded into its convolutions, AveragePool outputs
   read only by Add kept float, ``reduce_range`` where the host lacks VNNI).
 
