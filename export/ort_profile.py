@@ -130,15 +130,16 @@ class GraphCensus:
         lines = [
             f"{self.path}: {self.nodes} nodes after onnxruntime's optimizations",
             f"  convolutions {self.convs}: QLinearConv/ConvInteger {self.qlinear_convs} "
-            f"({100 * self.qlinear_convs / convs:.0f}%), NCHWc {self.nchwc_convs} ({100 * self.nchwc_convs / convs:.0f}%), "
+            f"({100 * self.qlinear_convs / convs:.0f}%), "
+            f"NCHWc {self.nchwc_convs} ({100 * self.nchwc_convs / convs:.0f}%), "
             f"FusedConv {self.fused_convs}, other {other}",
             f"  layout: NCHWc nodes {self.nchwc_nodes}, reorders {self.reorders}, Transpose {self.transposes}",
             f"  QuantizeLinear {self.quantize_linear}, DequantizeLinear {self.dequantize_linear} "
             f"({self.qdq_near_concat_add_pool} next to Concat/Add/pooling/Pad)",
         ]
         if self.float_compute:
-            lines.append("  float compute left: " + ", ".join(f"{_short(k)} {v}" for k, v in
-                                                               sorted(self.float_compute.items(), key=lambda kv: -kv[1])))
+            ranked = sorted(self.float_compute.items(), key=lambda kv: -kv[1])
+            lines.append("  float compute left: " + ", ".join(f"{_short(k)} {v}" for k, v in ranked))
         return "\n".join(lines)
 
 
@@ -211,7 +212,8 @@ def _metadata_size(session) -> int | None:
     return None
 
 
-def feed_for(session, path: Path, *, batch: int = 1, input_size: int | None = None, seed: int = 0) -> dict[str, np.ndarray]:
+def feed_for(session, path: Path, *, batch: int = 1, input_size: int | None = None,
+             seed: int = 0) -> dict[str, np.ndarray]:
     """One input for ``session``: N x C x H x W standard-normal values for a classifier or backbone
     (a dynamic batch becomes ``batch``), C x H x W uniform 0..255 pixels for a whole detector. A
     dynamic height or width becomes ``input_size``, else the size its metadata records, else 224."""
@@ -285,7 +287,8 @@ def conv_kind(node: onnx.NodeProto, shapes: dict[str, list[int]]) -> str:
 
 def _node_events(trace: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The kernel events of every run but the first (warm-up: allocations, first-touch)."""
-    runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in trace if e.get("cat") == "Session" and e.get("name") == "model_run")
+    runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in trace
+                  if e.get("cat") == "Session" and e.get("name") == "model_run")
     kernels = [e for e in trace if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time")]
     if len(runs) < 2:
         return kernels

@@ -359,7 +359,8 @@ def fold_concat_batchnorm(model: onnx.ModelProto) -> int:
             new_w = (w.astype(np.float64) * scale[start:stop].reshape(-1, *[1] * (w.ndim - 1))).astype(w.dtype)
             new_b = (bias * scale[start:stop] + shift[start:stop]).astype(w.dtype)
             w_name, b_name = f"{conv.input[1]}_bn_folded", f"{conv.output[0]}_bn_folded_bias"
-            model.graph.initializer.extend([numpy_helper.from_array(new_w, w_name), numpy_helper.from_array(new_b, b_name)])
+            model.graph.initializer.extend([numpy_helper.from_array(new_w, w_name),
+                                            numpy_helper.from_array(new_b, b_name)])
             conv.input[1] = w_name
             if len(conv.input) > 2:
                 conv.input[2] = b_name
@@ -410,7 +411,8 @@ def keep_float(model: onnx.ModelProto, op_types: Iterable[str]) -> int:
         if not quantizers or any(q.op_type != "QuantizeLinear" for q in quantizers):
             continue
         dequantizers = [d for q in quantizers for d in consumers.get(q.output[0], [])]
-        if (any(d.op_type != "DequantizeLinear" for d in dequantizers) or any(q.output[0] in outputs for q in quantizers)
+        if (any(d.op_type != "DequantizeLinear" for d in dequantizers)
+                or any(q.output[0] in outputs for q in quantizers)
                 or any(d.output[0] in outputs for d in dequantizers)):
             continue
         # Only readers that are cheap in float (a convolution reading a float input would stay float).
