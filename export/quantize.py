@@ -28,7 +28,8 @@ from .graph_edits import drop_unused_initializers
 from .onnx_export import ExportVerificationError, graph_constants, refuse_own_input, verified_output
 
 __all__ = ["QuantizationReport", "QuantizationCheckError", "calibration_inputs", "quantize_onnx", "run_outputs",
-           "load_exported", "fold_concat_batchnorm", "keep_float", "host_has_vnni", "DEFAULT_FLOAT_OPS",
+           "load_exported", "fold_concat_batchnorm", "keep_float", "pools_as_convolutions", "host_has_vnni",
+           "DEFAULT_FLOAT_OPS",
            "DEFAULT_MIN_AGREEMENT", "DEFAULT_MAX_REL_ERROR", "DEFAULT_MIN_BOX_IOU"]
 
 logger = logging.getLogger(__name__)
@@ -380,6 +381,64 @@ def fold_concat_batchnorm(model: onnx.ModelProto) -> int:
 _FLOAT_READERS = {"Add", "Sum"}
 
 
+def pools_as_convolutions(model: onnx.ModelProto) -> int:
+    """Rewrite each ``AveragePool`` that excludes padding from its average (``count_include_pad=0``,
+    NASNet's 3x3 pools) into a depthwise ``Conv`` with ``1/k`` weights followed by a ``Mul`` with
+    the constant map ``k / count`` (how many real pixels each window covers, ``k`` at the
+    interior), in place; returns how many pools were rewritten. Same function up to float
+    rounding; only pools whose input channels and size are known (a fixed-size export) qualify,
+    and 1x1 pools (subsampling) are left alone.
+
+    Why: quantized, the pool becomes onnxruntime's ``QLinearAveragePool``, scalar code that costs
+    ten to thirty times the float kernel; kept float (:func:`keep_float`), it needs a Q/DQ pair and
+    NHWC <-> NCHW transposes around it. As a depthwise convolution and an elementwise product it
+    runs the INT8 kernels and stays in the quantized NHWC region."""
+    from onnx import helper, numpy_helper, shape_inference
+
+    inferred = shape_inference.infer_shapes(model)
+    shapes = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim]
+              for vi in list(inferred.graph.value_info) + list(inferred.graph.input)}
+    names = {i.name for i in model.graph.initializer} | {o for n in model.graph.node for o in n.output}
+    nodes, rewritten = [], 0
+    for index, node in enumerate(model.graph.node):
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        shape = shapes.get(node.input[0], []) if node.op_type == "AveragePool" else []
+        kernel = list(attrs.get("kernel_shape", []))
+        auto_pad = attrs.get("auto_pad", b"NOTSET")
+        if (len(shape) != 4 or not all(shape[1:]) or len(kernel) != 2 or kernel == [1, 1]
+                or attrs.get("count_include_pad", 0) != 0 or attrs.get("ceil_mode", 0)
+                or (auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad) != "NOTSET"
+                or any(d != 1 for d in attrs.get("dilations", [1, 1]))):
+            nodes.append(node)
+            continue
+        channels, height, width = shape[1:]
+        (kh, kw), (sh, sw) = kernel, list(attrs.get("strides", [1, 1]))
+        pads = list(attrs.get("pads", [0, 0, 0, 0]))
+        real = np.pad(np.ones((height, width)), ((pads[0], pads[2]), (pads[1], pads[3])))
+        out_h, out_w = (real.shape[0] - kh) // sh + 1, (real.shape[1] - kw) // sw + 1
+        count = np.array([[real[i * sh:i * sh + kh, j * sw:j * sw + kw].sum() for j in range(out_w)]
+                          for i in range(out_h)])
+        if not (count > 0).all():
+            nodes.append(node)
+            continue
+        base = node.name or f"AveragePool_{index}"
+        weight, border, summed = f"{base}_as_conv_weight", f"{base}_border_scale", f"{node.output[0]}_window_mean"
+        if {weight, border, summed} & names:
+            nodes.append(node)
+            continue
+        model.graph.initializer.extend([
+            numpy_helper.from_array(np.full((channels, 1, kh, kw), 1.0 / (kh * kw), np.float32), weight),
+            numpy_helper.from_array((kh * kw / count).astype(np.float32).reshape(1, 1, out_h, out_w), border)])
+        nodes.append(helper.make_node("Conv", [node.input[0], weight], [summed], name=f"{base}_as_conv",
+                                      group=channels, kernel_shape=[kh, kw], strides=[sh, sw], pads=pads))
+        nodes.append(helper.make_node("Mul", [summed, border], [node.output[0]], name=f"{base}_border"))
+        rewritten += 1
+    if rewritten:
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
+    return rewritten
+
+
 def keep_float(model: onnx.ModelProto, op_types: Iterable[str]) -> int:
     """Take the QuantizeLinear -> DequantizeLinear pair off the outputs of the nodes of ``op_types``
     in a QDQ graph, in place, so that their readers take the float result; returns how many outputs
@@ -497,7 +556,7 @@ def quantize_onnx(fp32_path: str | Path, output: str | Path, calibration: str | 
                   box_score_threshold: float = 0.5, *, min_agreement: float = DEFAULT_MIN_AGREEMENT,
                   max_rel_error: float = DEFAULT_MAX_REL_ERROR,
                   min_box_iou: float = DEFAULT_MIN_BOX_IOU, float_ops: Iterable[str] = DEFAULT_FLOAT_OPS,
-                  fold_batchnorm: bool = True, reduce_range: bool | None = None,
+                  fold_batchnorm: bool = True, pool_as_conv: bool = True, reduce_range: bool | None = None,
                   extra_options: dict[str, Any] | None = None) -> QuantizationReport:
     """Static INT8 (QDQ, u8 activations / s8 weights) with MinMax calibration, written only when it
     agrees with FP32 on the held-out inputs: a classifier's top-1 on at least ``min_agreement`` of
@@ -510,8 +569,10 @@ def quantize_onnx(fp32_path: str | Path, output: str | Path, calibration: str | 
 
     Made for speed on onnxruntime's CPU kernels (BENCHMARKS.md has the profile behind each choice):
     BatchNorms behind a Concat are folded into the convolutions first (``fold_batchnorm``,
-    :func:`fold_concat_batchnorm`); the ops in ``float_ops`` (default: ``AveragePool``, whose
-    QLinear kernel is scalar code) keep float outputs (:func:`keep_float`); ``reduce_range``
+    :func:`fold_concat_batchnorm`); average pools that exclude padding become a depthwise
+    convolution and a product (``pool_as_conv``, :func:`pools_as_convolutions`: onnxruntime's
+    ``QLinearAveragePool`` is scalar code); where that cannot apply (a dynamic size), the ops in
+    ``float_ops`` (default: ``AveragePool``) keep float outputs (:func:`keep_float`); ``reduce_range``
     (7-bit weights) is on where the host has no VNNI (None: decided by :func:`host_has_vnni`), as
     onnxruntime advises for u8 x s8 on AVX2 / AVX-512 without VNNI. ``extra_options`` go to
     ``quantize_static`` as they are."""
@@ -537,10 +598,11 @@ def quantize_onnx(fp32_path: str | Path, output: str | Path, calibration: str | 
     with tempfile.TemporaryDirectory(prefix="nasnet-quantize-") as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
-        if fold_batchnorm:
-            graph = onnx.load(str(prepared))
-            if fold_concat_batchnorm(graph):
-                onnx.save(graph, str(prepared))
+        graph = onnx.load(str(prepared))
+        folded = fold_concat_batchnorm(graph) if fold_batchnorm else 0
+        pools = pools_as_convolutions(graph) if pool_as_conv and not detector else 0
+        if folded or pools:
+            onnx.save(graph, str(prepared))
         excluded = infinite_padding_nodes(_name_nodes(prepared))
         quantized = Path(tmp) / "int8.onnx"
         # Detectors: only the convolutions and linear layers (NMS, RoIAlign and box arithmetic stay FP32).
@@ -557,6 +619,7 @@ def quantize_onnx(fp32_path: str | Path, output: str | Path, calibration: str | 
         kept_float = keep_float(int8, float_ops)
         del int8.graph.value_info[:]  # shape annotations from pre-processing; onnxruntime infers them
         float_note = f", float {'/'.join(float_ops)} outputs ({kept_float})" if kept_float else ""
+        float_note += f", {pools} average pools as depthwise convolutions" if pools else ""
         props = {**_metadata(int8), **_metadata(model), "quantization": "static INT8 QDQ, MinMax, "
                  f"{'per-channel' if per_channel else 'per-tensor'}{', reduce_range' if reduce_range else ''}"
                  f"{float_note}, {num_calibration} calibration inputs"}
