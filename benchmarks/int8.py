@@ -13,8 +13,10 @@ model):
   onnxruntime can quantize; the BatchNorm behind the factorized reduction's Concat is left to the
   export, which now folds it itself, ``export.layout_folds``, so on older exports this row also
   keeps 4 FP32 BatchNorms with their transposes);
-* ``INT8 after``: the defaults (that BatchNorm folded into its convolutions, AveragePool outputs
-  read only by Add kept float, ``reduce_range`` where the host lacks VNNI).
+* ``INT8 float pools``: ``pool_as_conv=False``, the fallback for dynamic sizes: AveragePool
+  outputs read only by Add kept float (no ``QLinearAveragePool``, but Q/DQ and transposes around);
+* ``INT8 after``: the defaults (that BatchNorm folded into its convolutions, the 3x3 average pools
+  rewritten as depthwise convolutions and a product, ``reduce_range`` where the host lacks VNNI).
 
 All variants run in this process, one onnxruntime thread (``intra_op_num_threads=1``,
 ``inter_op_num_threads=1``: the calling thread), all graph optimizations; each run is timed with
@@ -44,7 +46,8 @@ from export.quantize import host_has_vnni, quantize_onnx
 from nasnet_backbones.host import cpu_description, cpu_summary
 
 OFF = {"min_agreement": 0.0, "max_rel_error": float("inf"), "min_box_iou": 0.0}
-BEFORE = {"fold_batchnorm": False, "float_ops": ()}
+BEFORE = {"fold_batchnorm": False, "float_ops": (), "pool_as_conv": False}
+FLOAT_POOLS = {"pool_as_conv": False}
 
 
 def session(path: Path):
@@ -75,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
             fp32 = tmp / f"fp32_{align}.onnx"
             export_classifier(model, fp32, input_size=args.size, batch=1, align_channels=align)
             rows.append({"label": f"FP32, align {align}", "path": fp32, "align": align})
-            for label, options in (("INT8 before", BEFORE), ("INT8 after", {})):
-                path = tmp / f"{label.split()[1]}_{align}.onnx"
+            for label, options in (("INT8 before", BEFORE), ("INT8 float pools", FLOAT_POOLS), ("INT8 after", {})):
+                path = tmp / f"{label.split(' ', 1)[1].replace(' ', '_')}_{align}.onnx"
                 quantize_onnx(fp32, path, "synthetic", per_channel=True, num_calibration=16, num_held_out=4,
                               **OFF, **options)
                 rows.append({"label": f"{label}, align {align}", "path": path, "align": align})
