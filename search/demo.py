@@ -213,8 +213,9 @@ class _Demo:
         self.cli(["export", "detector", "--config-file", "faster_rcnn_nasnet_a_mobile_FPN_1x", "--weights", weights,
                   "--input-size", *[str(self.pick(64, 128, 800))] * 2, "-o", str(detector),
                   "--opts", *self._detector_opts()])
+        # The demo's table: the model as built, then the two files it wrote (`nasnet bench` has every row).
         rows = run_backends(model="nasnet_a_mobile", onnx=str(fp32), int8=str(int8), input_size=size, threads=2,
-                            batch=1, runs=self.pick(3, 20, 20), warmup=2).rows
+                            batch=1, runs=self.pick(3, 20, 20), warmup=2, optimize=False, ort_format=False).rows
         return {"classifier": str(fp32), "classifier_int8": str(int8), "detector": str(detector),
                 "classifier_max_abs_error": report.max_abs_error, "int8_top1_agreement": quantized.top1_agreement,
                 "input_size": size, "latency": rows}
