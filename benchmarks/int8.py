@@ -42,7 +42,8 @@ import torch
 import nasnet_backbones as nb
 from export import export_classifier
 from export.ort_profile import graph_census, op_profile
-from export.quantize import host_has_vnni, quantize_onnx
+from export.quantize import quantize_onnx
+from nasnet_backbones.host import host_has_vnni
 from nasnet_backbones.host import cpu_description, cpu_summary
 
 OFF = {"min_agreement": 0.0, "max_rel_error": float("inf"), "min_box_iou": 0.0}

@@ -20,17 +20,16 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import onnx
 
-from nasnet_backbones.host import cpu_description
+from nasnet_backbones.host import host_has_vnni
 from nasnet_backbones.images import open_rgb
 
 from .conventions import InputConventions, read_conventions
-from .graph_edits import drop_unused_initializers
+from .int8_rewrites import keep_float, pools_as_convolutions
+from .layout_folds import fold_concat_batchnorm
 from .onnx_export import ExportVerificationError, graph_constants, refuse_own_input, verified_output
 
 __all__ = ["QuantizationReport", "QuantizationCheckError", "calibration_inputs", "quantize_onnx", "run_outputs",
-           "load_exported", "fold_concat_batchnorm", "keep_float", "pools_as_convolutions", "host_has_vnni",
-           "DEFAULT_FLOAT_OPS",
-           "DEFAULT_MIN_AGREEMENT", "DEFAULT_MAX_REL_ERROR", "DEFAULT_MIN_BOX_IOU"]
+           "load_exported", "DEFAULT_FLOAT_OPS", "DEFAULT_MIN_AGREEMENT", "DEFAULT_MAX_REL_ERROR", "DEFAULT_MIN_BOX_IOU"]
 
 logger = logging.getLogger(__name__)
 
@@ -305,201 +304,6 @@ def _name_nodes(path: Path) -> onnx.ModelProto:
         seen.add(node.name)
     onnx.save(model, str(path))
     return model
-
-
-def fold_concat_batchnorm(model: onnx.ModelProto) -> int:
-    """Fold each ``BatchNormalization`` that reads a channel ``Concat`` of convolutions into those
-    convolutions, in place; returns how many were folded.
-
-    NASNet's factorized reduction (two strided 1x1 convolutions, concatenated, then BatchNorm)
-    leaves such a BatchNorm, which the exporters cannot fold (it sits behind the Concat). Left in
-    the graph it stays FP32 in the INT8 model: a DequantizeLinear -> BatchNorm -> QuantizeLinear
-    round trip with layout transposes around it, and onnxruntime's quantizer warns "Axis 1 is
-    out-of-range" when it tries to quantize its 1-D scale per channel. Each convolution's filters
-    and bias take the BatchNorm's scale and shift of their slice of the channels: the same
-    function, up to float rounding. Concats whose inputs are not all single-use constant-weight
-    convolutions are left alone."""
-    from onnx import numpy_helper
-
-    nodes = list(model.graph.node)
-    inits = {i.name: i for i in model.graph.initializer}
-    producer = {out: n for n in nodes for out in n.output}
-    readers: dict[str, int] = {}
-    for n in nodes:
-        for name in n.input:
-            readers[name] = readers.get(name, 0) + 1
-    outputs = {o.name for o in model.graph.output}
-    folded = 0
-    for bn in nodes:
-        if bn.op_type != "BatchNormalization" or len(bn.output) != 1 or bn.input[0] not in producer:
-            continue
-        concat = producer[bn.input[0]]
-        axis = next((a.i for a in concat.attribute if a.name == "axis"), None)
-        if concat.op_type != "Concat" or axis != 1 or readers.get(concat.output[0]) != 1 or concat.output[0] in outputs:
-            continue
-        if not all(name in inits for name in bn.input[1:5]):
-            continue
-        convs = [producer.get(name) for name in concat.input]
-        if not all(c is not None and c.op_type == "Conv" and readers.get(c.output[0]) == 1 and c.input[1] in inits
-                   and (len(c.input) < 3 or not c.input[2] or c.input[2] in inits) for c in convs):
-            continue
-        if len({c.input[1] for c in convs}) != len(convs):  # a filter shared by two convolutions
-            continue
-        gamma, beta, mean, var = (numpy_helper.to_array(inits[name]).astype(np.float64) for name in bn.input[1:5])
-        eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
-        scale = gamma / np.sqrt(var + eps)
-        shift = beta - mean * scale
-        weights = [numpy_helper.to_array(inits[c.input[1]]) for c in convs]
-        if sum(w.shape[0] for w in weights) != scale.shape[0]:
-            continue
-        start = 0
-        for conv, w in zip(convs, weights):
-            stop = start + w.shape[0]
-            bias = (numpy_helper.to_array(inits[conv.input[2]]).astype(np.float64)
-                    if len(conv.input) > 2 and conv.input[2] else np.zeros(w.shape[0]))
-            new_w = (w.astype(np.float64) * scale[start:stop].reshape(-1, *[1] * (w.ndim - 1))).astype(w.dtype)
-            new_b = (bias * scale[start:stop] + shift[start:stop]).astype(w.dtype)
-            w_name, b_name = f"{conv.input[1]}_bn_folded", f"{conv.output[0]}_bn_folded_bias"
-            model.graph.initializer.extend([numpy_helper.from_array(new_w, w_name),
-                                            numpy_helper.from_array(new_b, b_name)])
-            conv.input[1] = w_name
-            if len(conv.input) > 2:
-                conv.input[2] = b_name
-            else:
-                conv.input.append(b_name)
-            start = stop
-        concat.output[0] = bn.output[0]
-        model.graph.node.remove(bn)
-        folded += 1
-    if folded:
-        drop_unused_initializers(model)
-    return folded
-
-
-# Readers that may take a float input where keep_float frees one: elementwise sums, whose float
-# kernels cost about what requantizing their input would.
-_FLOAT_READERS = {"Add", "Sum"}
-
-
-def pools_as_convolutions(model: onnx.ModelProto) -> int:
-    """Rewrite each ``AveragePool`` that excludes padding from its average (``count_include_pad=0``,
-    NASNet's 3x3 pools) into a depthwise ``Conv`` with ``1/k`` weights followed by a ``Mul`` with
-    the constant map ``k / count`` (how many real pixels each window covers, ``k`` at the
-    interior), in place; returns how many pools were rewritten. Same function up to float
-    rounding; only pools whose input channels and size are known (a fixed-size export) qualify,
-    and 1x1 pools (subsampling) are left alone.
-
-    Why: quantized, the pool becomes onnxruntime's ``QLinearAveragePool``, scalar code that costs
-    ten to thirty times the float kernel; kept float (:func:`keep_float`), it needs a Q/DQ pair and
-    NHWC <-> NCHW transposes around it. As a depthwise convolution and an elementwise product it
-    runs the INT8 kernels and stays in the quantized NHWC region."""
-    from onnx import helper, numpy_helper, shape_inference
-
-    inferred = shape_inference.infer_shapes(model)
-    shapes = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim]
-              for vi in list(inferred.graph.value_info) + list(inferred.graph.input)}
-    names = {i.name for i in model.graph.initializer} | {o for n in model.graph.node for o in n.output}
-    nodes, rewritten = [], 0
-    for index, node in enumerate(model.graph.node):
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        shape = shapes.get(node.input[0], []) if node.op_type == "AveragePool" else []
-        kernel = list(attrs.get("kernel_shape", []))
-        auto_pad = attrs.get("auto_pad", b"NOTSET")
-        if (len(shape) != 4 or not all(shape[1:]) or len(kernel) != 2 or kernel == [1, 1]
-                or attrs.get("count_include_pad", 0) != 0 or attrs.get("ceil_mode", 0)
-                or (auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad) != "NOTSET"
-                or any(d != 1 for d in attrs.get("dilations", [1, 1]))):
-            nodes.append(node)
-            continue
-        channels, height, width = shape[1:]
-        (kh, kw), (sh, sw) = kernel, list(attrs.get("strides", [1, 1]))
-        pads = list(attrs.get("pads", [0, 0, 0, 0]))
-        real = np.pad(np.ones((height, width)), ((pads[0], pads[2]), (pads[1], pads[3])))
-        out_h, out_w = (real.shape[0] - kh) // sh + 1, (real.shape[1] - kw) // sw + 1
-        count = np.array([[real[i * sh:i * sh + kh, j * sw:j * sw + kw].sum() for j in range(out_w)]
-                          for i in range(out_h)])
-        if not (count > 0).all():
-            nodes.append(node)
-            continue
-        base = node.name or f"AveragePool_{index}"
-        weight, border, summed = f"{base}_as_conv_weight", f"{base}_border_scale", f"{node.output[0]}_window_mean"
-        if {weight, border, summed} & names:
-            nodes.append(node)
-            continue
-        model.graph.initializer.extend([
-            numpy_helper.from_array(np.full((channels, 1, kh, kw), 1.0 / (kh * kw), np.float32), weight),
-            numpy_helper.from_array((kh * kw / count).astype(np.float32).reshape(1, 1, out_h, out_w), border)])
-        nodes.append(helper.make_node("Conv", [node.input[0], weight], [summed], name=f"{base}_as_conv",
-                                      group=channels, kernel_shape=[kh, kw], strides=[sh, sw], pads=pads))
-        nodes.append(helper.make_node("Mul", [summed, border], [node.output[0]], name=f"{base}_border"))
-        rewritten += 1
-    if rewritten:
-        del model.graph.node[:]
-        model.graph.node.extend(nodes)
-    return rewritten
-
-
-def keep_float(model: onnx.ModelProto, op_types: Iterable[str]) -> int:
-    """Take the QuantizeLinear -> DequantizeLinear pair off the outputs of the nodes of ``op_types``
-    in a QDQ graph, in place, so that their readers take the float result; returns how many outputs
-    were freed. Only outputs read by ``Add`` / ``Sum`` alone are freed: a convolution reading a
-    float tensor would lose its INT8 kernel.
-
-    onnxruntime fuses ``DequantizeLinear -> op -> QuantizeLinear`` into the op's QLinear kernel
-    wherever the quantizer wrote that pattern, whether or not the op was asked to be quantized;
-    freeing the output breaks the pattern, so the op runs its float kernel. This is what pays for
-    ``AveragePool``: onnxruntime's ``QLinearAveragePool`` dequantizes its whole input and pools
-    in scalar float code (ten to thirty times the float kernel's time on NASNet-A's 3x3 pools),
-    while the float pooling and the float ``Add`` that reads it cost less than the requantization
-    they skip."""
-    wanted = set(op_types)
-    if not wanted:
-        return 0
-    nodes = list(model.graph.node)
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for n in nodes:
-        for name in n.input:
-            consumers.setdefault(name, []).append(n)
-    outputs = {o.name for o in model.graph.output}
-    freed = 0
-    for node in nodes:
-        if node.op_type not in wanted:
-            continue
-        value = node.output[0]
-        quantizers = consumers.get(value, [])
-        if not quantizers or any(q.op_type != "QuantizeLinear" for q in quantizers):
-            continue
-        dequantizers = [d for q in quantizers for d in consumers.get(q.output[0], [])]
-        if (any(d.op_type != "DequantizeLinear" for d in dequantizers)
-                or any(q.output[0] in outputs for q in quantizers)
-                or any(d.output[0] in outputs for d in dequantizers)):
-            continue
-        # Only readers that are cheap in float (a convolution reading a float input would stay float).
-        if any(r.op_type not in _FLOAT_READERS for d in dequantizers for r in consumers.get(d.output[0], [])):
-            continue
-        for d in dequantizers:
-            for reader in consumers.get(d.output[0], []):
-                for i, name in enumerate(reader.input):
-                    if name == d.output[0]:
-                        reader.input[i] = value
-            model.graph.node.remove(d)
-        for q in quantizers:
-            model.graph.node.remove(q)
-        freed += 1
-    if freed:
-        drop_unused_initializers(model)
-    return freed
-
-
-def host_has_vnni() -> bool:
-    """Whether this CPU reports an 8-bit dot-product instruction (AVX-512 VNNI, AVX-VNNI, AMX)
-    that does not saturate: without one, u8 x s8 products go through AVX2's ``vpmaddubsw``, whose
-    16-bit sums can overflow, and weights want a 7-bit range (``reduce_range``). Non-x86 hosts
-    (ARM's dot products do not saturate) count as having it."""
-    cpu = cpu_description()
-    if cpu["machine"] not in ("x86_64", "AMD64", "i386", "i686"):
-        return True
-    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(cpu["isa"]))
 
 
 def _agreement(fp32_out: list[list[np.ndarray]], int8_out: list[list[np.ndarray]]) -> float:

@@ -12,7 +12,7 @@ import os
 import platform
 from pathlib import Path
 
-__all__ = ["ISA_FLAGS", "cpu_description", "cpu_summary"]
+__all__ = ["ISA_FLAGS", "cpu_description", "cpu_summary", "host_has_vnni"]
 
 #: /proc/cpuinfo flags that matter to the x86 convolution and INT8 kernels, in the order reported.
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16")
@@ -44,3 +44,14 @@ def cpu_summary() -> str:
     cpu = cpu_description()
     isa = " ".join(cpu["isa"]) or "no AVX2/AVX-512 flags reported"
     return f"{cpu['model']} ({cpu['machine']}), {cpu['logical_cpus']} logical CPUs, ISA: {isa}"
+
+
+def host_has_vnni() -> bool:
+    """Whether this CPU reports an 8-bit dot-product instruction (AVX-512 VNNI, AVX-VNNI, AMX)
+    that does not saturate: without one, u8 x s8 products go through AVX2's ``vpmaddubsw``, whose
+    16-bit sums can overflow, and weights want a 7-bit range (``reduce_range``). Non-x86 hosts
+    (ARM's dot products do not saturate) count as having it."""
+    cpu = cpu_description()
+    if cpu["machine"] not in ("x86_64", "AMD64", "i386", "i686"):
+        return True
+    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(cpu["isa"]))
