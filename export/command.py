@@ -137,6 +137,12 @@ def add_parser(subparsers: Any) -> None:
     q.add_argument("--num-calibration", type=positive_int, default=32, help="calibration images")
     q.add_argument("--num-held-out", type=positive_int, default=16,
                    help="held-out images for the FP32 agreement check")
+    q.add_argument("--reduce-range", choices=("auto", "on", "off"), default="auto",
+                   help="7-bit weights, for x86 hosts without VNNI whose u8 x s8 sums saturate (default auto: on "
+                        "exactly where this host lacks VNNI; set it for the host that will run the file)")
+    q.add_argument("--pool-as-conv", action=argparse.BooleanOptionalAction, default=True,
+                   help="run TF 'SAME' average pools as a depthwise convolution and a product, which onnxruntime's "
+                        "INT8 kernels run fast (default; its QLinearAveragePool is scalar code)")
     gates = q.add_argument_group("agreement with FP32 the INT8 file must reach to be written")
     gates.add_argument("--min-agreement", type=probability, default=DEFAULT_MIN_AGREEMENT,
                        help=f"classifiers: share of held-out images with FP32's top-1 class (default "
@@ -201,7 +207,9 @@ def _quantize(args: argparse.Namespace) -> int:
 
     report = quantize_onnx(args.model, args.output, args.calib, args.per_channel, args.num_calibration,
                            args.num_held_out, args.box_score_threshold, min_agreement=args.min_agreement,
-                           max_rel_error=args.max_rel_error, min_box_iou=args.min_box_iou)
+                           max_rel_error=args.max_rel_error, min_box_iou=args.min_box_iou,
+                           reduce_range={"auto": None, "on": True, "off": False}[args.reduce_range],
+                           pool_as_conv=args.pool_as_conv)
     if args.json:
         json.dump(asdict(report), sys.stdout, indent=2)
         print()

@@ -172,6 +172,25 @@ def test_int8_is_smaller_and_agrees_with_fp32(trained_classifier, tmp_path, caps
     assert {p.key: p.value for p in graph.metadata_props}["exporter"] == "dynamo"  # the FP32 source's record
 
 
+def test_quantize_flags_reach_the_graph(trained_classifier, tmp_path, capsys):
+    root, fp32 = trained_classifier
+    quantization = {}
+    for flags in ([], ["--reduce-range", "on", "--no-pool-as-conv"]):
+        out = tmp_path / f"int8{len(flags)}.onnx"
+        assert main(["export", "quantize", str(fp32), "--calib", str(root / "images"), "--num-calibration", "8",
+                     "--num-held-out", "8", "--min-agreement", "0", "-o", str(out), *flags]) == 0
+        graph = onnx.load(str(out))
+        quantization[len(flags)] = {p.key: p.value for p in graph.metadata_props}["quantization"]
+        pools = [n for n in graph.graph.node if n.op_type == "AveragePool"]
+        assert bool(pools) == bool(flags)  # by default the 3x3 pools run as depthwise convolutions
+    capsys.readouterr()
+    assert "reduce_range" in quantization[3] and "as depthwise convolutions" in quantization[0]
+    assert "as depthwise convolutions" not in quantization[3]
+    # this host's VNNI decides the default
+    from nasnet_backbones.host import host_has_vnni
+    assert ("reduce_range" in quantization[0]) == (not host_has_vnni())
+
+
 def test_ort_format_loads_back(trained_classifier, tmp_path, capsys):
     _, fp32 = trained_classifier
     assert main(["export", "ort", str(fp32), "-o", str(tmp_path / "model.ort")]) == 0
