@@ -23,7 +23,7 @@ from nasnet_backbones import Genotype, GenotypeError, NASNet, build_model
 from nasnet_backbones.drop_path import ScheduledDropPath
 
 from .imagenet_init import check_body_filled
-from .torchvision.fast_path import FastInference
+from .fast_path import FastInference
 
 __all__ = [
     "NASNetBackbone", "NASNetC4Backbone", "NASNetC4Head", "NASNetC4ROIHeads", "build_nasnet_from_cfg", "nasnet_network",
@@ -125,7 +125,7 @@ class NASNetBackbone(FastInference, Backbone):
     (:meth:`NASNet.set_grad_checkpointing`, ``MODEL.NASNET.GRAD_CHECKPOINTING``).
     ``optimize_for_inference`` (``MODEL.NASNET.OPTIMIZE_FOR_INFERENCE``) lets eval-mode forward
     passes run a BatchNorm-folded copy of the network
-    (:class:`~detection.torchvision.fast_path.FastInference`)."""
+    (:class:`~detection.fast_path.FastInference`)."""
 
     def __init__(self, model: NASNet, out_features: list[str], freeze_at: int = 0, norm: str = "FrozenBN",
                  grad_checkpointing: bool = False, optimize_for_inference: bool = True) -> None:

@@ -25,7 +25,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from nasnet_backbones import Genotype, NASNet, build_model
 
-from .fast_path import FastInference, drop_after_load
+from ..fast_path import FastInference, drop_after_load
 
 __all__ = ["NASNetBody", "NASNetFPN", "torchvision_backbone"]
 
@@ -38,7 +38,7 @@ class NASNetBody(FastInference, nn.Module):
     ``optimize_for_inference``: in eval mode, without gradients and outside tracing and export,
     run a copy of the network with its BatchNorms folded into the convolutions (exact within float
     rounding; rebuilt when the weights change; in no state dict):
-    :class:`~detection.torchvision.fast_path.InferenceShadow`."""
+    :class:`~detection.fast_path.InferenceShadow`."""
 
     def __init__(self, model: NASNet, optimize_for_inference: bool = True) -> None:
         super().__init__()
