@@ -61,6 +61,15 @@ def test_bench_genotype_gives_every_row_with_the_host(cell, capsys):
     assert not any("profile" in row for row in rows.values())  # only with --profile
 
 
+def test_bench_compile_adds_the_compiled_row(cell, capsys):
+    """--compile times optimize_for_inference(compile=True) after its one-time compile, beside the others."""
+    result = run_cli(capsys, "bench", "--genotype", cell, "--cells", "1", "--filters", "8", "--stem", "cifar",
+                     "--input-size", "32", *FAST, "--compile", "--no-align", "--no-int8", "--no-ort", "--json")
+    assert result.code == 0, result.err
+    _check_rows(json.loads(result.out), ["PyTorch eager", "PyTorch eager optimized", "PyTorch compiled",
+                                         "onnxruntime FP32"])
+
+
 def test_bench_file_prints_host_table_and_profile(cell, tmp_path, capsys):
     """Given files: timed as they are, plus the .ort converted from them; the text output's header
     names the host, and --profile prints each onnxruntime row's census and op profile."""
