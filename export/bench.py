@@ -9,10 +9,14 @@ detectron2 config (``--config-file``) the same rows for the whole detector, one 
 per call. For given files (``--onnx``/``--int8``) their rows and the ``.ort`` files made from them.
 
 Each backend runs in its own subprocess, so the peak resident memory reported is that backend's
-alone (model, runtime and activations); the onnxruntime child never imports torch. By default all
-of them load, then take turns, one call each per round in rotating order (a slower or busier
-stretch of the run falls on every row alike: the ratios come from one run); ``--sequential`` times
-them one after another instead, with one model in memory at a time. Warm-up runs are excluded;
+alone (model, runtime and activations); the onnxruntime child never imports torch. With one
+thread (the default order there) all of them load, then take turns, one call each per round in
+rotating order (a slower or busier stretch of the run falls on every row alike: the ratios come
+from one run). With more threads they run one after another, one model in memory at a time (what
+``--sequential`` asks for at one thread too): between calls, an idle child's thread pools keep
+spinning (OpenMP's and onnxruntime's wait policies), and with the children taking turns on the
+same cores that spin took the CPU from the one being timed (NASNet-A mobile eager, 2 threads on 2
+cores: 95.6 ms taking turns, 37.8 ms one after another). Warm-up runs are excluded;
 latency is per call (median and 90th percentile), throughput is images per second at the median.
 With one thread the clock is the thread's CPU time (``time.thread_time``: PyTorch and onnxruntime
 then compute on the calling thread, and the figure does not move with other load on the machine);
@@ -346,13 +350,14 @@ def run_backends(*, model: str | None = None, weights: str | None = None, cells:
                  quantize: bool = True, calib: str = "synthetic", input_size: int | None = None, threads: int = 2,
                  batch: int = 1, runs: int = 20, warmup: int = 3, optimize: bool = True, compile: bool = False,
                  align: bool = True, ort_format: bool = True, profile: bool = False,
-                 alternate: bool = True) -> BenchRun:
+                 alternate: bool | None = None) -> BenchRun:
     """Time every backend of a registered ``model`` or genotype JSON file (``cells``, ``filters``,
     ``stem`` as :func:`nasnet_backbones.build_model` takes them; ``weights``: a tag, a file, or None
     for random weights), of the detectron2 ``config`` (with ``opts`` overrides; ``weights`` None takes its
     ``MODEL.WEIGHTS``, ``""`` none), or of the given ``onnx``/``int8`` files, each in its own process
-    (module doc): with ``alternate`` (default) all at once, one call each per round
-    (:func:`measure_alternating`), else one after another (one model in memory at a time). The
+    (module doc): with ``alternate`` all at once, one call each per round
+    (:func:`measure_alternating`), else one after another (one model in memory at a time); None
+    (default) alternates with one thread only. The
     groups: eager optimized (``optimize``), compiled (``compile``, classifiers
     only), the channel-aligned FP32 (``align``; left out with a note where ``"auto"`` aligns
     nothing on this host), INT8 (``quantize``, on ``calib``, of the aligned FP32; random weights are
@@ -467,6 +472,8 @@ def run_backends(*, model: str | None = None, weights: str | None = None, cells:
             jobs.append((backend, "ort", path, dict(input_size=input_size, pixel_max=_conventions(path).pixel_max,
                                                     session_config=entries, **timing), about))
 
+        if alternate is None:
+            alternate = threads == 1  # idle multi-threaded children spin (module doc)
         if alternate:
             results = measure_alternating([job[:4] for job in jobs], runs=runs)
         else:
@@ -580,8 +587,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--runs", type=positive_int, default=20)
     p.add_argument("--warmup", type=nonnegative_int, default=3)
     p.add_argument("--sequential", action="store_true",
-                   help="time the backends one after another, one model in memory at a time (default: all loaded, "
-                   "one call each per round in rotating order, so that ratios between rows come from one run)")
+                   help="time the backends one after another, one model in memory at a time (the default with "
+                   "--threads above 1; with one thread the default is all loaded, one call each per round in "
+                   "rotating order, so that ratios between rows come from one run)")
     p.add_argument("--json", action="store_true",
                    help="print {host, rows, input_size, batch, threads, runs, warmup, clock, order, notes} as JSON")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=None, metavar="KEY VALUE",
@@ -639,7 +647,7 @@ def _run(args: argparse.Namespace) -> int:
                        input_size=args.input_size, threads=args.threads, batch=args.batch, runs=args.runs,
                        warmup=args.warmup, optimize=not args.no_optimize, compile=args.compile,
                        align=not args.no_align, ort_format=not args.no_ort, profile=args.profile,
-                       alternate=not args.sequential)
+                       alternate=False if args.sequential else None)
     if args.json:
         json.dump(run.to_dict(), sys.stdout, indent=2)
         print()

@@ -97,6 +97,13 @@ def test_bench_file_prints_host_table_and_profile(cell, tmp_path, capsys):
     assert record["order"] == "sequential"
     assert record["rows"][0]["file"] == str(onnx_file) and "Conv" in json.dumps(record["rows"][0]["profile"])
 
+    # with more than one thread the backends run one after another (idle thread pools spin)
+    result = run_cli(capsys, "bench", "--onnx", onnx_file, "--int8", onnx_file, "--runs", "2", "--warmup", "1",
+                     "--threads", "2", "--no-ort", "--json")
+    assert result.code == 0, result.err
+    record = json.loads(result.out)
+    assert record["order"] == "sequential" and record["clock"] == "wall" and len(record["rows"]) == 2
+
 
 def test_bench_detector_config_gives_detector_rows(cell, capsys):
     """The whole detector, eager (fast path off and on), exported and converted; one C x H x W image
