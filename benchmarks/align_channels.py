@@ -28,7 +28,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +37,7 @@ import torch
 import nasnet_backbones as nb
 from export import export_classifier
 from export.align_channels import conv_cost
+from export.ort_profile import census_of
 from export.quantize import quantize_onnx
 from nasnet_backbones.convert import convert_state_dict
 from nasnet_backbones.host import cpu_summary
@@ -67,12 +67,12 @@ def session(path: Path, optimized: Path):
 
 
 def kernels(optimized: Path) -> dict[str, int]:
-    """What onnxruntime ran: NCHWc nodes, reorders, convolutions outside NCHWc, quantized convolutions."""
-    counts = Counter((n.domain, n.op_type) for n in onnx.load(str(optimized)).graph.node)
-    return {"nchwc": sum(v for (d, _), v in counts.items() if d == "com.microsoft.nchwc"),
-            "reorders": sum(v for (_, t), v in counts.items() if t in ("ReorderInput", "ReorderOutput")),
-            "plain_conv": sum(v for (d, t), v in counts.items() if t in ("Conv", "FusedConv") and d != "com.microsoft.nchwc"),
-            "qlinear_conv": sum(v for (_, t), v in counts.items() if t == "QLinearConv")}
+    """What onnxruntime ran (:func:`export.ort_profile.census_of`): NCHWc nodes, reorders,
+    convolutions outside NCHWc, quantized convolutions."""
+    census = census_of(onnx.load(str(optimized)), str(optimized))
+    return {"nchwc": census.nchwc_nodes, "reorders": census.reorders,
+            "plain_conv": census.convs - census.nchwc_convs - census.qlinear_convs,
+            "qlinear_conv": census.qlinear_convs}
 
 
 def detector(config: str, size: int, rounds: int) -> None:
