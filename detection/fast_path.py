@@ -34,19 +34,16 @@ import torch
 from torch import nn
 
 from nasnet_backbones.inference import optimize_for_inference
+from nasnet_backbones.prepacked import capturing
 
 __all__ = ["CHANNELS_LAST", "FastInference", "InferenceShadow", "drop_after_load"]
 
 logger = logging.getLogger(__name__)
 
 
-def _tracing() -> bool:
-    if torch.jit.is_scripting() or torch.jit.is_tracing():
-        return True
-    if torch.compiler.is_compiling() or torch.compiler.is_exporting():
-        return True
-    # torch.fx hands the forward a Proxy, which plain_path_required refuses anyway; this catches
-    # a symbolic trace that passes real tensors through (is_fx_tracing() itself warns on every call).
+def _fx_symbolic_tracing() -> bool:
+    """A torch.fx symbolic trace that passes real tensors through (a Proxy input is caught by
+    :func:`~nasnet_backbones.prepacked.capturing`; ``is_fx_tracing()`` itself warns on every call)."""
     from torch.fx import _symbolic_trace
 
     symbolic = getattr(_symbolic_trace, "is_fx_symbolic_tracing", None)
@@ -104,7 +101,7 @@ class InferenceShadow:
         """What ``owner`` (the backbone; ``body`` is its network) should run on ``x``: ``body``
         itself where the plain path is required (module doc), else the folded copy of ``body``
         as its tensors are now (built or rebuilt if needed); and ``x`` in that module's memory format."""
-        if type(x) is not torch.Tensor or _tracing():  # fake / functional / proxy tensors of a capture
+        if capturing(x) or _fx_symbolic_tracing():  # traced, compiled, exported: the real modules
             return body, x
         training, grad, current = _scan(owner)
         if training or current is None or (torch.is_grad_enabled() and (grad or x.requires_grad)):

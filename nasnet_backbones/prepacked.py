@@ -27,7 +27,7 @@ from torch import nn
 
 from .padding import Conv2dSame, parity_pads
 
-__all__ = ["PrepackedConv2d", "prepack_convolutions", "prepacking_available"]
+__all__ = ["PrepackedConv2d", "capturing", "prepack_convolutions", "prepacking_available"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,9 +38,16 @@ def prepacking_available() -> bool:
             and hasattr(torch._C._nn, "mkldnn_reorder_conv2d_weight"))
 
 
-def _tracing(x: object) -> bool:
-    return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
-            or isinstance(x, torch.fx.Proxy))
+def capturing(x: object = None) -> bool:
+    """Whether this call is being captured rather than run: ``torch.jit`` tracing or scripting,
+    ``torch.compile``, ``torch.export``, or an input ``x`` that is not a plain tensor (the proxy of a
+    ``torch.fx`` symbolic trace, the fake or functional tensors of an export). Then a module should
+    run its plain code, which the capture can record; its eager shortcuts are for running. Cheap
+    (well under a microsecond): convolutions ask it on every call."""
+    if x is not None and type(x) is not torch.Tensor:
+        return True
+    return (torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling()
+            or torch.compiler.is_exporting())
 
 
 class PrepackedConv2d(nn.Module):
@@ -83,7 +90,7 @@ class PrepackedConv2d(nn.Module):
         return self._packed[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = None if _tracing(x) or x.requires_grad else self._weight_for(x)
+        weight = None if capturing(x) or x.requires_grad else self._weight_for(x)
         if weight is None:
             y = self.conv(x)
             return F.relu(y) if self.relu else y
