@@ -56,8 +56,8 @@ from nasnet_backbones.weights import cache_dir, weights_file
 from .backbone import build_nasnet_from_cfg
 from .imagenet_init import AUTHOR, backbone_weights, imagenet_init_checkpoint, registered_network
 
-__all__ = ["NASNetDetectionCheckpointer", "NASNetWeightsHandler", "PickleWeightsRefused", "check_weights",
-           "detectron2_weights_file", "fetch_remote_weights", "read_weights"]
+__all__ = ["NASNetDetectionCheckpointer", "NASNetWeightsHandler", "PickleWeightsRefused", "build_cpu_detector",
+           "check_weights", "detectron2_weights_file", "fetch_remote_weights", "read_weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -398,3 +398,20 @@ class NASNetDetectionCheckpointer(DetectionCheckpointer):
         logger.info("ImageNet initialisation from %s: %d backbone tensors, placed by detectron2's name matching",
                     filename, len(weights))
         return imagenet_init_checkpoint(weights)
+
+
+def build_cpu_detector(cfg, weights: str | None = None, *, seed: int = 0) -> torch.nn.Module:
+    """The detector ``cfg`` describes, on the CPU and in eval mode, with ``weights`` loaded by
+    :class:`NASNetDetectionCheckpointer` (None or ``""``: none). The layers the weights do not
+    cover start from ``torch.manual_seed(seed)``, so every call builds the same network: an export
+    and a benchmark of random weights work on the same model. ``cfg`` is not changed."""
+    from detectron2.modeling import build_model
+
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.DEVICE = "cpu"
+    torch.manual_seed(seed)
+    model = build_model(cfg).eval()
+    if weights:
+        NASNetDetectionCheckpointer(model, cfg=cfg).load(weights)
+    return model

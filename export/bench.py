@@ -175,26 +175,18 @@ def _serve(spec: dict[str, Any]) -> None:
 
 def _detectron2_model(config: str, weights: str, opts: list[str], optimize: bool) -> Any:
     """The detector ``config`` describes, in eval mode on the CPU, as ``nasnet export detector`` builds it."""
-    import torch
-    from detectron2.modeling import build_model
-
-    from detection.checkpoint import NASNetDetectionCheckpointer
+    from detection.checkpoint import build_cpu_detector
     from detection.engine import merge_overrides
     from detection.model_zoo import get_config
 
     cfg = get_config(config)
     merge_overrides(cfg, opts)
     cfg.defrost()
-    cfg.MODEL.DEVICE = "cpu"
     if "OPTIMIZE_FOR_INFERENCE" in cfg.MODEL.NASNET:
         cfg.MODEL.NASNET.OPTIMIZE_FOR_INFERENCE = optimize
     elif optimize:
         raise ValueError("this detection package has no MODEL.NASNET.OPTIMIZE_FOR_INFERENCE")
-    torch.manual_seed(0)  # what export_detector builds: the same random layers
-    model = build_model(cfg).eval()
-    if weights:
-        NASNetDetectionCheckpointer(model, cfg=cfg).load(weights)
-    return model
+    return build_cpu_detector(cfg, weights)  # what export_detector builds: the same random layers
 
 
 def measure_in_child(backend: str, target: str, *, batch: int, input_size: int, threads: int, runs: int,
@@ -357,9 +349,8 @@ def run_backends(*, model: str | None = None, weights: str | None = None, cells:
     ``MODEL.WEIGHTS``, ``""`` none), or of the given ``onnx``/``int8`` files, each in its own process
     (module doc): with ``alternate`` all at once, one call each per round
     (:func:`measure_alternating`), else one after another (one model in memory at a time); None
-    (default) alternates with one thread only. The
-    groups: eager optimized (``optimize``), compiled (``compile``, classifiers
-    only), the channel-aligned FP32 (``align``; left out with a note where ``"auto"`` aligns
+    (default) alternates with one thread only. The groups: eager optimized (``optimize``),
+    compiled (``compile``, classifiers only), the channel-aligned FP32 (``align``; left out with a note where ``"auto"`` aligns
     nothing on this host), INT8 (``quantize``, on ``calib``, of the aligned FP32; random weights are
     not held to the agreement gate), ``.ort`` of the FP32 and INT8 graphs (``ort_format``: this
     host's platform, Fixed style, the batch fixed to 1 when ``batch`` is 1). A ``model`` with
@@ -415,7 +406,8 @@ def run_backends(*, model: str | None = None, weights: str | None = None, cells:
             from .detectron2_detector import export_detector
 
             if batch != 1:
-                raise ValueError(f"--batch {batch}: a whole detector takes one image per call; drop --batch")
+                raise ValueError(f"--batch {batch}: a whole detector (--config-file) takes one image per call; "
+                                 "drop --batch")
             cfg = get_config(config)
             merge_overrides(cfg, list(opts))
             chosen = weights if weights is not None else (cfg.MODEL.WEIGHTS or "")
@@ -633,9 +625,6 @@ def _run(args: argparse.Namespace) -> int:
     refuse_together(args, "--no-optimize", "--compile")  # --compile compiles the optimized model
     if args.opts is not None and not args.config_file:
         raise ValueError("--opts overrides a detectron2 config: use it with --config-file")
-    if args.config_file and args.batch != 1:
-        raise ValueError(f"--batch {args.batch}: a whole detector (--config-file) takes one image per call; "
-                         "drop --batch")
     for flag, path in (("--onnx", args.onnx), ("--int8", args.int8)):
         if path:
             check_target(path, flag)

@@ -86,19 +86,11 @@ def export_detector(cfg, weights: str | None, path: str | Path, image_size: tupl
     ``exporter`` defaults to the TorchScript-based one (:data:`export.detections.DETECTOR_EXPORTER` says why);
     ``align_channels`` (``"auto"``, ``"none"``, 8, 16) pads channel counts to onnxruntime's SIMD block
     (:mod:`export.align_channels`)."""
-    from detectron2.modeling import build_model
+    from detection.checkpoint import build_cpu_detector
 
     opset = resolve_opset(exporter, opset)
     align_channels = parse_alignment(align_channels)
-    from detection.checkpoint import NASNetDetectionCheckpointer
-
-    cfg = cfg.clone()
-    cfg.defrost()
-    cfg.MODEL.DEVICE = "cpu"
-    torch.manual_seed(0)  # layers the weights do not cover start the same on every export
-    model = build_model(cfg).eval()
-    if weights:
-        NASNetDetectionCheckpointer(model, cfg=cfg).load(weights)
+    model = build_cpu_detector(cfg, weights)  # layers the weights do not cover start the same on every export
     g = torch.Generator().manual_seed(0)
     h, w = image_size
     traced = torch.randint(0, 256, (3, h, w), generator=g).float()
