@@ -399,28 +399,21 @@ def run_backends(*, model: str | None = None, weights: str | None = None, cells:
                 fp32, aligned = _exports(lambda path, alignment: export_classifier(
                     network, path, input_size=input_size, align_channels=alignment), tmp, align, notes)
         elif config:
-            from detection.checkpoint import check_weights
             from detection.engine import merge_overrides
-            from detection.model_zoo import get_config
 
-            from .detectron2_detector import export_detector
+            from .detectron2_detector import detector_config, export_detector
 
             if batch != 1:
                 raise ValueError(f"--batch {batch}: a whole detector (--config-file) takes one image per call; "
                                  "drop --batch")
-            cfg = get_config(config)
-            merge_overrides(cfg, list(opts))
-            chosen = weights if weights is not None else (cfg.MODEL.WEIGHTS or "")
-            check_weights(chosen, allow_pickle=cfg.MODEL.NASNET.ALLOW_PICKLE_WEIGHTS,
-                          flag="--weights" if weights is not None else "MODEL.WEIGHTS")  # before anything runs
-            weights = chosen
+            cfg, weights = detector_config(config, opts=opts, weights=weights)  # weights checked before anything runs
             input_size = input_size or int(cfg.INPUT.MIN_SIZE_TEST)
             # The image is the size the detector works at: its test-time resize says so too (the
             # export's verification resizes by it, and the eager model's post-processing reads it).
             opts = [*opts, "INPUT.MIN_SIZE_TEST", str(input_size),
                     "INPUT.MAX_SIZE_TEST", str(max(input_size, int(cfg.INPUT.MAX_SIZE_TEST)))]
             merge_overrides(cfg, opts[-4:])
-            spec = dict(input_size=input_size, weights=chosen, opts=list(opts), **timing)
+            spec = dict(input_size=input_size, weights=weights, opts=list(opts), **timing)
             jobs.append(("PyTorch eager", "detector", config, {**spec, "optimize": False}, {}))
             if optimize:
                 if "OPTIMIZE_FOR_INFERENCE" in cfg.MODEL.NASNET:
@@ -429,7 +422,7 @@ def run_backends(*, model: str | None = None, weights: str | None = None, cells:
                     notes.append("PyTorch eager optimized: left out, this detection package has no "
                                  "MODEL.NASNET.OPTIMIZE_FOR_INFERENCE config key")
             fp32, aligned = _exports(lambda path, alignment: export_detector(
-                cfg, chosen or None, path, (input_size, input_size), align_channels=alignment), tmp, align, notes)
+                cfg, weights, path, (input_size, input_size), align_channels=alignment), tmp, align, notes)
         if onnx and not input_size:
             input_size = _recorded_size(onnx)
         if onnx:  # given files: timed as they are, each named by its format

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -33,7 +33,7 @@ from .align_channels import DEFAULT_ALIGNMENT, parse_alignment
 from .exporters import resolve_opset
 from .onnx_export import ExportReport, ExportVerificationError, verified_output
 
-__all__ = ["export_detector", "export_detector_from_config"]
+__all__ = ["detector_config", "export_detector", "export_detector_from_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +135,17 @@ def export_detector_from_config(config_file: str, output: str | Path, *, weights
     """:func:`export_detector` of a config file or shipped config name with ``opts`` overrides
     (``KEY VALUE`` pairs): ``weights`` None takes the config's ``MODEL.WEIGHTS``, ``""`` none.
     The weights are checked (pickle refused unless ``allow_pickle``) before the model is built."""
+    cfg, chosen = detector_config(config_file, opts=opts, weights=weights, allow_pickle=allow_pickle)
+    return export_detector(cfg, chosen, output, tuple(image_size), score_atol=score_atol, box_rtol=box_rtol,
+                           verify_image=verify_image, opset=opset, exporter=exporter, align_channels=align_channels)
+
+
+def detector_config(config_file: str, *, opts: Sequence[str] = (), weights: str | None = None,
+                    allow_pickle: bool = False) -> tuple[Any, str]:
+    """The config of a config file or shipped config name with ``opts`` overrides (``KEY VALUE``
+    pairs), and the weights to load: ``weights``, or the config's ``MODEL.WEIGHTS`` when it is
+    None (``""``: none). The weights are checked (pickle refused unless ``allow_pickle`` or the
+    config allows it) before anything is built, with the error naming ``--weights`` or ``MODEL.WEIGHTS``."""
     from detection.checkpoint import check_weights
     from detection.engine import merge_overrides
     from detection.model_zoo import get_config
@@ -143,8 +154,7 @@ def export_detector_from_config(config_file: str, output: str | Path, *, weights
     merge_overrides(cfg, list(opts))
     if allow_pickle:
         cfg.MODEL.NASNET.ALLOW_PICKLE_WEIGHTS = True
-    chosen = weights if weights is not None else (cfg.MODEL.WEIGHTS or None)
-    check_weights(chosen or "", allow_pickle=cfg.MODEL.NASNET.ALLOW_PICKLE_WEIGHTS,
-                  flag="--weights" if weights is not None else "MODEL.WEIGHTS")  # before the model is built
-    return export_detector(cfg, chosen, output, tuple(image_size), score_atol=score_atol, box_rtol=box_rtol,
-                           verify_image=verify_image, opset=opset, exporter=exporter, align_channels=align_channels)
+    chosen = weights if weights is not None else (cfg.MODEL.WEIGHTS or "")
+    check_weights(chosen, allow_pickle=cfg.MODEL.NASNET.ALLOW_PICKLE_WEIGHTS,
+                  flag="--weights" if weights is not None else "MODEL.WEIGHTS")
+    return cfg, chosen
