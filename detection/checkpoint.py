@@ -50,6 +50,7 @@ from iopath.common.file_io import PathHandler
 from nasnet_backbones.atomic import write_atomic
 from nasnet_backbones.checkpoint import CheckpointError, check_tensor_values, read_state_dict
 from nasnet_backbones.convert import detect_layout
+from nasnet_backbones.errors import first_line
 from nasnet_backbones.catalogue import get_weights, split_model_tag
 from nasnet_backbones.weights import cache_dir, weights_file
 
@@ -102,7 +103,7 @@ def read_weights(filename: str, *, allow_pickle: bool = False) -> Any:
         return torch.load(filename, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if not allow_pickle:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise _pickle_refusal(filename, f"it is a pickle that needs more than tensors and plain containers "
                                   f"(torch.load(weights_only=True) said: {first})") from None
         logger.warning("unpickling %s in full (allowed by --allow-pickle / MODEL.NASNET.ALLOW_PICKLE_WEIGHTS)",

@@ -593,12 +593,14 @@ def check_target(path: str, flag: str) -> None:
         return
     import onnxruntime as ort
 
+    from nasnet_backbones.errors import first_line
+
     if not Path(path).is_file():
         raise FileNotFoundError(f"{flag} {path}: no such file")
     try:
         session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime's own error types
-        cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        cause = first_line(exc)
         raise ValueError(f"{flag} {path} is not a model onnxruntime can load ({cause})") from None
     inputs = session.get_inputs()
     if len(inputs) != 1 or len(inputs[0].shape) not in (3, 4):

@@ -47,6 +47,8 @@ from typing import Any, Iterator
 import numpy as np
 import onnx
 
+from nasnet_backbones.errors import first_line
+
 from .onnx_export import ExportVerificationError, refuse_own_input, verified_output
 from .quantize import calibration_inputs, load_exported
 
@@ -215,13 +217,8 @@ def _coverage_of_file(path: Path, label: str) -> MobileCoverage:
             model = ModelProtoWithShapeInfo(optimized).model_with_shape_info
         except Exception as exc:  # onnxruntime's and onnx's own error types
             raise ValueError(f"onnxruntime cannot optimize {label} for the usability check: "
-                             f"{_first_line(exc)}") from None
+                             f"{first_line(exc)}") from None
         return _coverage_of(model, label)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _image_input(model: onnx.ModelProto) -> onnx.ValueInfoProto:
@@ -278,7 +275,7 @@ def _run(path: Path, inputs: list[np.ndarray], options: Any = None) -> list[list
         name = session.get_inputs()[0].name
         return [session.run(None, {name: x}) for x in inputs]
     except Exception as exc:  # onnxruntime's own error types
-        raise ExportVerificationError(f"onnxruntime cannot run {path}: {_first_line(exc)}") from None
+        raise ExportVerificationError(f"onnxruntime cannot run {path}: {first_line(exc)}") from None
 
 
 @contextlib.contextmanager
@@ -348,7 +345,7 @@ def convert_to_ort(onnx_path: str | Path, output: str | Path | None = None, *, t
                                            optimization_styles=[OptimizationStyle[optimization_style]],
                                            target_platform=target)
         except Exception as exc:  # onnxruntime's own error types
-            raise ValueError(f"onnxruntime cannot convert {onnx_path} to the ORT format: {_first_line(exc)}") from None
+            raise ValueError(f"onnxruntime cannot convert {onnx_path} to the ORT format: {first_line(exc)}") from None
         (converted,) = (Path(tmp) / "out").glob("*.ort")
 
         inputs = list(calibration_inputs(model, "synthetic", 2, seed=1))

@@ -20,6 +20,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import onnx
 
+from nasnet_backbones.errors import first_line
 from nasnet_backbones.host import host_has_vnni
 from nasnet_backbones.images import open_rgb
 
@@ -98,7 +99,7 @@ def load_exported(path: str | Path, what: str = "model") -> onnx.ModelProto:
         model = onnx.load(str(path))
         onnx.checker.check_model(model)
     except Exception as exc:  # protobuf's DecodeError, onnx's ValidationError, external-data errors
-        cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        cause = first_line(exc)
         raise ValueError(f"{what} {path} is not a readable ONNX model ({cause}); pass a .onnx file written by "
                          "`nasnet export`") from None
     inputs = _image_input(model)
@@ -255,7 +256,7 @@ def run_outputs(path: str | Path, inputs: list[np.ndarray], outputs: list[str] |
         name = session.get_inputs()[0].name
         return [session.run(outputs, {name: x}) for x in inputs]
     except Exception as exc:  # onnxruntime's own error types
-        cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        cause = first_line(exc)
         raise ExportVerificationError(f"onnxruntime cannot run {path}: {cause}") from None
 
 

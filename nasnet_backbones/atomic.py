@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
+from .errors import first_line
+
 __all__ = ["atomic_target", "write_atomic", "remove_stale_temporaries", "same_file", "refuse_own_input"]
 
 _TEMP = re.compile(r"^(?P<name>.+)\.(?P<pid>\d+)-[0-9a-f]{6}\.tmp(\.[A-Za-z0-9]+)?$")
@@ -81,7 +83,7 @@ def write_atomic(path: str | Path, write: Callable[[Path], None]) -> None:
         try:
             write(tmp)
         except RuntimeError as exc:  # torch.save reports a short write (a full disk) as a RuntimeError
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            reason = first_line(exc)
             raise OSError(errno.EIO, f"writing it failed, is the disk full? ({reason})", str(path)) from exc
 
 

@@ -8,7 +8,7 @@ prints their message and exits with status 2 (``-v`` shows the traceback instead
 
 from __future__ import annotations
 
-__all__ = ["CommandError", "missing_dependency"]
+__all__ = ["CommandError", "first_line", "missing_dependency"]
 
 
 class CommandError(Exception):
@@ -31,3 +31,10 @@ def missing_dependency(exc: ImportError, *, extra: str, needed_for: str) -> Modu
     """
     return ModuleNotFoundError(f"{exc} ({needed_for} needs it: pip install 'nasnet-backbones[{extra}]')",
                                name=exc.name, path=exc.path)
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message, or its type's name when it has none: what a one-line
+    error can quote of a library's multi-line report (onnxruntime's, torch.load's)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
