@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import onnx
 
+from nasnet_backbones.errors import first_line
+
 __all__ = ["GraphCensus", "OpProfile", "ProfileSummary", "graph_census", "op_profile", "profile_summary"]
 
 logger = logging.getLogger(__name__)
@@ -82,7 +84,7 @@ def _session(path: Path, threads: int, optimized: Path | None = None, profile_pr
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime's Fail / InvalidProtobuf / InvalidGraph
-        cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        cause = first_line(exc)
         raise ValueError(f"{path} is not an ONNX model onnxruntime can load ({cause}); pass a .onnx or .ort file "
                          "written by `nasnet export`") from None
 
@@ -301,12 +303,18 @@ def op_profile(onnx_path: str | Path, *, threads: int = 1, runs: int = 20, batch
     """Profile ``runs`` runs (after one warm-up) of ``onnx_path`` with onnxruntime's profiler and add
     up each node's kernel time by op type (the domain read from the optimized graph, so NCHWc and
     plain convolutions stay apart). Times are per run; the profiler's clock is wall time."""
-    path = Path(onnx_path)
+    return _profiled(Path(onnx_path), threads, runs, batch, input_size)[0]
+
+
+def _profiled(path: Path, threads: int, runs: int, batch: int,
+              input_size: int | None) -> tuple[OpProfile, onnx.ModelProto]:
+    """:func:`op_profile`, and the optimized graph its session ran (what :func:`census_of` counts)."""
     if runs < 1:
         raise ValueError(f"runs must be at least 1, not {runs!r}")
     with tempfile.TemporaryDirectory(prefix="nasnet-profile-") as tmp:
         session = _session(path, threads, optimized=Path(tmp) / "optimized.onnx", profile_prefix=Path(tmp) / "trace")
-        graph = onnx.load(str(Path(tmp) / "optimized.onnx"), load_external_data=False).graph
+        optimized = onnx.load(str(Path(tmp) / "optimized.onnx"), load_external_data=False)
+        graph = optimized.graph
         domains = {n.name: n.domain for n in graph.node}
         shapes = {i.name: list(i.dims) for i in graph.initializer}
         kinds = {n.name: conv_kind(n, shapes) for n in graph.node if n.op_type in _CONV_TYPES}
@@ -315,7 +323,7 @@ def op_profile(onnx_path: str | Path, *, threads: int = 1, runs: int = 20, batch
             for _ in range(runs + 1):
                 session.run(None, feed)
         except Exception as exc:  # onnxruntime's RuntimeException: a graph that loads but cannot run
-            cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            cause = first_line(exc)
             raise ValueError(f"onnxruntime cannot run {path} on input {[list(v.shape) for v in feed.values()]}: "
                              f"{cause}") from None
         trace_file = session.end_profiling()
@@ -337,8 +345,9 @@ def op_profile(onnx_path: str | Path, *, threads: int = 1, runs: int = 20, batch
     op_ms = {k: v / 1e3 / counted for k, v in sorted(op_us.items(), key=lambda kv: -kv[1])}
     conv_ms = {k: v / 1e3 / counted for k, v in sorted(conv_us.items(), key=lambda kv: -kv[1])}
     shape = next(iter(feed.values())).shape
-    return OpProfile(str(path), runs, threads, tuple(int(d) for d in shape), sum(op_ms.values()), op_ms,
-                     {k: len(v) for k, v in nodes.items()}, conv_ms)
+    profile = OpProfile(str(path), runs, threads, tuple(int(d) for d in shape), sum(op_ms.values()), op_ms,
+                        {k: len(v) for k, v in nodes.items()}, conv_ms)
+    return profile, optimized
 
 
 # -------------------------------------------------------------------------------------------- summary
@@ -359,5 +368,8 @@ class ProfileSummary:
 
 
 def profile_summary(onnx_path: str | Path, *, threads: int = 1, runs: int = 20) -> ProfileSummary:
-    """Both views of ``onnx_path`` (:func:`graph_census`, :func:`op_profile`)."""
-    return ProfileSummary(graph_census(onnx_path, threads=threads), op_profile(onnx_path, threads=threads, runs=runs))
+    """Both views of ``onnx_path`` (:func:`graph_census`, :func:`op_profile`), from one session: the
+    census counts the optimized graph the profiled session ran."""
+    path = Path(onnx_path)
+    profile, optimized = _profiled(path, threads, runs, 1, None)
+    return ProfileSummary(census_of(optimized, str(path)), profile)
