@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 
 from .graph_edits import drop_unused_initializers
+from .layout_folds import real_pixels
 
 __all__ = ["keep_float", "pools_as_convolutions"]
 
@@ -58,10 +59,8 @@ def pools_as_convolutions(model: onnx.ModelProto) -> int:
         channels, height, width = shape[1:]
         (kh, kw), (sh, sw) = kernel, list(attrs.get("strides", [1, 1]))
         pads = list(attrs.get("pads", [0, 0, 0, 0]))
-        real = np.pad(np.ones((height, width)), ((pads[0], pads[2]), (pads[1], pads[3])))
-        out_h, out_w = (real.shape[0] - kh) // sh + 1, (real.shape[1] - kw) // sw + 1
-        count = np.array([[real[i * sh:i * sh + kh, j * sw:j * sw + kw].sum() for j in range(out_w)]
-                          for i in range(out_h)])
+        out_h, out_w = (height + pads[0] + pads[2] - kh) // sh + 1, (width + pads[1] + pads[3] - kw) // sw + 1
+        count = np.outer(real_pixels(height, kh, sh, pads[0], out_h), real_pixels(width, kw, sw, pads[1], out_w))
         if not (count > 0).all():
             nodes.append(node)
             continue

@@ -25,7 +25,7 @@ from onnx import numpy_helper
 
 from .graph_edits import graph_constants, static_shapes
 
-__all__ = ["exclusive_average_pools", "fold_concat_batchnorm"]
+__all__ = ["exclusive_average_pools", "fold_concat_batchnorm", "real_pixels"]
 
 
 def _readers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
@@ -47,12 +47,11 @@ def _set_attr(node: onnx.NodeProto, name: str, value) -> None:
     node.attribute.append(onnx.helper.make_attribute(name, value))
 
 
-def _real_pixel_share(size: int, kernel: int, stride: int, before: int, outputs: int) -> np.ndarray:
-    """Per output position along one dimension: the share of the window's ``kernel`` pixels that
-    lie inside the unpadded input (``before`` pixels of padding precede it)."""
+def real_pixels(size: int, kernel: int, stride: int, before: int, outputs: int) -> np.ndarray:
+    """Per output position along one dimension: how many of the window's ``kernel`` pixels lie
+    inside the unpadded input of ``size`` (``before`` pixels of padding precede it)."""
     starts = np.arange(outputs) * stride - before
-    inside = np.minimum(starts + kernel, size) - np.maximum(starts, 0)
-    return inside / kernel
+    return np.minimum(starts + kernel, size) - np.maximum(starts, 0)
 
 
 def _zero_pad_amounts(pad: onnx.NodeProto | None, consts: dict[str, np.ndarray]) -> list[int] | None:
@@ -105,8 +104,8 @@ def exclusive_average_pools(model: onnx.ModelProto) -> int:
         size, out = shapes.get(source), shapes.get(pool.output[0])
         if not size or not out or len(size) != 4 or None in size[2:] or None in out[2:]:
             continue
-        share = np.outer(_real_pixel_share(size[2], kernel[0], strides[0], top, out[2]),
-                         _real_pixel_share(size[3], kernel[1], strides[1], left, out[3]))
+        share = np.outer(real_pixels(size[2], kernel[0], strides[0], top, out[2]) / kernel[0],
+                         real_pixels(size[3], kernel[1], strides[1], left, out[3]) / kernel[1])
         divisor = consts[div.input[1]]
         if divisor.size != share.size or not np.allclose(divisor.reshape(share.shape), share, rtol=1e-6, atol=0):
             continue
