@@ -16,7 +16,7 @@ from typing import Iterable
 import numpy as np
 import onnx
 
-from .graph_edits import drop_unused_initializers
+from .graph_edits import drop_unused_initializers, static_shapes
 from .layout_folds import real_pixels
 
 __all__ = ["keep_float", "pools_as_convolutions"]
@@ -38,11 +38,9 @@ def pools_as_convolutions(model: onnx.ModelProto) -> int:
     ten to thirty times the float kernel; kept float (:func:`keep_float`), it needs a Q/DQ pair and
     NHWC <-> NCHW transposes around it. As a depthwise convolution and an elementwise product it
     runs the INT8 kernels and stays in the quantized NHWC region."""
-    from onnx import helper, numpy_helper, shape_inference
+    from onnx import helper, numpy_helper
 
-    inferred = shape_inference.infer_shapes(model)
-    shapes = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim]
-              for vi in list(inferred.graph.value_info) + list(inferred.graph.input)}
+    shapes = static_shapes(model)  # None for a dimension not known before the graph runs
     names = {i.name for i in model.graph.initializer} | {o for n in model.graph.node for o in n.output}
     nodes, rewritten = [], 0
     for index, node in enumerate(model.graph.node):
