@@ -41,7 +41,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .graph_edits import drop_unused_initializers, subgraph_reads
+from .graph_edits import attribute_values, drop_unused_initializers, graph_constants, set_attribute, subgraph_reads
 
 __all__ = ["ALIGNMENTS", "ALIGNMENT_KEY", "DEFAULT_ALIGNMENT", "AlignmentReport", "align_channels",
            "alignment_metadata", "auto_alignment", "conv_cost", "parse_alignment", "resolve_alignment"]
@@ -169,17 +169,6 @@ class _UnionFind:
             self.parent[rb] = ra
 
 
-def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
-
-
-def _set_attr(node: onnx.NodeProto, name: str, value: Any) -> None:
-    kept = [a for a in node.attribute if a.name != name]
-    del node.attribute[:]
-    node.attribute.extend(kept)
-    node.attribute.append(helper.make_attribute(name, value))
-
-
 def _tensor_info(model: onnx.ModelProto) -> dict[str, tuple[int, list[int | None], int]]:
     """Every value's (element type, shape with None for dynamic dims, rank) after shape inference."""
     inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
@@ -195,13 +184,9 @@ def _tensor_info(model: onnx.ModelProto) -> dict[str, tuple[int, list[int | None
 def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     """Initializers, ``Constant`` values and ``Identity`` copies of them (the TorchScript exporter
     passes shared parameters through ``Identity``), by name."""
-    consts = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+    consts = graph_constants(model)
     for node in model.graph.node:
-        if node.op_type == "Constant":
-            for attr in node.attribute:
-                if attr.name == "value":
-                    consts[node.output[0]] = numpy_helper.to_array(attr.t)
-        elif node.op_type == "Identity" and node.input[0] in consts:
+        if node.op_type == "Identity" and node.input[0] in consts:
             consts[node.output[0]] = consts[node.input[0]]
     return consts
 
@@ -231,7 +216,7 @@ def _known_values(model: onnx.ModelProto, info: dict, consts: dict[str, np.ndarr
         return arg is not None and all(v is not None for v in arg.ravel())
 
     for node in model.graph.node:
-        op, ins, attrs = node.op_type, list(node.input), _attrs(node)
+        op, ins, attrs = node.op_type, list(node.input), attribute_values(node)
         args = [known.get(n) if n else None for n in ins]
         for pos, name in enumerate(ins):  # a computed tensor of a known small shape: its elements unknown
             dims = info.get(name, (None, None, None))[1] if name else None
@@ -357,7 +342,7 @@ class _Aligner:
         derivable = bool(outs) and out_c is None and self._derivable(outs[0], ins[0] if ins else "")
         if derivable:  # what shape inference could not say, this op keeps (checked below, op by op)
             out_c = in_c
-        attrs = _attrs(node)
+        attrs = attribute_values(node)
         single = len([o for o in outs if o]) == 1
         if op == "Conv":
             w = self.consts.get(ins[1])
@@ -711,7 +696,7 @@ class _Aligner:
             bias = np.zeros(in_lay.size * mult, self.consts[node.input[2]].dtype)
             bias[rows] = self.consts[node.input[2]]
             self._replace_const(node, 2, bias, f"{node.input[2]}_aligned")
-        _set_attr(node, "group", in_lay.size)
+        set_attribute(node, "group", in_lay.size)
         self.report.convs_padded += 1
         self.report.channels_added += (in_lay.size - c) * mult
 
@@ -748,7 +733,7 @@ class _Aligner:
         lay = self.layout(node.input[0])
         if lay is None or lay.is_real:
             return []
-        attrs = _attrs(node)
+        attrs = attribute_values(node)
         start, end = (min(max(v + 4 if v < 0 else v, 0), 4)
                       for v in (int(attrs.get("start", 0)), int(attrs.get("end", 4))))
         if not start <= 1 < end:
@@ -756,7 +741,7 @@ class _Aligner:
         channel = 1 - start
         reads = self.readers.get(node.output[0], [])
         if reads and node.output[0] not in {o.name for o in self.graph.output} and all(
-                r.op_type == "Gather" and r.input[0] == node.output[0] and not _attrs(r).get("axis", 0)
+                r.op_type == "Gather" and r.input[0] == node.output[0] and not attribute_values(r).get("axis", 0)
                 and r.input[1] in self.known and all(v is not None and int(v) % (end - start) != channel
                                                      for v in self.known[r.input[1]].ravel())
                 for r in reads):
@@ -790,7 +775,7 @@ def conv_cost(model: onnx.ModelProto) -> int | None:
         if node.op_type == "Conv":
             total += int(np.prod(dims)) * int(np.prod(w.shape[1:]))
         else:
-            total += int(np.prod(dims)) * int(w.shape[1] if _attrs(node).get("transB", 0) else w.shape[0])
+            total += int(np.prod(dims)) * int(w.shape[1] if attribute_values(node).get("transB", 0) else w.shape[0])
     return total
 
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-__all__ = ["drop_unused_initializers", "subgraph_reads", "fold_pads", "fold_static_dims", "graph_constants", "merge_pad_crops",
-           "static_shapes"]
+__all__ = ["attribute_values", "drop_unused_initializers", "subgraph_reads", "fold_pads", "fold_static_dims",
+           "graph_constants", "merge_pad_crops", "readers_of", "set_attribute", "static_shapes"]
 
 
 def graph_constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
@@ -31,6 +31,28 @@ def graph_constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
                 if attr.name == "value":
                     consts[node.output[0]] = onnx.numpy_helper.to_array(attr.t)
     return consts
+
+
+def readers_of(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
+    """The nodes that read each value, by name (a node reading it twice is listed twice)."""
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    return readers
+
+
+def attribute_values(node: onnx.NodeProto) -> dict[str, object]:
+    """``node``'s attributes as Python values (ints, lists, bytes, tensors), by name."""
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def set_attribute(node: onnx.NodeProto, name: str, value: object) -> None:
+    """Set (add or replace) attribute ``name`` of ``node``, in place."""
+    kept = [a for a in node.attribute if a.name != name]
+    del node.attribute[:]
+    node.attribute.extend(kept)
+    node.attribute.append(onnx.helper.make_attribute(name, value))
 
 
 def subgraph_reads(node: onnx.NodeProto) -> set[str]:
@@ -181,10 +203,7 @@ def fold_pads(model: onnx.ModelProto) -> int:
     two branches of a cell that pad the same input alike. Average pools keep theirs (an explicit
     zero pad counts in their mean; NASNet divides by the real-pixel count separately)."""
     consts = graph_constants(model)
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    readers = readers_of(model)
     graph_outputs = {o.name for o in model.graph.output}
     folded = []
     for pad in model.graph.node:
@@ -217,11 +236,7 @@ def fold_pads(model: onnx.ModelProto) -> int:
         if op is None or not all(fits(u) for u in users):
             continue
         for user in users:
-            total = _pads_of(user, amounts)
-            kept = [a for a in user.attribute if a.name != "pads"]
-            del user.attribute[:]
-            user.attribute.extend(kept)
-            user.attribute.append(onnx.helper.make_attribute("pads", total))
+            set_attribute(user, "pads", _pads_of(user, amounts))
             user.input[0] = pad.input[0]
         folded.append(pad)
     for pad in folded:

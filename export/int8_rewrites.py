@@ -16,7 +16,7 @@ from typing import Iterable
 import numpy as np
 import onnx
 
-from .graph_edits import drop_unused_initializers, static_shapes
+from .graph_edits import attribute_values, drop_unused_initializers, readers_of, static_shapes
 from .layout_folds import real_pixels
 
 __all__ = ["keep_float", "pools_as_convolutions"]
@@ -44,7 +44,7 @@ def pools_as_convolutions(model: onnx.ModelProto) -> int:
     names = {i.name for i in model.graph.initializer} | {o for n in model.graph.node for o in n.output}
     nodes, rewritten = [], 0
     for index, node in enumerate(model.graph.node):
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        attrs = attribute_values(node)
         shape = shapes.get(node.input[0], []) if node.op_type == "AveragePool" else []
         kernel = list(attrs.get("kernel_shape", []))
         auto_pad = attrs.get("auto_pad", b"NOTSET")
@@ -97,10 +97,7 @@ def keep_float(model: onnx.ModelProto, op_types: Iterable[str]) -> int:
     if not wanted:
         return 0
     nodes = list(model.graph.node)
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for n in nodes:
-        for name in n.input:
-            consumers.setdefault(name, []).append(n)
+    consumers = readers_of(model)
     outputs = {o.name for o in model.graph.output}
     freed = 0
     for node in nodes:

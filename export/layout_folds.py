@@ -23,28 +23,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .graph_edits import graph_constants, static_shapes
+from .graph_edits import attribute_values, graph_constants, readers_of, set_attribute, static_shapes
 
 __all__ = ["exclusive_average_pools", "fold_concat_batchnorm", "real_pixels"]
-
-
-def _readers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
-    return readers
-
-
-def _attrs(node: onnx.NodeProto) -> dict[str, onnx.AttributeProto]:
-    return {a.name: a for a in node.attribute}
-
-
-def _set_attr(node: onnx.NodeProto, name: str, value) -> None:
-    kept = [a for a in node.attribute if a.name != name]
-    del node.attribute[:]
-    node.attribute.extend(kept)
-    node.attribute.append(onnx.helper.make_attribute(name, value))
 
 
 def real_pixels(size: int, kernel: int, stride: int, before: int, outputs: int) -> np.ndarray:
@@ -60,9 +41,9 @@ def _zero_pad_amounts(pad: onnx.NodeProto | None, consts: dict[str, np.ndarray])
         return None
     pads = consts.get(pad.input[1])
     value = consts.get(pad.input[2]) if len(pad.input) > 2 and pad.input[2] else np.zeros(())
-    mode = _attrs(pad).get("mode")
+    mode = attribute_values(pad).get("mode", b"constant")
     if (pads is None or pads.shape != (8,) or (pads < 0).any() or pads[[0, 1, 4, 5]].any() or value is None
-            or float(value) != 0.0 or (mode is not None and mode.s != b"constant")):
+            or float(value) != 0.0 or mode != b"constant"):
         return None
     return [int(pads[2]), int(pads[3]), int(pads[6]), int(pads[7])]
 
@@ -73,7 +54,7 @@ def exclusive_average_pools(model: onnx.ModelProto) -> int:
     ``AveragePool`` with those pads and ``count_include_pad=0``, in place; returns how many were
     replaced. A ``Pad`` stays while something else reads it."""
     consts = graph_constants(model)
-    readers = _readers(model)
+    readers = readers_of(model)
     producers = {out: node for node in model.graph.node for out in node.output}
     graph_outputs = {o.name for o in model.graph.output}
     shapes: dict[str, list[int | None]] | None = None
@@ -82,21 +63,20 @@ def exclusive_average_pools(model: onnx.ModelProto) -> int:
         pool = producers.get(div.input[0]) if div.op_type == "Div" else None
         if pool is None or pool.op_type != "AveragePool" or div.input[1] not in consts:
             continue
-        attrs = _attrs(pool)
+        attrs = attribute_values(pool)
         if (len(readers.get(pool.output[0], [])) != 1 or pool.output[0] in graph_outputs
-                or "ceil_mode" in attrs and attrs["ceil_mode"].i
-                or "dilations" in attrs and any(d != 1 for d in attrs["dilations"].ints)
-                or "auto_pad" in attrs and attrs["auto_pad"].s not in (b"", b"NOTSET")):
+                or attrs.get("ceil_mode", 0) or any(d != 1 for d in attrs.get("dilations", []))
+                or attrs.get("auto_pad", b"NOTSET") not in (b"", b"NOTSET")):
             continue
-        own = list(attrs["pads"].ints) if "pads" in attrs else [0, 0, 0, 0]
-        if any(own) and not ("count_include_pad" in attrs and attrs["count_include_pad"].i):
+        own = list(attrs.get("pads", [0, 0, 0, 0]))
+        if any(own) and not attrs.get("count_include_pad", 0):
             continue  # already divides by the real pixels: the Div is something else
         pad = producers.get(pool.input[0])
         extra = _zero_pad_amounts(pad, consts)
         source = pad.input[0] if extra is not None else pool.input[0]
         top, left, bottom, right = (a + b for a, b in zip(own, extra or [0, 0, 0, 0]))
-        kernel = list(attrs["kernel_shape"].ints)
-        strides = list(attrs["strides"].ints) if "strides" in attrs else [1, 1]
+        kernel = list(attrs["kernel_shape"])
+        strides = list(attrs.get("strides", [1, 1]))
         if not (top < kernel[0] and bottom < kernel[0] and left < kernel[1] and right < kernel[1]):
             continue  # a window of padding only would divide by zero
         if shapes is None:
@@ -110,8 +90,8 @@ def exclusive_average_pools(model: onnx.ModelProto) -> int:
         if divisor.size != share.size or not np.allclose(divisor.reshape(share.shape), share, rtol=1e-6, atol=0):
             continue
         pool.input[0] = source
-        _set_attr(pool, "pads", [top, left, bottom, right])
-        _set_attr(pool, "count_include_pad", 0)
+        set_attribute(pool, "pads", [top, left, bottom, right])
+        set_attribute(pool, "count_include_pad", 0)
         pool.output[0] = div.output[0]
         removed.append(div)
         if extra is not None:
@@ -128,7 +108,7 @@ def fold_concat_batchnorm(model: onnx.ModelProto) -> int:
     that Concat alone) into those convolutions' weights and biases, in place; returns how many
     BatchNorms went. Weights another node shares are copied, not changed."""
     consts = graph_constants(model)
-    readers = _readers(model)
+    readers = readers_of(model)
     producers = {out: node for node in model.graph.node for out in node.output}
     graph_outputs = {o.name for o in model.graph.output}
     initializers = {init.name: init for init in model.graph.initializer}
@@ -137,15 +117,14 @@ def fold_concat_batchnorm(model: onnx.ModelProto) -> int:
         concat = producers.get(bn.input[0]) if bn.op_type == "BatchNormalization" else None
         if (concat is None or concat.op_type != "Concat" or len(bn.output) != 1
                 or len(readers.get(concat.output[0], [])) != 1 or concat.output[0] in graph_outputs
-                or _attrs(concat)["axis"].i not in (1, -3) or not all(n in consts for n in bn.input[1:5])):
+                or attribute_values(concat)["axis"] not in (1, -3) or not all(n in consts for n in bn.input[1:5])):
             continue
         convs = [producers.get(name) for name in concat.input]
         if not all(c is not None and c.op_type == "Conv" and c.input[1] in initializers
                    and (len(c.input) < 3 or not c.input[2] or c.input[2] in initializers)
                    and len(readers.get(c.output[0], [])) == 1 and c.output[0] not in graph_outputs for c in convs):
             continue
-        attrs = _attrs(bn)
-        eps = attrs["epsilon"].f if "epsilon" in attrs else 1e-5
+        eps = attribute_values(bn).get("epsilon", 1e-5)
         scale, shift, mean, var = (consts[n].astype(np.float64) for n in bn.input[1:5])
         gain = scale / np.sqrt(var + eps)
         offset = shift - mean * gain

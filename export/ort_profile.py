@@ -32,6 +32,8 @@ import onnx
 
 from nasnet_backbones.errors import first_line
 
+from .graph_edits import attribute_values, readers_of
+
 __all__ = ["GraphCensus", "OpProfile", "ProfileSummary", "graph_census", "op_profile", "profile_summary"]
 
 logger = logging.getLogger(__name__)
@@ -150,10 +152,7 @@ def census_of(model: onnx.ModelProto, path: str = "") -> GraphCensus:
     nodes = list(model.graph.node)
     counts = Counter(_key(n.domain, n.op_type) for n in nodes)
     producer = {out: n for n in nodes for out in n.output}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for n in nodes:
-        for name in n.input:
-            consumers.setdefault(name, []).append(n)
+    consumers = readers_of(model)
     near = 0
     for n in nodes:
         if n.op_type not in _Q_DQ:
@@ -278,7 +277,7 @@ class OpProfile:
 def conv_kind(node: onnx.NodeProto, shapes: dict[str, list[int]]) -> str:
     """``depthwise`` (grouped, one input channel per group), ``1x1`` or ``kxk`` for a convolution node
     of any domain (the weight is input 1, or input 3 for ``QLinearConv``)."""
-    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    attrs = attribute_values(node)
     weight = node.input[3] if node.op_type == "QLinearConv" else node.input[1] if len(node.input) > 1 else ""
     dims = shapes.get(weight, [])
     if attrs.get("group", 1) > 1 and (len(dims) < 2 or dims[1] == 1):

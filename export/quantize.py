@@ -25,6 +25,7 @@ from nasnet_backbones.host import host_has_vnni
 from nasnet_backbones.images import open_rgb
 
 from .conventions import InputConventions, read_conventions
+from .graph_edits import readers_of
 from .int8_rewrites import keep_float, pools_as_convolutions
 from .layout_folds import fold_concat_batchnorm
 from .onnx_export import ExportVerificationError, graph_constants, refuse_own_input, verified_output
@@ -275,10 +276,7 @@ def infinite_padding_nodes(model: onnx.ModelProto) -> list[str]:
     its scale and zero point are meaningless and every value after it is wrong (this is why the
     INT8 of a dynamic-size export agreed with FP32 on 0% of images)."""
     consts = graph_constants(model)
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    consumers = readers_of(model)
     excluded: list[str] = []
     for node in model.graph.node:
         value = consts.get(node.input[2]) if node.op_type == "Pad" and len(node.input) > 2 and node.input[2] else None
